@@ -1,0 +1,120 @@
+//! Command line: parse once with clap, then run one command. `serve` (the default) is what the
+//! Dify plugin daemon starts; the others are for people.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::protocol::{self, ServeEnd, ServeOptions};
+use crate::provider::OpenAiTrigger;
+
+#[derive(Debug, Parser)]
+#[command(name = "openai-trigger", version, about = "Dify trigger plugin for OpenAI webhooks, as one native binary")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Speak the Dify plugin protocol on stdin/stdout (what the plugin daemon runs; the default).
+    Serve,
+    /// Play Dify locally: send a signed sample of every OpenAI event (and some bad ones) through
+    /// the plugin over the real stdio protocol, and print what each produced.
+    Demo,
+    /// Run a local HTTP endpoint that plays Dify for real webhooks and prints each run's variables
+    /// as JSON lines.
+    Dev {
+        /// The endpoint's signing secret(s), whsec_… (several separated by spaces or commas).
+        #[arg(long, env = "OPENAI_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Port to listen on.
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+        /// Address to listen on. Keep it on loopback unless a tunnel needs more.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+    },
+    /// Sign and POST a realistic sample OpenAI event to a URL (for example `dev`'s endpoint).
+    Send {
+        /// OpenAI event type, e.g. batch.completed (unknown types get a generic payload).
+        event_type: String,
+        /// Where to POST, e.g. http://127.0.0.1:8787/ (plain HTTP).
+        #[arg(long)]
+        url: String,
+        /// Signing secret, whsec_….
+        #[arg(long, env = "OPENAI_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// The webhook-id header; a fresh one by default (repeat one to see duplicate handling).
+        #[arg(long)]
+        webhook_id: Option<String>,
+        /// Sign with a timestamp this many seconds in the past (over 300 is rejected as stale).
+        #[arg(long, default_value_t = 0)]
+        age: i64,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    init_logging(matches!(command, Command::Serve));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("openai-trigger: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Serve => serve_stdio().await,
+            Command::Demo => crate::demo::run().await,
+            Command::Dev { secret, port, bind } => crate::dev::serve(&secret, bind, port).await,
+            Command::Send { event_type, url, secret, webhook_id, age } => {
+                crate::dev::send(&event_type, &url, &secret, webhook_id, age).await
+            }
+        }
+    });
+    // Sessions may still hold blocking reads of stdin; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => code,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("openai-trigger: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_stdio() -> std::io::Result<ExitCode> {
+    let plugin = Arc::new(OpenAiTrigger::with_system_clock());
+    let input = tokio::io::BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+    let end = protocol::serve(input, tokio::io::stdout(), plugin, ServeOptions::default()).await?;
+    if end == ServeEnd::OutputClosed {
+        tracing::info!("stdout closed: the daemon is gone");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr, never stdout (stdout is the protocol). `OPENAI_TRIGGER_LOG` sets the level;
+/// under the daemon the default is `warn`, because the daemon records every stderr line as a warning.
+fn init_logging(serving: bool) {
+    let level = std::env::var("OPENAI_TRIGGER_LOG").ok().and_then(|v| v.parse::<tracing::Level>().ok());
+    let level = level.unwrap_or(if serving { tracing::Level::WARN } else { tracing::Level::INFO });
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .with_max_level(level)
+        .try_init();
+}
+
+/// Writes one line of human output to stdout (the commands other than `serve`).
+pub(crate) fn say(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+}

@@ -1,0 +1,8 @@
+//! Batch API: `batch.completed|cancelled|expired|failed`.
+
+use serde_json::{Map, Value};
+
+pub(super) fn variables(data: &Map<String, Value>, vars: &mut Map<String, Value>) -> Result<(), String> {
+    super::put(vars, "batch_id", super::text(data, "id"));
+    Ok(())
+}

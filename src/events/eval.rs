@@ -1,0 +1,8 @@
+//! Evals: `eval.run.succeeded|failed|canceled` (one "l", as OpenAI spells it).
+
+use serde_json::{Map, Value};
+
+pub(super) fn variables(data: &Map<String, Value>, vars: &mut Map<String, Value>) -> Result<(), String> {
+    super::put(vars, "eval_run_id", super::text(data, "id"));
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Responses API background responses: `response.completed|cancelled|failed|incomplete`.
+
+use serde_json::{Map, Value};
+
+pub(super) fn variables(data: &Map<String, Value>, vars: &mut Map<String, Value>) -> Result<(), String> {
+    super::put(vars, "response_id", super::text(data, "id"));
+    Ok(())
+}
