@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::protocol::{self, ServeEnd, ServeOptions};
 use crate::provider::OpenAiTrigger;
+use crate::remote::RemoteConfig;
 
 #[derive(Debug, Parser)]
 #[command(name = "openai-trigger", version, about = "Dify trigger plugin for OpenAI webhooks, as one native binary")]
@@ -21,7 +23,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Speak the Dify plugin protocol on stdin/stdout (what the plugin daemon runs; the default).
+    /// With INSTALL_METHOD=remote (environment or ./.env), connect to a daemon's debugging port instead.
     Serve,
+    /// Connect to a Dify plugin daemon's remote-debugging port, register, and serve there.
+    Remote {
+        /// The daemon's debugging address, host:port (Dify shows it next to the key).
+        #[arg(long, env = "REMOTE_INSTALL_URL")]
+        url: String,
+        /// The debugging key from Dify's plugin page.
+        #[arg(long, env = "REMOTE_INSTALL_KEY", hide_env_values = true)]
+        key: String,
+    },
     /// Play Dify locally: send a signed sample of every OpenAI event (and some bad ones) through
     /// the plugin over the real stdio protocol, and print what each produced.
     Demo,
@@ -70,7 +82,11 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Serve => serve_stdio().await,
+            Command::Serve => serve().await,
+            Command::Remote { url, key } => match RemoteConfig::new(&url, &key) {
+                Ok(config) => crate::remote::run(config, Arc::new(OpenAiTrigger::with_system_clock())).await,
+                Err(err) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())),
+            },
             Command::Demo => crate::demo::run().await,
             Command::Dev { secret, port, bind } => crate::dev::serve(&secret, bind, port).await,
             Command::Send { event_type, url, secret, webhook_id, age } => {
@@ -90,14 +106,42 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn serve_stdio() -> std::io::Result<ExitCode> {
+/// stdio, unless the environment (or `./.env`) asks for remote debugging, as the SDK does.
+async fn serve() -> std::io::Result<ExitCode> {
     let plugin = Arc::new(OpenAiTrigger::with_system_clock());
-    let input = tokio::io::BufReader::with_capacity(64 * 1024, tokio::io::stdin());
-    let end = protocol::serve(input, tokio::io::stdout(), plugin, ServeOptions::default()).await?;
+    let remote = RemoteConfig::from_env(Path::new("."), |name| std::env::var(name).ok())
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
+    if let Some(config) = remote {
+        return crate::remote::run(config, plugin).await;
+    }
+    let (input, output) = stdio_pipes();
+    let input = tokio::io::BufReader::with_capacity(64 * 1024, input);
+    let end = protocol::serve(input, output, plugin, ServeOptions::default()).await?;
     if end == ServeEnd::OutputClosed {
         tracing::info!("stdout closed: the daemon is gone");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+type Input = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type Output = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// The daemon gives us pipes. tokio's `stdin()`/`stdout()` serve any file by handing every read
+/// and write to a blocking thread; a pipe can instead be polled by the reactor directly, which
+/// takes that hand-off out of each request's round trip. Anything else (a terminal, a file)
+/// keeps the portable path.
+fn stdio_pipes() -> (Input, Output) {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let input: Input = match std::io::stdin().as_fd().try_clone_to_owned().and_then(pipe::Receiver::from_owned_fd) {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdin()),
+    };
+    let output: Output = match std::io::stdout().as_fd().try_clone_to_owned().and_then(pipe::Sender::from_owned_fd) {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdout()),
+    };
+    (input, output)
 }
 
 /// Logs go to stderr, never stdout (stdout is the protocol). `OPENAI_TRIGGER_LOG` sets the level;

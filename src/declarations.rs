@@ -12,6 +12,12 @@ pub const PROVIDER_PATH: &str = "provider/openai_trigger.yaml";
 pub const MANIFEST_YAML: &str = include_str!("../manifest.yaml");
 pub const PROVIDER_YAML: &str = include_str!("../provider/openai_trigger.yaml");
 
+/// The icons under `_assets/`, by file name (the name the manifest and provider refer to).
+pub const ASSETS: &[(&str, &[u8])] = &[
+    ("icon.svg", include_bytes!("../_assets/icon.svg")),
+    ("icon-dark.svg", include_bytes!("../_assets/icon-dark.svg")),
+];
+
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("{path} is not valid YAML: {source}")]

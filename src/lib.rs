@@ -12,7 +12,8 @@
 //! - [`declarations`]: the embedded manifest, provider and event YAML, as typed values.
 //! - [`samples`]: realistic signed OpenAI deliveries for the demo, `send` and tests.
 //! - [`host`]: a stand-in for Dify's side of the protocol (spawns the plugin, runs actions).
-//! - [`cli`]: the commands: `serve` (default), `demo`, `dev`, `send`.
+//! - [`remote`]: remote debugging over TCP (register with a daemon, then the same protocol).
+//! - [`cli`]: the commands: `serve` (default), `remote`, `demo`, `dev`, `send`.
 //!
 //! # Data flow of one webhook
 //! stdin line → `protocol::serve` (one task per session) → `provider::OpenAiTrigger::handle_action`
@@ -30,5 +31,6 @@ pub mod host;
 pub mod protocol;
 pub mod provider;
 pub mod raw_http;
+pub mod remote;
 pub mod samples;
 pub mod signature;

@@ -79,6 +79,9 @@ where
     let (out, out_rx) = mpsc::channel::<Vec<u8>>(4096);
     let (broken_tx, mut broken_rx) = watch::channel(false);
     let writer = tokio::spawn(write_lines(output, out_rx, broken_tx));
+    // Readiness is the first heartbeat (§1.4): queue it before reading anything, so even a
+    // session that ends at once has sent it.
+    let _ = out.send(wire::HEARTBEAT_LINE.to_vec()).await;
     let heartbeat = tokio::spawn(heartbeat(out.clone(), options.heartbeat_interval));
     let slots = Arc::new(Semaphore::new(options.max_in_flight));
 
@@ -242,10 +245,10 @@ async fn send_log(out: &mpsc::Sender<Vec<u8>>, level: &str, message: &str) {
 }
 
 async fn heartbeat(out: mpsc::Sender<Vec<u8>>, every: Duration) {
-    let mut ticks = tokio::time::interval(every);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await; // The first tick is immediate: readiness is the first heartbeat (§1.4).
+        ticks.tick().await;
         if out.send(wire::HEARTBEAT_LINE.to_vec()).await.is_err() {
             return;
         }
