@@ -160,7 +160,16 @@ struct DispatchResponse<'a> {
     user_id: &'a str,
     events: Vec<&'static str>,
     response: String,
+    /// `{}` when nothing fires: Dify expects an object, never null (triggers.md §3.2).
+    #[serde(serialize_with = "object_or_empty")]
     payload: Option<Payload>,
+}
+
+fn object_or_empty<S: serde::Serializer>(payload: &Option<Payload>, serializer: S) -> Result<S::Ok, S::Error> {
+    match payload {
+        Some(payload) => payload.serialize(serializer),
+        None => serde_json::Map::new().serialize(serializer),
+    }
 }
 
 /// What invoke needs, decided once at dispatch: the body is embedded as raw JSON, not re-encoded.
