@@ -2,6 +2,7 @@
 //! heartbeat, one webhook's dispatch round trip, pipelined throughput, and memory (peak RSS).
 //! Run with `cargo bench --bench plugin`; it prints figures and the targets they are held to.
 //! The in-process figure isolates the plugin's own work from pipe and scheduling costs.
+#![allow(clippy::print_stdout)] // The report is the benchmark's output.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

@@ -72,7 +72,8 @@ impl OpenAiTrigger {
             Ok(request) => request,
             Err(err) => return Verdict::reject(400, "malformed_request", err.to_string()),
         };
-        if !request.method.eq_ignore_ascii_case("POST") {
+        // Methods are case-sensitive (RFC 9110 §9.1): "post" is not POST.
+        if request.method != "POST" {
             return Verdict::reject(
                 405,
                 "method_not_allowed",

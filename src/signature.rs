@@ -25,6 +25,9 @@ const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::Indifferent)
         .with_decode_allow_trailing_bits(true),
 );
+/// OpenAI's keys are 32 bytes and Standard Webhooks asks for 24–64; the shortest key in the
+/// published test vectors is 23. Anything under 16 is a paste mistake, not a key.
+const MIN_KEY_BYTES: usize = 16;
 /// Signatures: only the canonical padded form OpenAI sends; anything else is no match.
 const SIGNATURE_BASE64: GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -36,13 +39,20 @@ pub enum SecretError {
     NotBase64 { position: usize },
     #[error("signing secret #{position} is empty after its whsec_ prefix")]
     Empty { position: usize },
+    #[error("signing secret #{position} is a signature's \"v1\" label: paste only the whsec_… secret")]
+    SignatureLabel { position: usize },
+    #[error("signing secret #{position} decodes to {bytes} bytes: too short to be an OpenAI signing secret")]
+    TooShort { position: usize, bytes: usize },
 }
 
 impl SecretError {
     pub fn code(&self) -> &'static str {
         match self {
             SecretError::Missing => "no_secret_configured",
-            SecretError::NotBase64 { .. } | SecretError::Empty { .. } => "invalid_secret",
+            SecretError::NotBase64 { .. }
+            | SecretError::Empty { .. }
+            | SecretError::SignatureLabel { .. }
+            | SecretError::TooShort { .. } => "invalid_secret",
         }
     }
 }
@@ -94,10 +104,17 @@ impl SigningSecret {
     /// `whsec_<base64>` or bare `<base64>` (Standard Webhooks semantics, never the raw text).
     pub fn parse(text: &str, position: usize) -> Result<Self, SecretError> {
         let encoded = text.trim();
+        // `v1,whsec_…` pasted from a signature header splits into "v1" and the secret.
+        if matches!(encoded, "v1" | "v1a") {
+            return Err(SecretError::SignatureLabel { position });
+        }
         let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
         let key = SECRET_BASE64.decode(encoded).map_err(|_| SecretError::NotBase64 { position })?;
         if key.is_empty() {
             return Err(SecretError::Empty { position });
+        }
+        if key.len() < MIN_KEY_BYTES {
+            return Err(SecretError::TooShort { position, bytes: key.len() });
         }
         Ok(SigningSecret { key })
     }
@@ -273,6 +290,8 @@ mod tests {
         assert_eq!(err, SecretError::NotBase64 { position: 2 });
         assert!(!err.to_string().contains("!!!"));
         assert_eq!(SecretSet::parse("whsec_").unwrap_err(), SecretError::Empty { position: 1 });
+        assert_eq!(SecretSet::parse(&format!("v1,{SECRET}")).unwrap_err(), SecretError::SignatureLabel { position: 1 });
+        assert_eq!(SecretSet::parse("whsec_c2hvcnQ=").unwrap_err(), SecretError::TooShort { position: 1, bytes: 5 });
     }
 
     #[test]

@@ -151,6 +151,11 @@ where
 
 /// Decides what one input line is. Returns the session to run, or None after answering it.
 async fn route(out: &mpsc::Sender<Vec<u8>>, line: &[u8]) -> Option<(String, Box<RawValue>)> {
+    // Only objects are messages: serde would also fill a struct from a JSON array, by position.
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        send_log(out, "warn", &format!("ignored an input line that is not a JSON object ({} bytes)", line.len())).await;
+        return None;
+    }
     let inbound: wire::Inbound = match serde_json::from_slice(line) {
         Ok(inbound) => inbound,
         Err(err) => {
