@@ -168,18 +168,23 @@ class Daemon:
 
     # -- management ---------------------------------------------------------------------------
     def list_plugins(self, page_size: int = 256):
+        """(status, body); body["data"] = {"list": [installation...], "total": n} (service/manage_plugin.go:160)."""
         return self.json("GET", f"/plugin/{self.tenant}/management/list?page=1&page_size={page_size}")
+
+    def installations(self) -> list:
+        status, body = self.list_plugins()
+        if status != 200 or body.get("code") != 0:
+            raise RuntimeError(f"management/list: HTTP {status} {body}")
+        return (body.get("data") or {}).get("list") or []
 
     def wait_installed(self, plugin_id: str, timeout: float = 10.0) -> dict:
         end = time.time() + timeout
         last = None
         while time.time() < end:
-            status, body = self.list_plugins()
-            last = body
-            if status == 200 and body.get("code") == 0:
-                for item in body.get("data") or []:
-                    if item.get("plugin_id") == plugin_id:
-                        return item
+            last = self.installations()
+            for item in last:
+                if item.get("plugin_id") == plugin_id:
+                    return item
             time.sleep(0.2)
         raise RuntimeError(f"plugin {plugin_id} not installed in tenant after {timeout}s: {last}")
 
@@ -301,26 +306,44 @@ class RemotePlugin:
                 return b""
             self._buf += chunk
 
-    def register(self, manifest: dict, kind: str, declarations: list, assets: dict[str, bytes],
-                 chunk: int = 8192) -> None:
+    @staticmethod
+    def registration_messages(manifest: dict, kind: str, declarations: list, assets: dict,
+                              key: str, chunk: int = 8192) -> list:
         """handshake, manifest_declaration, <kind>, asset_chunk*, end — in that order (daemon-protocol.md §6.3)."""
-        self.send({"type": "handshake", "data": {"key": self.key}})
-        self.send({"type": "manifest_declaration", "data": manifest})
-        self.send({"type": kind, "data": declarations})
+        msgs = [
+            {"type": "handshake", "data": {"key": key}},
+            {"type": "manifest_declaration", "data": manifest},
+            {"type": kind, "data": declarations},
+        ]
         for name, blob in assets.items():
             for i in range(0, max(len(blob), 1), chunk):
-                part = blob[i : i + chunk]
-                self.send(
-                    {
-                        "type": "asset_chunk",
-                        "data": {
-                            "filename": name,
-                            "data": base64.b64encode(part).decode(),
-                            "end": i + chunk >= len(blob),
-                        },
-                    }
-                )
-        self.send({"type": "end", "data": {}})
+                msgs.append({"type": "asset_chunk", "data": {
+                    "filename": name,
+                    "data": base64.b64encode(blob[i : i + chunk]).decode(),
+                    "end": i + chunk >= len(blob),
+                }})
+        msgs.append({"type": "end", "data": {}})
+        return msgs
+
+    def register(self, manifest: dict, kind: str, declarations: list, assets: dict[str, bytes],
+                 chunk: int = 8192) -> None:
+        """Send the whole registration at once (success is silent: nothing comes back)."""
+        for m in self.registration_messages(manifest, kind, declarations, assets, self.key, chunk):
+            self.send(m)
+
+    def register_expecting_reply(self, manifest: dict, kind: str, declarations: list, assets: dict,
+                                 wait: float = 0.5) -> bytes | None:
+        """Send the registration one message at a time and return the first line the daemon writes (a
+        rejection closes the socket, so later writes could fail); None if it stayed silent throughout."""
+        for m in self.registration_messages(manifest, kind, declarations, assets, self.key):
+            try:
+                self.send(m)
+            except OSError:
+                break
+            line = self.read_line(timeout=wait)
+            if line is not None:
+                return line
+        return self.read_line(timeout=wait * 4)
 
     def heartbeat(self) -> None:
         self.send({"event": "heartbeat", "session_id": None, "data": {}})

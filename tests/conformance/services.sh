@@ -22,7 +22,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DAEMON_COMMIT=bdb5642a19009c944b78eca12f3d176801a4a8be
 CACHE="${OPENAI_TRIGGER_CACHE:-$HOME/.cache/openai-trigger}"
 DAEMON_BIN="$CACHE/daemon-${DAEMON_COMMIT:0:8}/dify-plugin-daemon"
-UV_WRAPPER="$CACHE/uv/uv-wrapper"
+CLI_BIN="$CACHE/daemon-${DAEMON_COMMIT:0:8}/dify"
+UV_BIN="$CACHE/uv/venv/bin/uv"
+PY312_DIR="$CACHE/py312-bin"
 STATE="${OPENAI_TRIGGER_CONFORMANCE_DIR:-${TMPDIR:-/tmp}/openai-trigger-conformance}"
 ENV_FILE="$STATE/env"
 
@@ -65,6 +67,8 @@ start_pg() {
   local bin; bin=$(pg_bin); [ -n "$bin" ] || die "PostgreSQL not installed; run setup.sh"
   local data="$STATE/pg/data" sock="$STATE/pg/sock"
   mkdir -p "$STATE/pg"; chown postgres:postgres "$STATE/pg"
+  runuser -u postgres -- test -w "$STATE/pg" \
+    || die "user postgres cannot reach $STATE/pg (a parent dir is not traversable); set OPENAI_TRIGGER_CONFORMANCE_DIR"
   if [ ! -f "$data/PG_VERSION" ]; then
     log "initdb $data"
     install -d -o postgres -g postgres -m 0700 "$data"
@@ -100,6 +104,14 @@ start_redis() {
     || die "redis-server failed to start"
   wait_for 20 redis port_open "$HOST" "$REDIS_PORT" || { tail -20 "$STATE/redis/redis.log" >&2; die "redis did not open $REDIS_PORT"; }
   log "redis up on $HOST:$REDIS_PORT"
+}
+
+uv_path() { # the real uv, or the opt-in 3.11 substitute wrapper (setup.sh, OPENAI_TRIGGER_ALLOW_PY_SUBSTITUTE=1)
+  if [ -f "$CACHE/PY312_SUBSTITUTE" ]; then echo "$CACHE/uv/uv-wrapper"; else echo "$UV_BIN"; fi
+}
+
+daemon_path() { # PATH for the daemon and everything it spawns (uv, plugins): 3.12 first, no pyenv shims
+  echo "$PY312_DIR:/usr/local/bin:/usr/bin:/bin"
 }
 
 daemon_env() {
@@ -140,7 +152,8 @@ DB_DEFAULT_DATABASE=postgres
 DB_SSL_MODE=disable
 PIP_MIRROR_AUTO_DETECT=false
 PYTHON_INTERPRETER_PATH=/usr/bin/python3
-UV_PATH=$UV_WRAPPER
+UV_PATH=$(uv_path)
+UV_PYTHON_DOWNLOADS=never
 PYTHON_ENV_INIT_TIMEOUT=120
 PROMETHEUS_ENABLED=false
 ENABLE_OTEL=false
@@ -161,18 +174,25 @@ http_ok() { curl -fsS --noproxy '*' -o /dev/null --max-time 2 "http://$HOST:$HTT
 
 start_daemon() {
   [ -x "$DAEMON_BIN" ] || die "daemon binary $DAEMON_BIN missing; run setup.sh"
-  [ -x "$UV_WRAPPER" ] || die "uv wrapper $UV_WRAPPER missing; run setup.sh"
+  [ -x "$(uv_path)" ] || die "uv $(uv_path) missing; run setup.sh"
+  [ -x "$PY312_DIR/python3.12" ] || [ -f "$CACHE/PY312_SUBSTITUTE" ] || die "$PY312_DIR/python3.12 missing; run setup.sh"
   local work="$STATE/daemon"
   mkdir -p "$work/cwd" "$work/storage" "$work/assets"
   if pid_alive "$work/daemon.pid"; then log "daemon already running (pid $(cat "$work/daemon.pid"))"; return; fi
   port_open "$HOST" "$HTTP_PORT" && die "port $HTTP_PORT (daemon http) is taken by another process"
   port_open "$HOST" "$DEBUG_PORT" && die "port $DEBUG_PORT (daemon debugging) is taken by another process"
+  [ -x "$CLI_BIN" ] || die "daemon CLI $CLI_BIN missing; run setup.sh"
   daemon_env > "$work/daemon.env"
+  # The server does not create its tables (upstream #672 moved AutoMigrate to `commandline migrate`;
+  # the official image runs `/app/commandline migrate && exec /app/main`). Idempotent.
+  ( cd "$work" && env -i PATH="$(daemon_path)" HOME="$HOME" LANG=C.UTF-8 \
+      bash -c 'set -a; . ./daemon.env; set +a; exec "$0" migrate' "$CLI_BIN" ) >"$work/migrate.log" 2>&1 \
+    || { tail -20 "$work/migrate.log" >&2; die "dify migrate failed"; }
   # Own session/process group so `stop` can end the daemon and the plugin processes it spawned together.
   # The daemon gets a clean environment: `env -i` + daemon.env + PATH/HOME/LANG (no proxies etc.).
   (
     cd "$work"
-    exec setsid env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$HOME" LANG=C.UTF-8 \
+    exec setsid env -i PATH="$(daemon_path)" HOME="$HOME" LANG=C.UTF-8 \
       bash -c 'set -a; . ./daemon.env; set +a; exec "$0"' "$DAEMON_BIN" >>"$work/daemon.log" 2>&1 </dev/null
   ) &
   echo $! > "$work/daemon.pid"
@@ -200,6 +220,8 @@ DIFY_DAEMON_LOG=$STATE/daemon/daemon.log
 DIFY_DAEMON_WORKING_PATH=$STATE/daemon/cwd
 DIFY_DAEMON_PID=$(cat "$STATE/daemon/daemon.pid")
 DIFY_DAEMON_COMMIT=$DAEMON_COMMIT
+DIFY_DAEMON_CLI=$CLI_BIN
+DIFY_DAEMON_PY312_SUBSTITUTE=$([ -f "$CACHE/PY312_SUBSTITUTE" ] && echo true || echo false)
 DIFY_DAEMON_FORCE_VERIFYING_SIGNATURE=$([ "${OT_VERIFY_SIGNATURES:-0}" = 1 ] && echo true || echo false)
 REDIS_HOST=$HOST
 REDIS_PORT=$REDIS_PORT

@@ -7,19 +7,26 @@
 #
 # What it does:
 #   1. apt-get installs PostgreSQL, Redis, Python 3 + venv, and the small tools the scripts use.
-#   2. Builds the real Dify plugin daemon (langgenius/dify-plugin-daemon, cmd/server) at the pinned
-#      commit into   $CACHE/daemon-<short>/dify-plugin-daemon   (skipped when that binary and its stamp exist).
-#   3. Installs uv (pinned, from PyPI) into $CACHE/uv-<version>/ and writes the uv wrapper the daemon is
-#      pointed at through UV_PATH (see NOTES.md, "Python 3.12": the daemon hard-codes `--python 3.12`).
+#   2. Builds the real Dify plugin daemon (langgenius/dify-plugin-daemon) at the pinned commit:
+#        $CACHE/daemon-<short>/dify-plugin-daemon   (cmd/server, the daemon)
+#        $CACHE/daemon-<short>/dify                 (cmd/commandline; the daemon does NOT migrate its DB schema
+#                                                    itself at this commit: `dify migrate` must run first)
+#      Skipped when both binaries and the STAMP file exist.
+#   3. Installs uv (pinned, from PyPI) into $CACHE/uv-<version>/venv (the daemon gets it as UV_PATH).
+#   4. Finds a real CPython 3.12 (the daemon hard-codes `uv venv --python 3.12`) and links it as
+#      $CACHE/py312-bin/python3.12, which services.sh puts first on the daemon's PATH; proves uv picks it.
+#      Looked for: $OPENAI_TRIGGER_PYTHON312, /usr/bin/python3.12, /usr/local/bin/python3.12, then pyenv's
+#      ~/.pyenv/versions/3.12.*/bin/python3.12 (present in this workplace's machine image). None found:
+#      fails, unless OPENAI_TRIGGER_ALLOW_PY_SUBSTITUTE=1 (then venvs use /usr/bin/python3; NOTES.md).
 #
 # CACHE = ${OPENAI_TRIGGER_CACHE:-$HOME/.cache/openai-trigger}
 #
-# Where the daemon's source comes from (in this order):
-#   a. the Go module proxy (go mod download github.com/langgenius/dify-plugin-daemon@<commit>);
-#   b. a git directory holding the commit: $DIFY_PLUGIN_DAEMON_GIT_DIR, else the mirror at
-#      /work/.mirror/langgenius+dify-plugin-daemon/repo if it exists.
-#   In the workplace this was written in, (a) is refused by the proxy ("403 This module version is not
-#   available"), so the build needs (b). Without either, this script fails and says so.
+# Where the daemon comes from:
+#   a. the Go module proxy (go mod download github.com/langgenius/dify-plugin-daemon@<commit>), then go build;
+#   b. or binaries you built yourself: DIFY_PLUGIN_DAEMON_BIN (cmd/server) and DIFY_PLUGIN_DAEMON_CLI
+#      (cmd/commandline) at that commit; they are copied into the cache.
+#   In the workplace this project is developed in, the proxy refuses this module at every version
+#   ("403 This module version is not available"), so (a) fails there and says so; see README.
 set -euo pipefail
 
 DAEMON_COMMIT=bdb5642a19009c944b78eca12f3d176801a4a8be
@@ -28,9 +35,9 @@ UV_VERSION=0.13.9
 
 CACHE="${OPENAI_TRIGGER_CACHE:-$HOME/.cache/openai-trigger}"
 DAEMON_DIR="$CACHE/daemon-${DAEMON_COMMIT:0:8}"
-DAEMON_BIN="$DAEMON_DIR/dify-plugin-daemon"
+DAEMON_BIN="$DAEMON_DIR/dify-plugin-daemon"   # cmd/server
+CLI_BIN="$DAEMON_DIR/dify"                    # cmd/commandline: `migrate` (schema), `plugin package`, `signature`
 UV_DIR="$CACHE/uv-$UV_VERSION"
-DEFAULT_MIRROR=/work/.mirror/langgenius+dify-plugin-daemon/repo
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] FATAL: %s\n' "$*" >&2; exit 1; }
@@ -62,8 +69,8 @@ id postgres >/dev/null 2>&1 || die "system user 'postgres' missing (should come 
 
 # ---------------------------------------------------------------- 2. the daemon
 mkdir -p "$DAEMON_DIR"
-if [ -x "$DAEMON_BIN" ] && [ "$(cat "$DAEMON_DIR/STAMP" 2>/dev/null)" = "$DAEMON_COMMIT" ]; then
-  log "daemon binary cached: $DAEMON_BIN"
+if [ -x "$DAEMON_BIN" ] && [ -x "$CLI_BIN" ] && [ "$(cat "$DAEMON_DIR/STAMP" 2>/dev/null)" = "$DAEMON_COMMIT" ]; then
+  log "daemon binaries cached: $DAEMON_BIN $CLI_BIN"
 else
   command -v go >/dev/null || die "go not on PATH (Go >= 1.26 is needed to build the daemon)"
   gover=$(go env GOVERSION | sed 's/^go//')
@@ -80,27 +87,34 @@ else
   else
     err=$(sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p' "$work/dl.json" 2>/dev/null | head -1)
     log "Go module proxy did not serve it: ${err:-$(tail -2 "$work/dl.err" 2>/dev/null)}"
-    gitdir="${DIFY_PLUGIN_DAEMON_GIT_DIR:-}"
-    if [ -z "$gitdir" ] && [ -d "$DEFAULT_MIRROR" ]; then gitdir="$DEFAULT_MIRROR"; fi
-    [ -n "$gitdir" ] || die "no daemon source: the Go module proxy refused $DAEMON_MODULE@$DAEMON_COMMIT and no git dir is available (set DIFY_PLUGIN_DAEMON_GIT_DIR to a clone/mirror of langgenius/dify-plugin-daemon containing $DAEMON_COMMIT, or put a prebuilt binary at $DAEMON_BIN with STAMP=$DAEMON_COMMIT)"
-    git --git-dir="$gitdir" cat-file -e "$DAEMON_COMMIT^{commit}" 2>/dev/null \
-      || die "git dir $gitdir does not contain commit $DAEMON_COMMIT"
-    log "using daemon source from git dir $gitdir"
-    src="$work/src"; mkdir -p "$src"
-    git --git-dir="$gitdir" archive "$DAEMON_COMMIT" | tar -x -C "$src" || die "git archive failed"
+    if [ -n "${DIFY_PLUGIN_DAEMON_BIN:-}" ] && [ -n "${DIFY_PLUGIN_DAEMON_CLI:-}" ]; then
+      [ -x "$DIFY_PLUGIN_DAEMON_BIN" ] && [ -x "$DIFY_PLUGIN_DAEMON_CLI" ] || die "DIFY_PLUGIN_DAEMON_BIN / _CLI are not executables"
+      cp "$DIFY_PLUGIN_DAEMON_BIN" "$DAEMON_BIN"; cp "$DIFY_PLUGIN_DAEMON_CLI" "$CLI_BIN"
+      echo "$DAEMON_COMMIT" > "$DAEMON_DIR/STAMP"
+      log "using the daemon binaries given in DIFY_PLUGIN_DAEMON_BIN / DIFY_PLUGIN_DAEMON_CLI"
+      rm -rf "$work"; trap - EXIT
+    else
+      die "no daemon: the Go module proxy refused $DAEMON_MODULE@$DAEMON_COMMIT; set DIFY_PLUGIN_DAEMON_BIN and DIFY_PLUGIN_DAEMON_CLI to binaries built at that commit"
+    fi
   fi
+fi
+if [ ! -x "$DAEMON_BIN" ] || [ "$(cat "$DAEMON_DIR/STAMP" 2>/dev/null)" != "$DAEMON_COMMIT" ]; then
+  src="$work/src"
   grep -q "^module $DAEMON_MODULE\$" "$src/go.mod" || die "unexpected go.mod in daemon source"
-  log "building daemon (cmd/server) — several minutes on 2 cores"
+  log "building daemon (cmd/server) and its CLI (cmd/commandline) — minutes on 2 cores with a cold Go cache"
   t0=$(date +%s)
+  rm -f "$DAEMON_DIR/STAMP"
   (cd "$src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -o "$DAEMON_BIN.tmp" ./cmd/server) >&2 \
-    || die "go build of the daemon failed"
-  mv "$DAEMON_BIN.tmp" "$DAEMON_BIN"
+    || die "go build of the daemon (cmd/server) failed"
+  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -o "$CLI_BIN.tmp" ./cmd/commandline) >&2 \
+    || die "go build of the daemon CLI (cmd/commandline) failed"
+  mv "$DAEMON_BIN.tmp" "$DAEMON_BIN"; mv "$CLI_BIN.tmp" "$CLI_BIN"
   echo "$DAEMON_COMMIT" > "$DAEMON_DIR/STAMP"
-  log "daemon built in $(( $(date +%s) - t0 ))s: $DAEMON_BIN"
+  log "daemon + CLI built in $(( $(date +%s) - t0 ))s: $DAEMON_BIN $CLI_BIN"
   rm -rf "$work"; trap - EXIT
 fi
 
-# ---------------------------------------------------------------- 3. uv + the UV_PATH wrapper
+# ---------------------------------------------------------------- 3. uv
 if [ -x "$UV_DIR/venv/bin/uv" ] && "$UV_DIR/venv/bin/uv" --version 2>/dev/null | grep -q "^uv $UV_VERSION"; then
   log "uv $UV_VERSION present: $UV_DIR/venv/bin/uv"
 else
@@ -109,31 +123,64 @@ else
   "$UV_DIR/venv/bin/pip" install -q "uv==$UV_VERSION" >&2 || die "pip install uv==$UV_VERSION failed"
   "$UV_DIR/venv/bin/uv" --version >/dev/null || die "uv does not run"
 fi
+ln -sfn "$UV_DIR" "$CACHE/uv"
 
-# The daemon runs `$UV_PATH venv .venv --python 3.12` (hard-coded, internal/core/local_runtime/
-# setup_python_environment.go:422). No CPython 3.12 can be installed here (see NOTES.md), so UV_PATH points
-# at this wrapper: it passes every uv invocation through unchanged, except that for `venv` it replaces the
-# requested version "3.12" with $OPENAI_TRIGGER_VENV_PYTHON (default: Debian's /usr/bin/python3, 3.11).
-# Set OPENAI_TRIGGER_UV_STRICT=1 to disable the substitution (then a real 3.12 must be discoverable by uv).
-cat > "$UV_DIR/uv-wrapper" <<WRAPPER
+# ---------------------------------------------------------------- 4. a real CPython 3.12 for `uv venv --python 3.12`
+# The daemon runs `$UV_PATH venv .venv --python 3.12` (hard-coded: internal/core/local_runtime/
+# setup_python_environment.go:422). uv must find a 3.12 interpreter on PATH (downloads are impossible here).
+# Debian 12 has none; this workplace's machine image ships pyenv's CPython 3.12 (~/.pyenv/versions/3.12.*).
+# We expose it to the daemon as $CACHE/py312-bin/python3.12 (services.sh puts that dir first on the daemon's
+# PATH; pyenv *shims* must not be on it: uv stops at a shim that exits 127).
+PY312_DIR="$CACHE/py312-bin"
+mkdir -p "$PY312_DIR"
+is312() { [ -x "$1" ] && "$1" -c 'import sys, venv, ssl; sys.exit(0 if sys.version_info[:2] == (3, 12) else 1)' 2>/dev/null; }
+PY312=""
+if [ "${OPENAI_TRIGGER_PYTHON312:-}" != none ]; then   # "none": skip the search (to exercise the fallback)
+  for cand in "${OPENAI_TRIGGER_PYTHON312:-}" /usr/bin/python3.12 /usr/local/bin/python3.12 \
+              $(ls -d "$HOME"/.pyenv/versions/3.12.*/bin/python3.12 2>/dev/null | sort -V -r); do
+    [ -n "$cand" ] || continue
+    if is312 "$cand"; then PY312=$(readlink -f "$cand"); break; fi
+  done
+fi
+if [ -n "$PY312" ]; then
+  ln -sfn "$PY312" "$PY312_DIR/python3.12"
+  rm -f "$CACHE/PY312_SUBSTITUTE"
+  # prove uv resolves `--python 3.12` to it with the daemon's PATH and no downloads
+  t=$(mktemp -d "${TMPDIR:-/tmp}/uv312.XXXXXX")
+  (cd "$t" && env -i PATH="$PY312_DIR:/usr/local/bin:/usr/bin:/bin" HOME="$HOME" UV_PYTHON_DOWNLOADS=never \
+      UV_CACHE_DIR="$t/cache" "$UV_DIR/venv/bin/uv" venv .venv --python 3.12 >"$t/log" 2>&1) \
+    || { cat "$t/log" >&2; rm -rf "$t"; die "uv venv --python 3.12 failed with $PY312"; }
+  got=$("$t/.venv/bin/python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+  rm -rf "$t"
+  case "$got" in 3.12.*) log "CPython $got for the daemon's venvs: $PY312 (via $PY312_DIR)";;
+                 *) die "uv venv --python 3.12 produced Python $got";; esac
+elif [ "${OPENAI_TRIGGER_ALLOW_PY_SUBSTITUTE:-0}" = 1 ]; then
+  # Opt-in, NOT the default: make UV_PATH a wrapper that turns `uv venv --python 3.12` into
+  # `--python /usr/bin/python3` (3.11) and passes everything else through to the real uv.
+  rm -f "$PY312_DIR/python3.12"
+  cat > "$UV_DIR/uv-wrapper" <<WRAPPER
 #!/usr/bin/python3
-# generated by tests/conformance/setup.sh; see tests/conformance/NOTES.md ("Python 3.12")
+# generated by tests/conformance/setup.sh (OPENAI_TRIGGER_ALLOW_PY_SUBSTITUTE=1); see NOTES.md ("Python 3.12")
 import os, sys
 REAL_UV = "$UV_DIR/venv/bin/uv"
 args = sys.argv[1:]
-if args[:1] == ["venv"] and os.environ.get("OPENAI_TRIGGER_UV_STRICT", "0") != "1":
-    py = os.environ.get("OPENAI_TRIGGER_VENV_PYTHON", "/usr/bin/python3")
+if args[:1] == ["venv"]:
     for i in range(len(args) - 1):
         if args[i] == "--python" and args[i + 1] == "3.12":
-            args[i + 1] = py
-            sys.stderr.write("uv-wrapper: 'uv venv --python 3.12' -> '--python %s'\\n" % py)
+            args[i + 1] = "/usr/bin/python3"
+            sys.stderr.write("uv-wrapper: 'uv venv --python 3.12' -> '--python /usr/bin/python3'\\n")
 os.execv(REAL_UV, [REAL_UV] + args)
 WRAPPER
-chmod 0755 "$UV_DIR/uv-wrapper"
-ln -sfn "$UV_DIR" "$CACHE/uv"
+  chmod 0755 "$UV_DIR/uv-wrapper"
+  echo 1 > "$CACHE/PY312_SUBSTITUTE"
+  log "WARNING: no CPython 3.12 found; OPENAI_TRIGGER_ALLOW_PY_SUBSTITUTE=1, so the daemon's venvs will use /usr/bin/python3 ($(/usr/bin/python3 -V)) through $UV_DIR/uv-wrapper"
+else
+  die "no CPython 3.12 found (tried \$OPENAI_TRIGGER_PYTHON312, /usr/bin/python3.12, /usr/local/bin/python3.12, ~/.pyenv/versions/3.12.*). The daemon hard-codes 'uv venv --python 3.12'. Point OPENAI_TRIGGER_PYTHON312 at a 3.12 interpreter, or set OPENAI_TRIGGER_ALLOW_PY_SUBSTITUTE=1 to run packaged plugins on /usr/bin/python3 instead (see NOTES.md)."
+fi
 
 log "OK"
 log "  daemon : $DAEMON_BIN"
+log "  cli    : $CLI_BIN"
 log "  uv     : $UV_DIR/venv/bin/uv ($("$UV_DIR/venv/bin/uv" --version))"
-log "  UV_PATH: $UV_DIR/uv-wrapper"
+log "  py3.12 : ${PY312:-<substitute: /usr/bin/python3>}"
 log "  pg bin : $PG_BIN"

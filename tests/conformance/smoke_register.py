@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dify_daemon import (  # noqa: E402
     Daemon,
     RemotePlugin,
+    SSEResult,
     load_env,
     raw_http_request_hex,
     raw_http_response_hex,
@@ -130,8 +131,7 @@ def log_tail(env: dict, n: int = 30) -> str:
 
 def expect_rejection(env: dict, key: str, provider: dict, want: str, c: Checks, label: str) -> None:
     with RemotePlugin(env, key) as p:
-        p.register(manifest(), "trigger_declaration", [provider], {"icon.svg": ICON})
-        line = p.read_line(timeout=5)
+        line = p.register_expecting_reply(manifest(), "trigger_declaration", [provider], {"icon.svg": ICON})
         c.check(
             f"rejected: {label}",
             line is not None and line != b"" and want in line.decode("utf-8", "replace"),
@@ -192,9 +192,10 @@ def main() -> int:
                                     b'{"status": "ok"}')
         result: dict = {}
 
-        def call(path: str, payload: dict, slot: str):
+        def call(path: str, payload: dict, slot: str, user_id: str = ""):
             try:
-                result[slot] = d.dispatch(path, PLUGIN_ID, payload, timeout=30)
+                # the top-level "user_id" of the HTTP body becomes data.user_id on the plugin side
+                result[slot] = d.dispatch(path, PLUGIN_ID, payload, user_id=user_id, timeout=30)
             except Exception as e:  # noqa: BLE001
                 result[slot] = e
 
@@ -231,7 +232,7 @@ def main() -> int:
         # 4. invoke_trigger_event answered with an error
         inv = {"provider": PROVIDER, "event": "ping", "subscription": subscription, "raw_http_request": raw_req,
                "parameters": {}, "payload": {"k": "v"}, "credentials": {}, "credential_type": "unauthorized"}
-        t = threading.Thread(target=call, args=("trigger/invoke_event", inv, "invoke"))
+        t = threading.Thread(target=call, args=("trigger/invoke_event", inv, "invoke", "actor-1"))
         t.start()
         line = plugin.read_line(timeout=10)
         req = json.loads(line) if line else None
@@ -242,7 +243,6 @@ def main() -> int:
                     and req["data"].get("payload") == {"k": "v"}, req["data"])
             plugin.reply(req["session_id"], error={"error_type": "TriggerValidationError",
                                                    "message": "bad signature", "args": {}})
-        # invoke_event with the user id that dispatch returned
         t.join(35)
         r = result.get("invoke")
         if not isinstance(r, Exception) and r is not None:
@@ -265,6 +265,71 @@ def main() -> int:
                     and innermost.get("message") == "bad signature", inner)
         else:
             c.check("invoke HTTP call returned", False, repr(r))
+
+        # 5. the other four trigger actions: request data the plugin sees, and the SSE the caller gets back
+        creds = {"api_key": "sk-test"}
+        new_sub = {"endpoint": "https://dify.example/triggers/plugin/abc", "expires_at": 1900000000,
+                   "parameters": {"events": ["ping"]}, "properties": {"external_id": "wh_1"}}
+        cases = [
+            ("trigger/validate_credentials", "validate_trigger_credentials",
+             {"provider": PROVIDER, "credentials": creds},
+             {"result": True}),
+            ("trigger/subscribe", "subscribe_trigger",
+             {"provider": PROVIDER, "endpoint": subscription["endpoint"], "parameters": {"events": ["ping"]},
+              "credentials": creds, "credential_type": "api-key"},
+             {"subscription": new_sub}),
+            ("trigger/unsubscribe", "unsubscribe_trigger",
+             {"provider": PROVIDER, "subscription": new_sub, "credentials": creds, "credential_type": "api-key"},
+             {"subscription": {"success": True, "message": "removed"}}),
+            ("trigger/refresh", "refresh_trigger",
+             {"provider": PROVIDER, "subscription": new_sub, "credentials": creds, "credential_type": "api-key"},
+             {"subscription": dict(new_sub, expires_at=1900003600)}),
+        ]
+        for path, action, payload, answer in cases:
+            slot = action
+            t = threading.Thread(target=call, args=(path, payload, slot, "user-7"))
+            t.start()
+            line = plugin.read_line(timeout=10)
+            req = json.loads(line) if line else {}
+            rd = req.get("data", {})
+            want = dict(payload, type="trigger", action=action, user_id="user-7")
+            c.check(f"{path}: plugin gets data = body.data + user_id/type/action (flat)", rd == want,
+                    f"got {rd}")
+            if req:
+                plugin.reply(req["session_id"], answer)
+            t.join(35)
+            r = result.get(slot)
+            c.check(f"{path}: SSE success chunk echoes our answer",
+                    not isinstance(r, Exception) and r is not None and len(r.events) == 1
+                    and r.events[0].get("code") == 0 and r.events[0].get("data") == answer,
+                    r)
+
+        # 6. the same plugin addressed by unique identifier (/v2/invoke/dispatch/..., tenant in the body)
+        uid = inst.get("plugin_unique_identifier")
+
+        def call_v2():
+            try:
+                st, hdrs, raw = d.request(
+                    "POST", "/v2/invoke/dispatch/trigger/validate_credentials",
+                    {"tenant_id": tenant, "user_id": "user-8",
+                     "data": {"provider": PROVIDER, "credentials": creds}},
+                    {"X-Plugin-Unique-Identifier": uid}, timeout=30)
+                result["v2"] = SSEResult(st, hdrs, raw)
+            except Exception as e:  # noqa: BLE001
+                result["v2"] = e
+
+        t = threading.Thread(target=call_v2)
+        t.start()
+        line = plugin.read_line(timeout=10)
+        req = json.loads(line) if line else {}
+        if req:
+            plugin.reply(req["session_id"], {"result": False})
+        t.join(35)
+        r = result.get("v2")
+        c.check("/v2/invoke/dispatch/trigger/validate_credentials with X-Plugin-Unique-Identifier works",
+                bool(req) and req["data"].get("user_id") == "user-8" and not isinstance(r, Exception)
+                and r is not None and r.events == [{"code": 0, "message": "success", "data": {"result": False}}],
+                f"req={req} r={r}")
     finally:
         plugin.close()
 
@@ -272,8 +337,7 @@ def main() -> int:
     end = time.time() + 10
     gone = False
     while time.time() < end and not gone:
-        st, body = d.list_plugins()
-        gone = st == 200 and not any(i.get("plugin_id") == PLUGIN_ID for i in (body.get("data") or []))
+        gone = not any(i.get("plugin_id") == PLUGIN_ID for i in d.installations())
         time.sleep(0.3)
     c.check("disconnect uninstalls the debugging plugin", gone)
 
