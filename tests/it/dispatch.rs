@@ -272,6 +272,8 @@ fn refused_deliveries_get_the_right_status_and_leak_nothing() {
         refusal("secret not base64", with(&good, "whsec_!!not*base64!!"), 401, "invalid_secret"),
         refusal("secret empty after prefix", with(&good, "whsec_"), 401, "invalid_secret"),
         refusal("second secret invalid", with(&good, &format!("{SECRET} whsec_%%%")), 401, "invalid_secret"),
+        refusal("signature label pasted with the secret", with(&good, &format!("v1,{SECRET}")), 401, "invalid_secret"),
+        refusal("secret too short to be a key", with(&good, "whsec_c2hvcnQ="), 401, "invalid_secret"),
         refusal("no webhook-id", with(&good.clone().without("webhook-id"), SECRET), 401, "missing_header"),
         refusal(
             "no webhook-timestamp",
@@ -341,6 +343,7 @@ fn refused_deliveries_get_the_right_status_and_leak_nothing() {
         refusal("empty type", with(&signed(r#"{"type":""}"#), SECRET), 400, "invalid_event"),
         refusal("GET", with(&good.clone().method("GET"), SECRET), 405, "method_not_allowed"),
         refusal("PUT", with(&good.clone().method("PUT"), SECRET), 405, "method_not_allowed"),
+        refusal("lower-case post", with(&good.clone().method("post"), SECRET), 405, "method_not_allowed"),
         refusal("body over 1 MiB", with(&signed(&big), SECRET), 413, "payload_too_large"),
         refusal("hex with a non-hex digit", with_hex("zz"), 400, "malformed_request"),
         refusal("hex of odd length", with_hex("504f5"), 400, "malformed_request"),
