@@ -9,6 +9,10 @@ log() { printf '[test] %s\n' "$*" >&2; }
 
 command -v cargo >/dev/null || { log "cargo not found: install Rust (rustup) first"; exit 1; }
 command -v python3 >/dev/null || { log "python3 not found (the main.py shim tests need it)"; exit 1; }
+if ! command -v openssl >/dev/null; then
+  log "installing openssl (the signing tests verify our signatures with it)"
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssl
+fi
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   log "adding rustfmt and clippy"
   rustup component add rustfmt clippy

@@ -1,5 +1,7 @@
 //! Command line: parse once with clap, then run one command. `serve` (the default) is what the
-//! Dify plugin daemon starts; the others are for people.
+//! Dify plugin daemon starts; `remote` registers with a daemon's debugging port; `demo`, `dev` and
+//! `send` are for trying it locally; `package`, `keygen` and `sign` (feature `tools`) build and
+//! sign the installable `.difypkg`.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -67,9 +69,54 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         age: i64,
     },
+    /// Build the installable .difypkg around two static binaries (scripts/build-static.sh) and
+    /// print its unique identifier, author/name:version@checksum.
+    #[cfg(feature = "tools")]
+    Package {
+        /// Static x86_64 Linux build, e.g. dist/bin/openai-trigger-linux-amd64.
+        #[arg(long, value_name = "PATH")]
+        amd64: std::path::PathBuf,
+        /// Static aarch64 Linux build, e.g. dist/bin/openai-trigger-linux-arm64.
+        #[arg(long, value_name = "PATH")]
+        arm64: std::path::PathBuf,
+        /// Where to write the package [default: dist/<name>-<version>.difypkg].
+        #[arg(long, value_name = "PATH")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Generate an RSA key pair for `sign`: NAME.private.pem (mode 0600) and NAME.public.pem.
+    #[cfg(feature = "tools")]
+    Keygen {
+        /// Path and name of the key files, without the .private.pem / .public.pem suffix.
+        #[arg(long, value_name = "NAME")]
+        out: std::path::PathBuf,
+        /// Key size in bits.
+        #[arg(
+            long,
+            default_value_t = crate::package::sign::KEY_BITS,
+            value_parser = clap::value_parser!(u16).range(2048..)
+        )]
+        bits: u16,
+    },
+    /// Sign a package for daemons that trust your public key (THIRD_PARTY_SIGNATURE_VERIFICATION_*)
+    /// and print its new unique identifier.
+    #[cfg(feature = "tools")]
+    Sign {
+        /// The .difypkg to sign.
+        package: std::path::PathBuf,
+        /// Private key in PEM, e.g. from `keygen`.
+        #[arg(long, value_name = "PRIVATE_PEM")]
+        key: std::path::PathBuf,
+        /// Category written to .verification.dify.json.
+        #[arg(long, value_enum, default_value_t = crate::package::Category::Community)]
+        category: crate::package::Category,
+        /// Where to write the signed package [default: <package>.signed.difypkg].
+        #[arg(long, value_name = "PATH")]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
+    remove_launcher_copy();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     init_logging(matches!(command, Command::Serve));
@@ -91,6 +138,14 @@ pub fn main() -> ExitCode {
             Command::Dev { secret, port, bind } => crate::dev::serve(&secret, bind, port).await,
             Command::Send { event_type, url, secret, webhook_id, age } => {
                 crate::dev::send(&event_type, &url, &secret, webhook_id, age).await
+            }
+            #[cfg(feature = "tools")]
+            Command::Package { amd64, arm64, out } => crate::package::package_command(&amd64, &arm64, out.as_deref()),
+            #[cfg(feature = "tools")]
+            Command::Keygen { out, bits } => crate::package::keygen_command(&out, bits.into()),
+            #[cfg(feature = "tools")]
+            Command::Sign { package, key, category, out } => {
+                crate::package::sign_command(&package, &key, category, out.as_deref())
             }
         }
     });
@@ -156,6 +211,22 @@ fn init_logging(serving: bool) {
         .with_max_level(level)
         .try_init();
 }
+
+/// When the plugin directory is mounted `noexec`, `main.py` runs a temporary copy of this binary
+/// and names it in `OPENAI_TRIGGER_UNLINK`; remove it now that it is running (Linux keeps the
+/// running image). Only a path that is this very executable is removed, so the variable can never
+/// be used to delete anything else.
+fn remove_launcher_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(path) = std::env::var_os(LAUNCHER_COPY_VAR) else { return };
+    let (Ok(copy), Ok(running)) = (std::fs::metadata(&path), std::fs::metadata("/proc/self/exe")) else { return };
+    if copy.dev() == running.dev() && copy.ino() == running.ino() {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Set by `main.py` (see [`remove_launcher_copy`]); children must not inherit it.
+pub const LAUNCHER_COPY_VAR: &str = "OPENAI_TRIGGER_UNLINK";
 
 /// Writes one line of human output to stdout (the commands other than `serve`).
 pub(crate) fn say(text: &str) {

@@ -39,6 +39,7 @@ impl PluginProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .env_remove(crate::cli::LAUNCHER_COPY_VAR)
             .kill_on_drop(true)
             .spawn()?;
         let stdout = child.stdout.take().expect("piped");

@@ -12,6 +12,7 @@
 //! - [`declarations`]: the embedded manifest, provider and event YAML, as typed values.
 //! - [`samples`]: realistic signed OpenAI deliveries for the demo, `send` and tests.
 //! - [`host`]: a stand-in for Dify's side of the protocol (spawns the plugin, runs actions).
+//! - [`package`] (feature `tools`): release tooling — `.difypkg`, the daemon's checksum, signing.
 //! - [`remote`]: remote debugging over TCP (register with a daemon, then the same protocol).
 //! - [`cli`]: the commands: `serve` (default), `remote`, `demo`, `dev`, `send`.
 //!
@@ -28,6 +29,7 @@ pub mod dev;
 pub mod error;
 pub mod events;
 pub mod host;
+pub mod package;
 pub mod protocol;
 pub mod provider;
 pub mod raw_http;

@@ -5,6 +5,7 @@ mod concurrency; // Hundreds of interleaved sessions on one process.
 mod declarations; // The tidy test: YAML on disk ⇄ provider list ⇄ event table, manifest rules.
 mod demo; // The human commands: demo, --help, dev + send on loopback.
 mod dispatch; // The six trigger actions through the binary, with exact response shapes.
+mod package; // Release tooling: package, keygen, sign, and the main.py launcher.
 mod protocol; // Framing, sessions, heartbeats, malformed input, EOF and EPIPE.
 mod signatures; // signature-vectors.json through `signature::verify` and through dispatch.
 mod support;
