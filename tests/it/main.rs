@@ -7,5 +7,6 @@ mod demo; // The human commands: demo, --help, dev + send on loopback.
 mod dispatch; // The six trigger actions through the binary, with exact response shapes.
 mod package; // Release tooling: package, keygen, sign, and the main.py launcher.
 mod protocol; // Framing, sessions, heartbeats, malformed input, EOF and EPIPE.
+mod remote; // Remote debugging over TCP against a stand-in for the daemon's debugging port.
 mod signatures; // signature-vectors.json through `signature::verify` and through dispatch.
 mod support;
