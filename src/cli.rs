@@ -119,7 +119,18 @@ pub fn main() -> ExitCode {
     remove_launcher_copy();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
-    init_logging(matches!(command, Command::Serve));
+    // Decided before logging starts: under the daemon (stdio) the default level is quieter.
+    let remote = match command {
+        Command::Serve => match RemoteConfig::from_env(Path::new("."), |name| std::env::var(name).ok()) {
+            Ok(remote) => remote,
+            Err(err) => {
+                eprintln!("openai-trigger: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    init_logging(matches!(command, Command::Serve) && remote.is_none());
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -129,7 +140,10 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Serve => serve().await,
+            Command::Serve => match remote {
+                Some(config) => crate::remote::run(config, Arc::new(OpenAiTrigger::with_system_clock())).await,
+                None => serve_stdio().await,
+            },
             Command::Remote { url, key } => match RemoteConfig::new(&url, &key) {
                 Ok(config) => crate::remote::run(config, Arc::new(OpenAiTrigger::with_system_clock())).await,
                 Err(err) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())),
@@ -161,14 +175,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// stdio, unless the environment (or `./.env`) asks for remote debugging, as the SDK does.
-async fn serve() -> std::io::Result<ExitCode> {
+/// The protocol on stdin/stdout. (`INSTALL_METHOD=remote` in the environment or `./.env` selects
+/// remote debugging instead, as the SDK does; `main` decides that before logging starts.)
+async fn serve_stdio() -> std::io::Result<ExitCode> {
     let plugin = Arc::new(OpenAiTrigger::with_system_clock());
-    let remote = RemoteConfig::from_env(Path::new("."), |name| std::env::var(name).ok())
-        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
-    if let Some(config) = remote {
-        return crate::remote::run(config, plugin).await;
-    }
     let (input, output) = stdio_pipes();
     let input = tokio::io::BufReader::with_capacity(64 * 1024, input);
     let end = protocol::serve(input, output, plugin, ServeOptions::default()).await?;

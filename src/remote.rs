@@ -29,6 +29,7 @@ const DEFAULT_PORT: u16 = 5003;
 const ASSET_CHUNK: usize = 8192;
 /// How long to wait after `end` for a rejection line before treating silence as acceptance.
 const REJECTION_WINDOW: Duration = Duration::from_millis(1500);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
@@ -146,22 +147,26 @@ pub fn registration_lines(key: &str) -> Result<Vec<Vec<u8>>, declarations::Error
 enum Session {
     /// The daemon refused the registration and said why.
     Rejected(String),
-    /// Registered and served until the connection dropped.
-    Dropped,
+    /// The connection dropped; `registered` when the daemon had accepted us and we served.
+    Dropped { registered: bool },
 }
 
 /// Connects, registers and serves, reconnecting with backoff until rejected.
 pub async fn run<H: Handler>(config: RemoteConfig, handler: Arc<H>) -> io::Result<ExitCode> {
     let lines =
         registration_lines(&config.key).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         match connect_once(&config, &lines, handler.clone()).await {
             Ok(Session::Rejected(reason)) => {
                 tracing::error!("the daemon at {}:{} rejected the registration: {reason}", config.host, config.port);
                 return Ok(ExitCode::FAILURE);
             }
-            Ok(Session::Dropped) => {
+            Ok(Session::Dropped { registered }) => {
+                // A connection that got registered was healthy: start the backoff over.
+                if registered {
+                    backoff = FIRST_BACKOFF;
+                }
                 tracing::warn!(
                     "connection to {}:{} closed; reconnecting in {} s",
                     config.host,
@@ -195,7 +200,8 @@ async fn connect_once<H: Handler>(config: &RemoteConfig, lines: &[Vec<u8>], hand
     // Success is silent; a rejection is a plain-text line followed by a close (§6.4). Peek
     // without consuming, so a request that arrives first is left for the session loop.
     match tokio::time::timeout(REJECTION_WINDOW, read.fill_buf()).await {
-        Ok(Ok([])) => return Ok(Session::Rejected("connection closed during registration".to_owned())),
+        // A real rejection always comes with its reason line; a bare close is the daemon going away.
+        Ok(Ok([])) => return Ok(Session::Dropped { registered: false }),
         Ok(Ok(bytes)) if !bytes.starts_with(b"{") => {
             let mut reason = String::new();
             read.read_line(&mut reason).await?;
@@ -207,7 +213,7 @@ async fn connect_once<H: Handler>(config: &RemoteConfig, lines: &[Vec<u8>], hand
     tracing::info!("registered with the daemon at {}:{}; serving", config.host, config.port);
     let options = ServeOptions { heartbeat_interval: Duration::from_secs(10), ..ServeOptions::default() };
     protocol::serve(read, write, handler, options).await?;
-    Ok(Session::Dropped)
+    Ok(Session::Dropped { registered: true })
 }
 
 #[cfg(test)]

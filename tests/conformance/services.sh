@@ -5,6 +5,8 @@
 #   bash tests/conformance/services.sh start     # idempotent; writes $STATE/env (format: see NOTES.md)
 #   bash tests/conformance/services.sh status
 #   bash tests/conformance/services.sh stop      # stops daemon (+ the plugin processes it launched), redis, postgres
+#   bash tests/conformance/services.sh stop-daemon     # stop only the daemon (+ its plugin processes); `start` restarts it
+#   bash tests/conformance/services.sh restart-daemon  # stop + start only the daemon (postgres/redis keep state)
 #   bash tests/conformance/services.sh clean     # stop + delete $STATE
 #   bash tests/conformance/services.sh env       # print the env file path
 #
@@ -235,7 +237,7 @@ EOF
   log "env file: $ENV_FILE"
 }
 
-stop_all() {
+stop_daemon() {
   local work="$STATE/daemon"
   if [ -f "$work/daemon.pid" ]; then
     local pid; pid=$(cat "$work/daemon.pid")
@@ -250,6 +252,10 @@ stop_all() {
     fi
     rm -f "$work/daemon.pid" "$work/daemon.pgid"
   fi
+}
+
+stop_all() {
+  stop_daemon
   if pid_alive "$STATE/redis/redis.pid"; then
     local rpid; rpid=$(cat "$STATE/redis/redis.pid")
     kill -TERM "$rpid" 2>/dev/null || true
@@ -284,8 +290,24 @@ case "${1:-}" in
     write_env
     ;;
   stop) stop_all ;;
+  stop-daemon)
+    # Only the daemon (and the plugin processes it launched); `start` brings it back (PostgreSQL and Redis keep
+    # running, so debugging keys and installations survive). The env file stays, since ports do not change.
+    stop_daemon
+    ;;
+  restart-daemon)
+    # Only the daemon (and the plugin processes it launched); PostgreSQL and Redis keep running, so
+    # debugging keys (Redis) and installations (PostgreSQL) survive, as in a daemon-only restart in production.
+    [ "$(id -u)" = 0 ] || die "run as root"
+    [ -f "$ENV_FILE" ] || die "services are not started (no $ENV_FILE); run: $0 start"
+    stop_daemon
+    wait_for 15 "ports free" bash -c "! (exec 3<>/dev/tcp/$HOST/$HTTP_PORT) 2>/dev/null && ! (exec 3<>/dev/tcp/$HOST/$DEBUG_PORT) 2>/dev/null" \
+      || die "daemon ports $HTTP_PORT/$DEBUG_PORT still taken after stopping the daemon"
+    start_daemon
+    write_env
+    ;;
   clean) stop_all; rm -rf "$STATE"; log "removed $STATE" ;;
   status) status ;;
   env) echo "$ENV_FILE" ;;
-  *) echo "usage: $0 start|stop|status|clean|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|stop-daemon|restart-daemon|status|clean|env" >&2; exit 2 ;;
 esac

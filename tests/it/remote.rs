@@ -219,3 +219,42 @@ fn bad_remote_configuration_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("REMOTE_INSTALL_KEY is not set"));
 }
+
+/// A close without a reason line is the daemon going away (restarts do that), not a rejection:
+/// the plugin reconnects. And after each registered connection the backoff starts over at 1 s,
+/// so a daemon restarted again and again is rejoined quickly every time.
+#[test]
+fn a_silent_close_is_a_drop_and_the_backoff_starts_over_after_each_registration() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = listener.local_addr().unwrap().to_string();
+    let mut plugin = spawn(&["remote", "--url", &url, "--key", KEY], None);
+
+    // Closed right after `end`, inside the window where a rejection line would come.
+    let mut daemon = Connection::accept(&listener, support::WAIT);
+    daemon.registration();
+    drop(daemon);
+
+    for round in 0..3 {
+        let mut daemon = Connection::accept(&listener, Duration::from_secs(5));
+        daemon.registration();
+        daemon.send(&dispatch_line(&format!("round-{round}"), &format!("wh_round_{round}")));
+        daemon.answer(&format!("round-{round}"));
+        drop(daemon);
+        // Doubling without a reset would wait 2, 4, then 8 s here.
+        let reconnect = Instant::now();
+        let next = Connection::accept(&listener, Duration::from_secs(5));
+        assert!(
+            reconnect.elapsed() < Duration::from_millis(2500),
+            "round {round}: reconnected after {:?}",
+            reconnect.elapsed()
+        );
+        drop(next);
+        if round < 2 {
+            // The accepted-then-closed probe above was unregistered; let the plugin come back once more.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert!(plugin.try_wait().unwrap().is_none(), "the plugin must still be running");
+    plugin.kill().unwrap();
+    let _ = plugin.wait();
+}
