@@ -172,6 +172,18 @@ EOF
   fi
 }
 
+# A daemon brought back by `start` after `stop-daemon`, or by `restart-daemon`, keeps the signature
+# mode it was first started with (the env file exists only while services are up), unless the caller
+# sets OT_VERIFY_SIGNATURES explicitly.
+inherit_signature_mode() {
+  [ -z "${OT_VERIFY_SIGNATURES:-}" ] && [ -f "$ENV_FILE" ] || return 0
+  if grep -qx 'DIFY_DAEMON_FORCE_VERIFYING_SIGNATURE=true' "$ENV_FILE"; then
+    OT_VERIFY_SIGNATURES=1
+    OT_THIRD_PARTY_PUBLIC_KEYS=$(sed -n 's/^DIFY_DAEMON_THIRD_PARTY_PUBLIC_KEYS=//p' "$ENV_FILE")
+    log "keeping signature verification on (public keys: $OT_THIRD_PARTY_PUBLIC_KEYS)"
+  fi
+}
+
 http_ok() { curl -fsS --noproxy '*' -o /dev/null --max-time 2 "http://$HOST:$HTTP_PORT/health/check"; }
 
 start_daemon() {
@@ -225,6 +237,7 @@ DIFY_DAEMON_COMMIT=$DAEMON_COMMIT
 DIFY_DAEMON_CLI=$CLI_BIN
 DIFY_DAEMON_PY312_SUBSTITUTE=$([ -f "$CACHE/PY312_SUBSTITUTE" ] && echo true || echo false)
 DIFY_DAEMON_FORCE_VERIFYING_SIGNATURE=$([ "${OT_VERIFY_SIGNATURES:-0}" = 1 ] && echo true || echo false)
+DIFY_DAEMON_THIRD_PARTY_PUBLIC_KEYS=${OT_THIRD_PARTY_PUBLIC_KEYS:-}
 REDIS_HOST=$HOST
 REDIS_PORT=$REDIS_PORT
 REDIS_PASSWORD=$REDIS_PASSWORD
@@ -284,6 +297,7 @@ case "${1:-}" in
   start)
     [ "$(id -u)" = 0 ] || die "run as root (postgres is run via runuser -u postgres)"
     mkdir -p "$STATE"; chmod 0755 "$STATE"
+    inherit_signature_mode
     start_pg
     start_redis
     start_daemon
@@ -300,6 +314,7 @@ case "${1:-}" in
     # debugging keys (Redis) and installations (PostgreSQL) survive, as in a daemon-only restart in production.
     [ "$(id -u)" = 0 ] || die "run as root"
     [ -f "$ENV_FILE" ] || die "services are not started (no $ENV_FILE); run: $0 start"
+    inherit_signature_mode
     stop_daemon
     wait_for 15 "ports free" bash -c "! (exec 3<>/dev/tcp/$HOST/$HTTP_PORT) 2>/dev/null && ! (exec 3<>/dev/tcp/$HOST/$DEBUG_PORT) 2>/dev/null" \
       || die "daemon ports $HTTP_PORT/$DEBUG_PORT still taken after stopping the daemon"

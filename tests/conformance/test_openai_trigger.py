@@ -29,6 +29,7 @@ import base64
 import glob
 import hashlib
 import hmac
+import io
 import json
 import os
 import platform
@@ -1005,6 +1006,15 @@ def host_arch() -> str:
     return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(m, m)
 
 
+def zip_without_comment(pkg: bytes) -> bytes:
+    """The same archive with its signature comment removed (an unsigned twin)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(pkg)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+    return out.getvalue()
+
+
 def section_package(ctx: Ctx) -> None:
     c, api = ctx.c, ctx.api
     c.section("4. package install: the daemon runs python -m main, which runs our binary over stdio")
@@ -1038,9 +1048,15 @@ def section_package(ctx: Ctx) -> None:
     pkg = open(path, "rb").read()
     verify = api.env.get("DIFY_DAEMON_FORCE_VERIFYING_SIGNATURE") == "true"
     if verify:
-        signed = path[: -len(".difypkg")] + ".signed.difypkg"
-        if not c.check("daemon enforces signatures: a signed package exists next to it", os.path.isfile(signed),
-                       signed):
+        # The daemon refuses unsigned packages in this mode: prove it, then install the signed one
+        # (the package given, when it already carries a signature, or its `.signed` sibling).
+        unsigned = zipfile.ZipFile(io.BytesIO(pkg)).comment == b""
+        st, body = api.d.upload_package(pkg if unsigned else zip_without_comment(pkg), filename="unsigned.difypkg")
+        c.check("daemon enforces signatures: an unsigned package is refused with 'bad signature'",
+                st == 200 and body.get("code") != 0 and "bad signature" in body.get("message", ""),
+                json.dumps(body)[:400])
+        signed = path[: -len(".difypkg")] + ".signed.difypkg" if unsigned else path
+        if not c.check("daemon enforces signatures: a signed package is available", os.path.isfile(signed), signed):
             return
         pkg = open(signed, "rb").read()
     log_off = api.daemon_log_size()
