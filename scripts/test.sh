@@ -23,4 +23,11 @@ cargo fmt --check
 log "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test --locked"
-cargo test --locked
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --locked 2>&1 | tee "$results"
+# One closing line for the whole run: the sum over the unit and integration test binaries.
+totals=$(awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+             END { printf "%d %d", p, f }' "$results")
+read -r passed failed <<<"$totals"
+echo "tests: ${passed:-0} passed, ${failed:-0} failed"

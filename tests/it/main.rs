@@ -8,5 +8,6 @@ mod dispatch; // The six trigger actions through the binary, with exact response
 mod package; // Release tooling: package, keygen, sign, and the main.py launcher.
 mod protocol; // Framing, sessions, heartbeats, malformed input, EOF and EPIPE.
 mod remote; // Remote debugging over TCP against a stand-in for the daemon's debugging port.
+mod robustness; // Thousands of mutated requests and garbage lines: no panic, every session answered.
 mod signatures; // signature-vectors.json through `signature::verify` and through dispatch.
 mod support;
