@@ -12,7 +12,7 @@ use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
 use super::Error;
 use super::elf::Arch;
-use crate::declarations::{MANIFEST_PATH, MANIFEST_YAML, PROVIDER_PATH, PROVIDER_YAML};
+use crate::declarations::{ASSETS, MANIFEST_PATH, MANIFEST_YAML, PROVIDER_PATH, PROVIDER_YAML};
 use crate::events::EVENTS;
 
 /// The daemon's default `MAX_PLUGIN_PACKAGE_SIZE`, which bounds the sum of uncompressed sizes.
@@ -31,10 +31,8 @@ impl Entry {
     }
 }
 
-/// Files shipped beside the declarations, embedded at build time.
-const FIXED_FILES: [(&str, &[u8]); 6] = [
-    ("_assets/icon.svg", include_bytes!("../../_assets/icon.svg")),
-    ("_assets/icon-dark.svg", include_bytes!("../../_assets/icon-dark.svg")),
+/// Files shipped beside the declarations and the icons, embedded at build time.
+const FIXED_FILES: [(&str, &[u8]); 4] = [
     ("README.md", include_bytes!("../../README.md")),
     ("PRIVACY.md", include_bytes!("../../PRIVACY.md")),
     // Empty on purpose: the daemon insists on a dependency file and installs nothing from it.
@@ -52,6 +50,8 @@ pub fn binary_path(arch: Arch) -> String {
 pub fn contents(amd64: Vec<u8>, arm64: Vec<u8>) -> Vec<Entry> {
     let mut entries = vec![Entry::new(MANIFEST_PATH, MANIFEST_YAML), Entry::new(PROVIDER_PATH, PROVIDER_YAML)];
     entries.extend(EVENTS.iter().map(|spec| Entry::new(spec.path, spec.yaml)));
+    // The same icon bytes remote registration sends, under `_assets/` as the daemon expects.
+    entries.extend(ASSETS.iter().map(|(name, data)| Entry::new(format!("_assets/{name}"), *data)));
     entries.extend(FIXED_FILES.iter().map(|(name, data)| Entry::new(*name, *data)));
     entries.push(Entry::new(binary_path(Arch::Amd64), amd64));
     entries.push(Entry::new(binary_path(Arch::Arm64), arm64));
@@ -126,7 +126,7 @@ mod tests {
         let entries = contents(b"amd".to_vec(), b"arm".to_vec());
         let names = names(&entries);
         assert_eq!(names[..2], ["manifest.yaml", "provider/openai_trigger.yaml"]);
-        assert_eq!(names.len(), 2 + EVENTS.len() + FIXED_FILES.len() + 2);
+        assert_eq!(names.len(), 2 + EVENTS.len() + ASSETS.len() + FIXED_FILES.len() + 2);
         for spec in EVENTS {
             let entry = entries.iter().find(|entry| entry.name == spec.path).expect(spec.path);
             assert_eq!(entry.data, spec.yaml.as_bytes());

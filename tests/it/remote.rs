@@ -102,6 +102,14 @@ fn spawn(args: &[&str], dir: Option<&std::path::Path>) -> Child {
     command.spawn().expect("spawn plugin")
 }
 
+/// A stand-in debugging port on loopback, and `openai-trigger remote` pointed at it.
+fn start_remote(key: &str) -> (TcpListener, Child) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = listener.local_addr().unwrap().to_string();
+    let plugin = spawn(&["remote", "--url", &url, "--key", key], None);
+    (listener, plugin)
+}
+
 fn dispatch_line(session_id: &str, webhook_id: &str) -> String {
     let now = unix_now();
     let body = event_body("batch.completed", "evt_remote", now, &json!({"id": "batch_remote"}));
@@ -122,9 +130,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 
 #[test]
 fn registers_serves_sessions_and_reconnects_after_a_drop() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = listener.local_addr().unwrap().to_string();
-    let mut plugin = spawn(&["remote", "--url", &url, "--key", KEY], None);
+    let (listener, mut plugin) = start_remote(KEY);
 
     let mut daemon = Connection::accept(&listener, support::WAIT);
     let registration = daemon.registration();
@@ -173,9 +179,7 @@ fn registers_serves_sessions_and_reconnects_after_a_drop() {
 
 #[test]
 fn a_rejected_registration_prints_the_reason_and_exits_non_zero() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = listener.local_addr().unwrap().to_string();
-    let mut plugin = spawn(&["remote", "--url", &url, "--key", "not-a-valid-key"], None);
+    let (listener, mut plugin) = start_remote("not-a-valid-key");
     let mut daemon = Connection::accept(&listener, support::WAIT);
     let handshake = daemon.next_json();
     assert_eq!(handshake["type"], "handshake");
@@ -225,9 +229,7 @@ fn bad_remote_configuration_is_a_clear_error() {
 /// so a daemon restarted again and again is rejoined quickly every time.
 #[test]
 fn a_silent_close_is_a_drop_and_the_backoff_starts_over_after_each_registration() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = listener.local_addr().unwrap().to_string();
-    let mut plugin = spawn(&["remote", "--url", &url, "--key", KEY], None);
+    let (listener, mut plugin) = start_remote(KEY);
 
     // Closed right after `end`, inside the window where a rejection line would come.
     let mut daemon = Connection::accept(&listener, support::WAIT);
