@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::dedupe::ReplayGuard;
 use crate::error::PluginError;
 use crate::events::{self, Delivery, Outcome};
-use crate::protocol::{ErrorData, Handler, Session};
+use crate::protocol::{ErrorData, Handler, Session, truncate};
 use crate::raw_http::{HttpRequest, HttpResponse};
 use crate::signature::{self, SecretSet, WebhookHeaders};
 
@@ -312,11 +312,4 @@ fn decode<'a, T: Deserialize<'a>>(what: &str, data: &'a str) -> Result<T, Plugin
 
 fn to_raw<T: Serialize>(value: &T) -> Result<Box<RawValue>, PluginError> {
     Ok(serde_json::value::to_raw_value(value).expect("response types always serialise"))
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
 }

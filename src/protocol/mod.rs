@@ -294,7 +294,8 @@ async fn write_one<W: AsyncWrite + Unpin>(output: &mut W, line: &[u8]) -> io::Re
     output.write_all(b"\n").await
 }
 
-fn truncate(text: &str, max: usize) -> &str {
+/// At most `max` characters of `text`, cut on a character boundary (for quoting input in messages).
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
     match text.char_indices().nth(max) {
         Some((at, _)) => &text[..at],
         None => text,
