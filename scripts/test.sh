@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
-# The test command: everything CI runs, from a fresh Debian 12 machine with Rust, Python 3 and Go.
-# Installs what the tests need (rustfmt/clippy components, Python for the shim tests), then checks
-# formatting and lints, and runs the unit and integration tests against the real binary.
+# The test command: everything CI runs, from a fresh Debian 12 machine with Rust, Python 3 and Go, as root.
+#
+#   bash scripts/test.sh                     # fmt, clippy, unit + integration tests, then the conformance suite
+#   bash scripts/test.sh --no-conformance    # only the first three (no root, no daemon), for a quick loop
+#
+# Installs what the tests need (rustfmt/clippy components, openssl; the conformance suite installs PostgreSQL,
+# Redis, uv and the rust targets of the static build itself), checks formatting and lints, runs the unit and
+# integration tests against the real binary, then the conformance suite against the real Dify plugin daemon
+# (tests/conformance/run.sh). The last line counts every check of all of them:
+#   tests: N passed, M failed
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+conformance=1
+case "${1:-}" in
+  "") ;;
+  --no-conformance) conformance=0 ;;
+  *) echo "usage: bash scripts/test.sh [--no-conformance]" >&2; exit 2 ;;
+esac
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
@@ -18,16 +32,38 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+results=$(mktemp)
+conformance_log=$(mktemp)
+trap 'rm -f "$results" "$conformance_log"' EXIT
+
 log "cargo fmt --check"
 cargo fmt --check
 log "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test --locked"
-results=$(mktemp)
-trap 'rm -f "$results"' EXIT
-cargo test --locked 2>&1 | tee "$results"
-# One closing line for the whole run: the sum over the unit and integration test binaries.
-totals=$(awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-             END { printf "%d %d", p, f }' "$results")
-read -r passed failed <<<"$totals"
+cargo_rc=0
+cargo test --locked 2>&1 | tee "$results" || cargo_rc=$?
+# The sum over the unit and integration test binaries.
+read -r passed failed <<<"$(awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+             END { printf "%d %d", p, f }' "$results")"
+# A test binary that did not build or crashed reports no result line: count it, never lose it.
+if [ "$cargo_rc" -ne 0 ] && [ "${failed:-0}" -eq 0 ]; then failed=1; fi
+echo "cargo tests: ${passed:-0} passed, ${failed:-0} failed"
+
+if [ "$conformance" = 1 ]; then
+  log "conformance suite against the real Dify plugin daemon: bash tests/conformance/run.sh"
+  conformance_rc=0
+  bash tests/conformance/run.sh 2>&1 | tee "$conformance_log" || conformance_rc=$?
+  line=$(grep -aE '^conformance: [0-9]+ passed, [0-9]+ failed$' "$conformance_log" | tail -1 || true)
+  if [[ "$line" =~ ^conformance:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    passed=$(( passed + BASH_REMATCH[1] )); failed=$(( failed + BASH_REMATCH[2] ))
+  else
+    failed=$(( failed + 1 ))   # the suite died before its summary
+  fi
+  if [ "$conformance_rc" -ne 0 ] && [ -z "$line" ]; then log "the conformance suite ended without a summary (exit $conformance_rc)"; fi
+else
+  log "conformance suite not run (--no-conformance)"
+fi
+
 echo "tests: ${passed:-0} passed, ${failed:-0} failed"
+[ "${failed:-0}" -eq 0 ] && [ "$cargo_rc" -eq 0 ]

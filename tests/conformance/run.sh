@@ -4,21 +4,27 @@
 #   bash tests/conformance/run.sh
 #
 # Steps, in order:
-#   1. setup.sh                       prerequisites (apt packages, cached daemon binaries, uv, CPython 3.12)
-#   2. services.sh start              PostgreSQL + Redis + the daemon, on loopback
-#   3. cargo build --release          our binary (cargo rebuilds only what changed)
-#   4. smoke_register.py              the daemon's remote-debugging path, played by hand
-#   5. smoke_install.py               the daemon's package path with a hand-made package
-#   6. probe_registration_validation.py  what registration rejects
-#   7. test_openai_trigger.py         OUR plugin against the daemon: remote registration (args and .env), wrong key,
-#                                     all six actions, reconnection across daemon restarts, the .difypkg install
-#                                     (runs scripts/package.sh when dist/ has no package)
+#   1. setup.sh                       prerequisites (apt packages, the daemon from ../shared/dify-daemon, uv, CPython 3.12)
+#   2. cargo build --release          our binary (cargo rebuilds only what changed)
+#   3. package                        the .difypkg (scripts/package.sh, unless dist/ has one or OT_PACKAGE names one),
+#                                     then a throw-away RSA key pair and the package signed with it
+#   4. services.sh start              PostgreSQL + Redis + `dify migrate` + the daemon, on loopback, with
+#                                     FORCE_VERIFYING_SIGNATURE=true trusting only that key (OT_VERIFY_SIGNATURES=0: off)
+#   5. smoke_register.py              the daemon's remote-debugging path, played by hand
+#   6. smoke_install.py               the daemon's package path with a hand-made package
+#   7. probe_registration_validation.py  what registration rejects
+#   8. test_openai_trigger.py         OUR plugin against the daemon: remote registration (args and .env), wrong key,
+#                                     all six actions, reconnection across daemon restarts, and the .difypkg install
+#                                     (unsigned refused, signed installed and launched over stdio)
 # services.sh stop always runs at the end (trap), whatever happened.
 #
-# Honest by construction: a step that cannot run is a FAILURE, never a skip. When a prerequisite (1-3) fails, the
+# Honest by construction: a step that cannot run is a FAILURE, never a skip. When a prerequisite (1-4) fails, the
 # later steps are reported as failed (not run). Exit status 0 only when every step passed.
 # Each step's output goes to the terminal and to $LOGS/<step>.log
 # (LOGS = ${OT_LOG_DIR:-${TMPDIR:-/tmp}/openai-trigger-conformance-logs}).
+# The last line is `conformance: N passed, M failed`: the checks of every script, plus one failure for each step
+# that failed without counting checks of its own. On any failure the tails of the daemon's log and of our
+# plugin's stderr are printed first, with every failed check and what it saw.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,6 +37,7 @@ mkdir -p "$LOGS"
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 secs() { printf '%d.%d' $(( $1 / 1000 )) $(( $1 % 1000 / 100 )); }   # ms -> "S.d"
 T0=$(now_ms)
+T0_S=$(date +%s)
 NAMES=()
 RESULTS=()
 TIMES=()
@@ -66,28 +73,53 @@ not_run() { # name reason
   NAMES+=("$1"); RESULTS+=("FAIL(not run)"); TIMES+=("-"); SUMMARIES+=("$2")
 }
 
-report() {
-  local total fail=0 i
-  total=$(secs $(( $(now_ms) - T0 )))
-  echo
-  echo "================ conformance run summary ================"
-  for i in "${!NAMES[@]}"; do
-    printf '%-34s %-14s %7ss  %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}" "${SUMMARIES[$i]}"
-    [ "${RESULTS[$i]}" = PASS ] || fail=$((fail + 1))
-  done
-  echo "wall time: ${total}s; logs: $LOGS"
-  if [ "$fail" -eq 0 ]; then echo "ALL STEPS PASSED"; else echo "$fail STEP(S) FAILED"; fi
-  return "$fail"
+STATE="${OPENAI_TRIGGER_CONFORMANCE_DIR:-${TMPDIR:-/tmp}/openai-trigger-conformance}"
+BINARY="${OT_BINARY:-$ROOT/target/release/openai-trigger}"
+export OT_VERIFY_SIGNATURES="${OT_VERIFY_SIGNATURES:-1}"
+
+# The package under test, and (with signature verification on) a key pair made for this run only and the package
+# signed with it: the daemon then trusts exactly that key (THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS).
+package_step() {
+  local pkg signed keys="$STATE/keys"
+  if [ -n "${OT_PACKAGE:-}" ]; then
+    pkg=$OT_PACKAGE
+    [ -f "$pkg" ] || { echo "OT_PACKAGE=$pkg does not exist"; return 1; }
+  else
+    bash "$ROOT/scripts/package.sh" || { echo "scripts/package.sh failed"; return 1; }
+    pkg=$(ls -t "$ROOT"/dist/openai_trigger-*.difypkg 2>/dev/null | grep -v '\.signed\.difypkg$' | head -1)
+    [ -n "$pkg" ] || { echo "scripts/package.sh left no dist/openai_trigger-*.difypkg"; return 1; }
+  fi
+  echo "package: $pkg"
+  echo "OT_PACKAGE=$pkg" > "$LOGS/package.env"
+  [ "$OT_VERIFY_SIGNATURES" = 1 ] || return 0
+  rm -rf "$keys"; mkdir -p "$keys"
+  "$BINARY" keygen --out "$keys/conformance" || { echo "keygen failed"; return 1; }
+  signed="${pkg%.difypkg}.signed.difypkg"
+  "$BINARY" sign "$pkg" --key "$keys/conformance.private.pem" --category community --out "$signed" \
+    || { echo "sign failed"; return 1; }
+  {
+    echo "OT_THIRD_PARTY_PUBLIC_KEYS=$keys/conformance.public.pem"
+    echo "OT_SIGNING_KEY=$keys/conformance.private.pem"
+  } >> "$LOGS/package.env"
 }
 
 PREREQ_OK=1
 step setup bash "$HERE/setup.sh" || PREREQ_OK=0
-if [ "$PREREQ_OK" = 1 ]; then step services-start bash "$HERE/services.sh" start || PREREQ_OK=0
-else not_run services-start "setup failed"; fi
 if [ "$PREREQ_OK" = 1 ]; then
-  if command -v cargo >/dev/null; then step cargo-build cargo build --release || PREREQ_OK=0
+  if command -v cargo >/dev/null; then step cargo-build cargo build --release --locked || PREREQ_OK=0
   else not_run cargo-build "cargo not on PATH"; PREREQ_OK=0; fi
 else not_run cargo-build "a prerequisite failed"; fi
+if [ "$PREREQ_OK" = 1 ]; then
+  rm -f "$LOGS/package.env"
+  if step package package_step && [ -f "$LOGS/package.env" ]; then
+    set -a; . "$LOGS/package.env"; set +a
+  else PREREQ_OK=0; fi
+else not_run package "a prerequisite failed"; fi
+if [ "$PREREQ_OK" = 1 ]; then
+  # A daemon left running by an earlier, interrupted run would keep its old signature settings.
+  bash "$HERE/services.sh" stop >"$LOGS/services-prestop.log" 2>&1 || true
+  step services-start bash "$HERE/services.sh" start || PREREQ_OK=0
+else not_run services-start "a prerequisite failed"; fi
 
 SCRIPTS=(smoke_register.py smoke_install.py probe_registration_validation.py test_openai_trigger.py)
 for s in "${SCRIPTS[@]}"; do
@@ -95,6 +127,66 @@ for s in "${SCRIPTS[@]}"; do
   if [ ! -f "$HERE/$s" ]; then not_run "${s%.py}" "$HERE/$s missing"; continue; fi
   step "${s%.py}" "$PY" "$HERE/$s" || true
 done
+
+# What a red run needs to explain itself: the failed checks with what they saw, the daemon's log, our stderr.
+diagnose() {
+  local name log f
+  echo
+  echo "================ why the conformance run failed ================"
+  for name in "${NAMES[@]}"; do
+    log="$LOGS/$name.log"
+    [ -f "$log" ] || continue
+    if grep -aq '^FAIL - ' "$log"; then
+      echo "---- $name: failed checks (what each saw)"
+      grep -a '^FAIL - ' "$log" | cut -c1-2000
+    fi
+  done
+  for i in "${!NAMES[@]}"; do
+    case "${RESULTS[$i]}" in PASS) ;; *)
+      log="$LOGS/${NAMES[$i]}.log"
+      if [ -f "$log" ] && ! grep -aq '^FAIL - ' "$log"; then
+        echo "---- ${NAMES[$i]} (${RESULTS[$i]}): last 30 lines of its output"
+        tail -n 30 "$log"
+      fi ;;
+    esac
+  done
+  # Only what this run wrote: a log or stderr file older than the run belongs to an earlier one.
+  if [ -f "$STATE/daemon/daemon.log" ] && [ "$(stat -c %Y "$STATE/daemon/daemon.log")" -ge "$T0_S" ]; then
+    echo "---- daemon log: its last 40 WARN/ERROR lines (they include the stderr of plugins it launched), then its last 20 lines ($STATE/daemon/daemon.log)"
+    grep -aE ' (WARN|ERROR) ' "$STATE/daemon/daemon.log" | tail -n 40 | cut -c1-600
+    echo "...."
+    tail -n 20 "$STATE/daemon/daemon.log" | cut -c1-600
+  fi
+  for f in $(find "${TMPDIR:-/tmp}" -maxdepth 2 -path '*/ot-conformance-*' -name '*.stderr' -newermt "@$T0_S" 2>/dev/null | head -6); do
+    echo "---- plugin stderr, last 20 lines ($f)"
+    tail -n 20 "$f" | cut -c1-600
+  done
+}
+
+report() {
+  local total fail=0 i passed=0 failed=0 p f
+  total=$(secs $(( $(now_ms) - T0 )))
+  for i in "${!NAMES[@]}"; do
+    if [[ "${SUMMARIES[$i]}" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+      p=${BASH_REMATCH[1]}; f=${BASH_REMATCH[2]}
+    else
+      p=0; f=0
+    fi
+    passed=$((passed + p)); failed=$((failed + f))
+    # A step that failed without a failed check of its own (crashed, did not run) still counts as one failure.
+    if [ "${RESULTS[$i]}" != PASS ]; then fail=$((fail + 1)); [ "$f" -gt 0 ] || failed=$((failed + 1)); fi
+  done
+  [ "$fail" -eq 0 ] || diagnose
+  echo
+  echo "================ conformance run summary ================"
+  for i in "${!NAMES[@]}"; do
+    printf '%-34s %-14s %7ss  %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}" "${SUMMARIES[$i]}"
+  done
+  echo "wall time: ${total}s; logs: $LOGS"
+  if [ "$fail" -eq 0 ]; then echo "ALL STEPS PASSED"; else echo "$fail STEP(S) FAILED"; fi
+  echo "conformance: $passed passed, $failed failed"
+  return "$fail"
+}
 
 report
 exit $?

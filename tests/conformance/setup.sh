@@ -7,11 +7,12 @@
 #
 # What it does:
 #   1. apt-get installs PostgreSQL, Redis, Python 3 + venv, and the small tools the scripts use.
-#   2. Builds the real Dify plugin daemon (langgenius/dify-plugin-daemon) at the pinned commit:
+#   2. Takes the real Dify plugin daemon (langgenius/dify-plugin-daemon at the pinned commit) from
+#      ../shared/dify-daemon/ and decompresses it into the cache, verifying the sha256 its README gives:
 #        $CACHE/daemon-<short>/dify-plugin-daemon   (cmd/server, the daemon)
 #        $CACHE/daemon-<short>/dify                 (cmd/commandline; the daemon does NOT migrate its DB schema
 #                                                    itself at this commit: `dify migrate` must run first)
-#      Skipped when both binaries and the STAMP file exist.
+#      Already-decompressed files whose sha256 matches are kept.
 #   3. Installs uv (pinned, from PyPI) into $CACHE/uv-<version>/venv (the daemon gets it as UV_PATH).
 #   4. Finds a real CPython 3.12 (the daemon hard-codes `uv venv --python 3.12`) and links it as
 #      $CACHE/py312-bin/python3.12, which services.sh puts first on the daemon's PATH; proves uv picks it.
@@ -21,16 +22,12 @@
 #
 # CACHE = ${OPENAI_TRIGGER_CACHE:-$HOME/.cache/openai-trigger}
 #
-# Where the daemon comes from:
-#   a. the Go module proxy (go mod download github.com/langgenius/dify-plugin-daemon@<commit>), then go build;
-#   b. or binaries you built yourself: DIFY_PLUGIN_DAEMON_BIN (cmd/server) and DIFY_PLUGIN_DAEMON_CLI
-#      (cmd/commandline) at that commit; they are copied into the cache.
-#   In the workplace this project is developed in, the proxy refuses this module at every version
-#   ("403 This module version is not available"), so (a) fails there and says so; see README.
+# Where the daemon comes from: ../shared/dify-daemon/ (OT_SHARED_DIR overrides the shared directory), or
+# binaries you built yourself at that commit: DIFY_PLUGIN_DAEMON_BIN (cmd/server) and DIFY_PLUGIN_DAEMON_CLI
+# (cmd/commandline). Nothing else comes from outside the package registries.
 set -euo pipefail
 
 DAEMON_COMMIT=bdb5642a19009c944b78eca12f3d176801a4a8be
-DAEMON_MODULE=github.com/langgenius/dify-plugin-daemon
 UV_VERSION=0.13.9
 
 CACHE="${OPENAI_TRIGGER_CACHE:-$HOME/.cache/openai-trigger}"
@@ -45,7 +42,7 @@ die() { printf '[setup] FATAL: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (apt-get, and PostgreSQL is run as the 'postgres' user)"
 
 # ---------------------------------------------------------------- 1. Debian packages
-APT_PKGS=(postgresql redis-server python3 python3-venv ca-certificates curl git procps)
+APT_PKGS=(postgresql redis-server python3 python3-venv ca-certificates curl procps xz-utils)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -68,51 +65,50 @@ command -v redis-server >/dev/null || die "redis-server not on PATH after instal
 id postgres >/dev/null 2>&1 || die "system user 'postgres' missing (should come with the postgresql package)"
 
 # ---------------------------------------------------------------- 2. the daemon
+# From the steering repo's shared/dify-daemon/ (beside this clone): xz-compressed static binaries built from the
+# daemon's public source at DAEMON_COMMIT. The expected sha256 of each decompressed file is read from that
+# directory's README (its table is the source of truth); a missing file, an unreadable README or a mismatch is
+# fatal. DIFY_PLUGIN_DAEMON_BIN / DIFY_PLUGIN_DAEMON_CLI override the shared copies (binaries you built yourself
+# at that commit; no checksum is known for those, so none is checked).
+SHARED_DAEMON="${OT_SHARED_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/../shared}/dify-daemon"
 mkdir -p "$DAEMON_DIR"
-if [ -x "$DAEMON_BIN" ] && [ -x "$CLI_BIN" ] && [ "$(cat "$DAEMON_DIR/STAMP" 2>/dev/null)" = "$DAEMON_COMMIT" ]; then
-  log "daemon binaries cached: $DAEMON_BIN $CLI_BIN"
-else
-  command -v go >/dev/null || die "go not on PATH (Go >= 1.26 is needed to build the daemon)"
-  gover=$(go env GOVERSION | sed 's/^go//')
-  [ "$(printf '%s\n1.26\n' "$gover" | sort -V | head -1)" = 1.26 ] || die "Go $gover is too old: the daemon's go.mod needs go >= 1.26"
-  work=$(mktemp -d "${TMPDIR:-/tmp}/dify-daemon-build.XXXXXX")
-  trap 'rm -rf "$work"' EXIT
-  src=""
-  log "fetching daemon source $DAEMON_MODULE@$DAEMON_COMMIT from the Go module proxy"
-  (cd "$work" && go mod init daemon-fetch >/dev/null 2>&1 \
-     && go mod download -json "$DAEMON_MODULE@$DAEMON_COMMIT" > "$work/dl.json" 2> "$work/dl.err") || true
-  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' "$work/dl.json" 2>/dev/null | head -1)
-  if [ -n "$dir" ] && [ -f "$dir/go.mod" ]; then
-    src="$work/src"; cp -r "$dir" "$src"; chmod -R u+w "$src"
-  else
-    err=$(sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p' "$work/dl.json" 2>/dev/null | head -1)
-    log "Go module proxy did not serve it: ${err:-$(tail -2 "$work/dl.err" 2>/dev/null)}"
-    if [ -n "${DIFY_PLUGIN_DAEMON_BIN:-}" ] && [ -n "${DIFY_PLUGIN_DAEMON_CLI:-}" ]; then
-      [ -x "$DIFY_PLUGIN_DAEMON_BIN" ] && [ -x "$DIFY_PLUGIN_DAEMON_CLI" ] || die "DIFY_PLUGIN_DAEMON_BIN / _CLI are not executables"
-      cp "$DIFY_PLUGIN_DAEMON_BIN" "$DAEMON_BIN"; cp "$DIFY_PLUGIN_DAEMON_CLI" "$CLI_BIN"
-      echo "$DAEMON_COMMIT" > "$DAEMON_DIR/STAMP"
-      log "using the daemon binaries given in DIFY_PLUGIN_DAEMON_BIN / DIFY_PLUGIN_DAEMON_CLI"
-      rm -rf "$work"; trap - EXIT
-    else
-      die "no daemon: the Go module proxy refused $DAEMON_MODULE@$DAEMON_COMMIT; set DIFY_PLUGIN_DAEMON_BIN and DIFY_PLUGIN_DAEMON_CLI to binaries built at that commit"
-    fi
+
+readme_sha() { # <file name in the README table> -> its sha256, or nothing
+  sed -n 's/^| `'"$1"'` |.*| `\([0-9a-f]\{64\}\)` |[[:space:]]*$/\1/p' "$SHARED_DAEMON/README.md" | head -1
+}
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# install_daemon_binary <dest> <override var name> <xz name in shared/dify-daemon>
+install_daemon_binary() {
+  local dest=$1 override_var=$2 xz=$3 override want got
+  override=${!override_var:-}
+  if [ -n "$override" ]; then
+    [ -x "$override" ] || die "$override_var=$override is not an executable file"
+    if ! cmp -s "$override" "$dest" 2>/dev/null; then cp "$override" "$dest.tmp" && mv "$dest.tmp" "$dest"; fi
+    log "$(basename "$dest"): from $override_var ($override)"
+    return
   fi
-fi
-if [ ! -x "$DAEMON_BIN" ] || [ "$(cat "$DAEMON_DIR/STAMP" 2>/dev/null)" != "$DAEMON_COMMIT" ]; then
-  src="$work/src"
-  grep -q "^module $DAEMON_MODULE\$" "$src/go.mod" || die "unexpected go.mod in daemon source"
-  log "building daemon (cmd/server) and its CLI (cmd/commandline) — minutes on 2 cores with a cold Go cache"
-  t0=$(date +%s)
-  rm -f "$DAEMON_DIR/STAMP"
-  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -o "$DAEMON_BIN.tmp" ./cmd/server) >&2 \
-    || die "go build of the daemon (cmd/server) failed"
-  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -o "$CLI_BIN.tmp" ./cmd/commandline) >&2 \
-    || die "go build of the daemon CLI (cmd/commandline) failed"
-  mv "$DAEMON_BIN.tmp" "$DAEMON_BIN"; mv "$CLI_BIN.tmp" "$CLI_BIN"
-  echo "$DAEMON_COMMIT" > "$DAEMON_DIR/STAMP"
-  log "daemon + CLI built in $(( $(date +%s) - t0 ))s: $DAEMON_BIN $CLI_BIN"
-  rm -rf "$work"; trap - EXIT
-fi
+  [ -f "$SHARED_DAEMON/README.md" ] || die "no $SHARED_DAEMON/README.md: the shared daemon directory must sit beside this clone (../shared), or set OT_SHARED_DIR, or $override_var"
+  [ -f "$SHARED_DAEMON/$xz" ] || die "missing $SHARED_DAEMON/$xz"
+  want=$(readme_sha "$xz")
+  [ -n "$want" ] || die "no sha256 for $xz in $SHARED_DAEMON/README.md"
+  if [ -x "$dest" ] && [ "$(sha_of "$dest")" = "$want" ]; then
+    log "$(basename "$dest"): cached, sha256 $want"
+    return
+  fi
+  command -v xz >/dev/null || die "xz not installed (Debian package xz-utils)"
+  xz -dc "$SHARED_DAEMON/$xz" > "$dest.tmp" || { rm -f "$dest.tmp"; die "xz -d $SHARED_DAEMON/$xz failed"; }
+  got=$(sha_of "$dest.tmp")
+  if [ "$got" != "$want" ]; then
+    rm -f "$dest.tmp"
+    die "$xz decompresses to sha256 $got, but $SHARED_DAEMON/README.md says $want"
+  fi
+  chmod 0755 "$dest.tmp" && mv "$dest.tmp" "$dest"
+  log "$(basename "$dest"): decompressed from $SHARED_DAEMON/$xz, sha256 $got verified"
+}
+install_daemon_binary "$DAEMON_BIN" DIFY_PLUGIN_DAEMON_BIN dify-plugin-daemon.xz
+install_daemon_binary "$CLI_BIN" DIFY_PLUGIN_DAEMON_CLI dify.xz
+echo "$DAEMON_COMMIT" > "$DAEMON_DIR/STAMP"
 
 # ---------------------------------------------------------------- 3. uv
 if [ -x "$UV_DIR/venv/bin/uv" ] && "$UV_DIR/venv/bin/uv" --version 2>/dev/null | grep -q "^uv $UV_VERSION"; then
