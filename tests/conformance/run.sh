@@ -6,16 +6,18 @@
 # Steps, in order:
 #   1. setup.sh                       prerequisites (apt packages, the daemon from ../shared/dify-daemon, uv, CPython 3.12)
 #   2. cargo build --release          our binary (cargo rebuilds only what changed)
-#   3. package                        the .difypkg (scripts/package.sh, unless dist/ has one or OT_PACKAGE names one),
-#                                     then a throw-away RSA key pair and the package signed with it
-#   4. services.sh start              PostgreSQL + Redis + `dify migrate` + the daemon, on loopback, with
+#   3. package                        both .difypkg (cargo xtask release --example-publisher, unless OT_PACKAGE and
+#                                     OT_OFFLINE_PACKAGE name them), then a throw-away RSA key pair and both signed
+#   4. package-index, services.sh start  dist/pypi served on 127.0.0.1:55080 (the daemon's PIP_MIRROR_URL, standing
+#                                     in for PyPI); PostgreSQL + Redis + `dify migrate` + the daemon, on loopback, with
 #                                     FORCE_VERIFYING_SIGNATURE=true trusting only that key (OT_VERIFY_SIGNATURES=0: off)
 #   5. smoke_register.py              the daemon's remote-debugging path, played by hand
 #   6. smoke_install.py               the daemon's package path with a hand-made package
 #   7. probe_registration_validation.py  what registration rejects
 #   8. test_openai_trigger.py         OUR plugin against the daemon: remote registration (args and .env), wrong key,
-#                                     all six actions, reconnection across daemon restarts, and the .difypkg install
-#                                     (unsigned refused, signed installed and launched over stdio)
+#                                     all six actions, reconnection across daemon restarts, and both packages installed
+#                                     (unsigned refused, signed installed and launched over stdio; the Marketplace one
+#                                     with its wheel from the index)
 # services.sh stop always runs at the end (trap), whatever happened.
 #
 # Honest by construction: a step that cannot run is a FAILURE, never a skip. When a prerequisite (1-4) fails, the
@@ -46,6 +48,7 @@ SUMMARIES=()
 say() { printf '[run] %s\n' "$*" >&2; }
 
 cleanup() {
+  [ -f "$STATE/index.pid" ] && kill "$(cat "$STATE/index.pid")" 2>/dev/null; rm -f "$STATE/index.pid"
   say "services.sh stop"
   bash "$HERE/services.sh" stop >"$LOGS/services-stop.log" 2>&1 || say "services.sh stop failed (see $LOGS/services-stop.log)"
 }
@@ -77,36 +80,55 @@ STATE="${OPENAI_TRIGGER_CONFORMANCE_DIR:-${TMPDIR:-/tmp}/openai-trigger-conforma
 BINARY="${OT_BINARY:-$ROOT/target/release/openai-trigger}"
 export OT_VERIFY_SIGNATURES="${OT_VERIFY_SIGNATURES:-1}"
 
-# The package under test, and (with signature verification on) a key pair made for this run only and the package
-# signed with it: the daemon then trusts exactly that key (THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS).
+# The packages under test (`cargo xtask release --example-publisher`: the Marketplace package, whose binary comes
+# from the pinned wheel, and the offline package with the binaries inside), the package index that stands in for
+# PyPI (dist/pypi, served on loopback as the daemon's PIP_MIRROR_URL), and (with signature verification on) a key
+# pair made for this run only and both packages signed with it: the daemon then trusts exactly that key.
+INDEX_PORT="${OT_INDEX_PORT:-55080}"
 package_step() {
-  local pkg signed keys="$STATE/keys"
+  local pkg offline keys="$STATE/keys"
   if [ -n "${OT_PACKAGE:-}" ]; then
-    pkg=$OT_PACKAGE
+    pkg=$OT_PACKAGE; offline=${OT_OFFLINE_PACKAGE:-}
     [ -f "$pkg" ] || { echo "OT_PACKAGE=$pkg does not exist"; return 1; }
   else
-    bash "$ROOT/scripts/package.sh" || { echo "scripts/package.sh failed"; return 1; }
-    pkg=$(ls -t "$ROOT"/dist/openai_trigger-*.difypkg 2>/dev/null | grep -v '\.signed\.difypkg$' | head -1)
-    [ -n "$pkg" ] || { echo "scripts/package.sh left no dist/openai_trigger-*.difypkg"; return 1; }
+    rm -f "$ROOT"/dist/openai_trigger-*.difypkg
+    cargo xtask release --example-publisher || { echo "cargo xtask release failed"; return 1; }
+    pkg=$(ls "$ROOT"/dist/openai_trigger-*.difypkg 2>/dev/null | grep -v -e '\.signed\.difypkg$' -e '-offline\.difypkg$' | head -1)
+    offline=$(ls "$ROOT"/dist/openai_trigger-*-offline.difypkg 2>/dev/null | head -1)
+    [ -n "$pkg" ] && [ -n "$offline" ] || { echo "cargo xtask release left no packages in dist/"; return 1; }
   fi
-  echo "package: $pkg"
-  echo "OT_PACKAGE=$pkg" > "$LOGS/package.env"
+  [ -d "$ROOT/dist/pypi/simple" ] || { echo "no package index in dist/pypi (cargo xtask release builds it)"; return 1; }
+  echo "packages: $pkg $offline"
+  {
+    echo "OT_PACKAGE=$pkg"
+    echo "OT_OFFLINE_PACKAGE=$offline"
+    echo "OT_PIP_MIRROR_URL=http://127.0.0.1:$INDEX_PORT/simple"
+  } > "$LOGS/package.env"
   [ "$OT_VERIFY_SIGNATURES" = 1 ] || return 0
   rm -rf "$keys"; mkdir -p "$keys"
-  "$BINARY" keygen --out "$keys/conformance" || { echo "keygen failed"; return 1; }
-  signed="${pkg%.difypkg}.signed.difypkg"
-  "$BINARY" sign "$pkg" --key "$keys/conformance.private.pem" --category community --out "$signed" \
-    || { echo "sign failed"; return 1; }
+  cargo xtask keygen --out "$keys/conformance" || { echo "keygen failed"; return 1; }
+  for p in $pkg $offline; do
+    cargo xtask sign "$p" --key "$keys/conformance.private.pem" --category community --out "${p%.difypkg}.signed.difypkg" \
+      || { echo "sign $p failed"; return 1; }
+  done
   {
     echo "OT_THIRD_PARTY_PUBLIC_KEYS=$keys/conformance.public.pem"
     echo "OT_SIGNING_KEY=$keys/conformance.private.pem"
   } >> "$LOGS/package.env"
 }
 
+# The package index on loopback, for the daemon's `uv pip install -i`.
+start_index() {
+  (exec python3 -m http.server "$INDEX_PORT" --bind 127.0.0.1 --directory "$ROOT/dist/pypi" >"$LOGS/index.log" 2>&1) &
+  echo $! > "$STATE/index.pid"
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$INDEX_PORT") 2>/dev/null && return 0; sleep 0.1; done
+  echo "the package index did not listen on 127.0.0.1:$INDEX_PORT"; return 1
+}
+
 PREREQ_OK=1
 step setup bash "$HERE/setup.sh" || PREREQ_OK=0
 if [ "$PREREQ_OK" = 1 ]; then
-  if command -v cargo >/dev/null; then step cargo-build cargo build --release --locked || PREREQ_OK=0
+  if command -v cargo >/dev/null; then step cargo-build cargo build --release --locked -p openai-trigger || PREREQ_OK=0
   else not_run cargo-build "cargo not on PATH"; PREREQ_OK=0; fi
 else not_run cargo-build "a prerequisite failed"; fi
 if [ "$PREREQ_OK" = 1 ]; then
@@ -118,7 +140,9 @@ else not_run package "a prerequisite failed"; fi
 if [ "$PREREQ_OK" = 1 ]; then
   # A daemon left running by an earlier, interrupted run would keep its old signature settings.
   bash "$HERE/services.sh" stop >"$LOGS/services-prestop.log" 2>&1 || true
-  step services-start bash "$HERE/services.sh" start || PREREQ_OK=0
+  mkdir -p "$STATE"
+  step package-index start_index || PREREQ_OK=0
+  [ "$PREREQ_OK" = 1 ] && { step services-start bash "$HERE/services.sh" start || PREREQ_OK=0; }
 else not_run services-start "a prerequisite failed"; fi
 
 SCRIPTS=(smoke_register.py smoke_install.py probe_registration_validation.py test_openai_trigger.py)

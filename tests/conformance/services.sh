@@ -15,6 +15,8 @@
 #   OPENAI_TRIGGER_CONFORMANCE_DIR state dir (default ${TMPDIR:-/tmp}/openai-trigger-conformance)
 #   OT_PG_PORT OT_REDIS_PORT OT_DAEMON_HTTP_PORT OT_DAEMON_DEBUG_PORT   ports (55432 56379 55002 55003)
 #   OT_PLUGIN_MAX_EXECUTION_TIMEOUT  daemon-side per-request timeout in s (default 120; daemon default 600)
+#   OT_PIP_MIRROR_URL              the daemon's PIP_MIRROR_URL: where `uv pip install -i` finds requirements (run.sh
+#                                  serves dist/pypi on loopback there, standing in for PyPI)
 #   OT_VERIFY_SIGNATURES=1         run the daemon with FORCE_VERIFYING_SIGNATURE=true and third-party
 #                                  verification on, using the PEM public keys in OT_THIRD_PARTY_PUBLIC_KEYS
 #                                  (comma-separated paths; see NOTES.md §signatures)
@@ -153,6 +155,7 @@ DB_DATABASE=$DB_NAME
 DB_DEFAULT_DATABASE=postgres
 DB_SSL_MODE=disable
 PIP_MIRROR_AUTO_DETECT=false
+PIP_MIRROR_URL=${OT_PIP_MIRROR_URL:-}
 PYTHON_INTERPRETER_PATH=/usr/bin/python3
 UV_PATH=$(uv_path)
 UV_PYTHON_DOWNLOADS=never
@@ -175,6 +178,11 @@ EOF
 # A daemon brought back by `start` after `stop-daemon`, or by `restart-daemon`, keeps the signature
 # mode it was first started with (the env file exists only while services are up), unless the caller
 # sets OT_VERIFY_SIGNATURES explicitly.
+inherit_pip_mirror() {
+  [ -z "${OT_PIP_MIRROR_URL:-}" ] && [ -f "$ENV_FILE" ] || return 0
+  OT_PIP_MIRROR_URL=$(sed -n 's/^DIFY_DAEMON_PIP_MIRROR_URL=//p' "$ENV_FILE")
+}
+
 inherit_signature_mode() {
   [ -z "${OT_VERIFY_SIGNATURES:-}" ] && [ -f "$ENV_FILE" ] || return 0
   if grep -qx 'DIFY_DAEMON_FORCE_VERIFYING_SIGNATURE=true' "$ENV_FILE"; then
@@ -238,6 +246,7 @@ DIFY_DAEMON_CLI=$CLI_BIN
 DIFY_DAEMON_PY312_SUBSTITUTE=$([ -f "$CACHE/PY312_SUBSTITUTE" ] && echo true || echo false)
 DIFY_DAEMON_FORCE_VERIFYING_SIGNATURE=$([ "${OT_VERIFY_SIGNATURES:-0}" = 1 ] && echo true || echo false)
 DIFY_DAEMON_THIRD_PARTY_PUBLIC_KEYS=${OT_THIRD_PARTY_PUBLIC_KEYS:-}
+DIFY_DAEMON_PIP_MIRROR_URL=${OT_PIP_MIRROR_URL:-}
 REDIS_HOST=$HOST
 REDIS_PORT=$REDIS_PORT
 REDIS_PASSWORD=$REDIS_PASSWORD
@@ -298,6 +307,7 @@ case "${1:-}" in
     [ "$(id -u)" = 0 ] || die "run as root (postgres is run via runuser -u postgres)"
     mkdir -p "$STATE"; chmod 0755 "$STATE"
     inherit_signature_mode
+    inherit_pip_mirror
     start_pg
     start_redis
     start_daemon
@@ -315,6 +325,7 @@ case "${1:-}" in
     [ "$(id -u)" = 0 ] || die "run as root"
     [ -f "$ENV_FILE" ] || die "services are not started (no $ENV_FILE); run: $0 start"
     inherit_signature_mode
+    inherit_pip_mirror
     stop_daemon
     wait_for 15 "ports free" bash -c "! (exec 3<>/dev/tcp/$HOST/$HTTP_PORT) 2>/dev/null && ! (exec 3<>/dev/tcp/$HOST/$DEBUG_PORT) 2>/dev/null" \
       || die "daemon ports $HTTP_PORT/$DEBUG_PORT still taken after stopping the daemon"

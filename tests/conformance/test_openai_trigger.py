@@ -15,11 +15,13 @@ Sections (each one's checks are counted; a section that cannot run is a failure,
      four constructor actions (TriggerError relayed by the daemon).
   3. reconnection: the daemon is stopped and started again (services.sh stop-daemon / start, then
      restart-daemon); our binary reconnects, re-registers, and dispatch works again.
-  4. package install: dist/openai_trigger-*.difypkg (built by scripts/package.sh when missing) is uploaded and
-     installed; the daemon builds the venv and runs `python -m main`, which runs our binary over stdio.
+  4. package install, twice: the Marketplace package (no executable; the daemon installs the pinned wheel from a
+     package index on loopback, its PIP_MIRROR_URL) and the offline package (static binaries inside) are each
+     uploaded (unsigned refused, signed accepted) and installed; the daemon builds the venv and runs
+     `python -m main`, which runs our binary over stdio.
 
-Knobs: OT_BINARY (binary path), OT_PACKAGE (a .difypkg to use instead of dist/), OT_PACKAGE_TIMEOUT (seconds for
-scripts/package.sh, default 1800), OT_KEEP_TMP=1 (keep the temp dir with the plugin's stderr logs).
+Knobs: OT_BINARY (binary path), OT_PACKAGE / OT_OFFLINE_PACKAGE (the Marketplace and offline .difypkg to use instead of
+dist/), OT_PACKAGE_TIMEOUT (seconds for `cargo xtask release`, default 1800), OT_KEEP_TMP=1 (keep the temp dir with the plugin's stderr logs).
 Exit status 0 and a final "N passed, 0 failed" line when everything holds.
 """
 
@@ -951,42 +953,43 @@ def section_drop_during_registration(ctx: Ctx) -> None:
 # -------------------------------------------------------------------------------------------- 4. package
 
 
-def find_package(c: Checks) -> str | None:
-    if os.environ.get("OT_PACKAGE"):
-        path = os.environ["OT_PACKAGE"]
-        return path if c.check(f"package given by OT_PACKAGE exists: {path}", os.path.isfile(path)) else None
-    pattern = os.path.join(ROOT, "dist", "openai_trigger-*.difypkg")
+def find_packages(c: Checks) -> list[tuple[str, str]]:
+    """[(kind, path)]: the Marketplace package (the binary comes from its pinned wheel, installed by the daemon
+    from the package index on loopback) and the offline package (binaries inside). OT_PACKAGE / OT_OFFLINE_PACKAGE
+    name them; without those, dist/ is used, built by `cargo xtask release --example-publisher` when missing."""
+    given = [(kind, os.environ[var]) for kind, var in (("marketplace", "OT_PACKAGE"), ("offline", "OT_OFFLINE_PACKAGE"))
+             if os.environ.get(var)]
+    if given:
+        return [(kind, path) for kind, path in given
+                if c.check(f"{kind} package given exists: {path}", os.path.isfile(path))]
 
-    def unsigned():
-        return sorted((p for p in glob.glob(pattern) if not p.endswith(".signed.difypkg")), key=os.path.getmtime)
+    def built():
+        found = {}
+        for path in glob.glob(os.path.join(ROOT, "dist", "openai_trigger-*.difypkg")):
+            if path.endswith(".signed.difypkg"):
+                continue
+            found["offline" if path.endswith("-offline.difypkg") else "marketplace"] = path
+        return found
 
-    found = unsigned()
-    if not found:
-        script = os.path.join(ROOT, "scripts", "package.sh")
-        if not os.path.isfile(script):
-            c.fail("package: dist/openai_trigger-*.difypkg exists or scripts/package.sh can build it",
-                   "no dist/openai_trigger-*.difypkg and no scripts/package.sh in the tree: the package path "
-                   "cannot be tested")
-            return None
-        log_path = os.path.join(tempfile.gettempdir(), "openai-trigger-package.log")
+    found = built()
+    if len(found) < 2:
+        log_path = os.path.join(tempfile.gettempdir(), "openai-trigger-release.log")
         timeout = float(os.environ.get("OT_PACKAGE_TIMEOUT", "1800"))
-        print(f"       building the package: bash scripts/package.sh (log {log_path}, timeout {timeout:.0f} s)",
-              flush=True)
+        print(f"       building the packages: cargo xtask release --example-publisher (log {log_path})", flush=True)
         t0 = time.time()
         with open(log_path, "wb") as log:
             try:
-                r = subprocess.run(["bash", script], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   timeout=timeout)
-                rc = r.returncode
+                rc = subprocess.run(["cargo", "xtask", "release", "--example-publisher"], cwd=ROOT, stdout=log,
+                                    stderr=subprocess.STDOUT, timeout=timeout).returncode
             except subprocess.TimeoutExpired:
                 rc = "timeout"
         with open(log_path, "rb") as log:
             tail = log.read()[-2000:].decode("utf-8", "replace")
-        found = unsigned()
-        if not c.check(f"package: scripts/package.sh built dist/openai_trigger-*.difypkg ({time.time() - t0:.0f} s)",
-                       rc == 0 and found, f"exit {rc}; log tail:\n{tail}"):
-            return None
-    return found[-1]
+        found = built()
+        if not c.check(f"cargo xtask release built both packages ({time.time() - t0:.0f} s)", rc == 0 and len(found) == 2,
+                       f"exit {rc}; log tail:\n{tail}"):
+            return []
+    return sorted(found.items())
 
 
 def elf_info(blob: bytes):
@@ -1015,29 +1018,44 @@ def zip_without_comment(pkg: bytes) -> bytes:
     return out.getvalue()
 
 
-def section_package(ctx: Ctx) -> None:
+def section_packages(ctx: Ctx) -> None:
+    packages = find_packages(ctx.c)
+    ctx.c.check("both packages to install: the Marketplace one and the offline one",
+                sorted(kind for kind, _ in packages) == ["marketplace", "offline"], packages)
+    for kind, path in packages:
+        section_package(ctx, kind, path)
+
+
+def section_package(ctx: Ctx, kind: str, path: str) -> None:
     c, api = ctx.c, ctx.api
-    c.section("4. package install: the daemon runs python -m main, which runs our binary over stdio")
-    path = find_package(c)
-    if path is None:
-        return
+    c.section(f"4. {kind} package install: the daemon runs python -m main, which runs our binary over stdio")
     print(f"       package: {os.path.relpath(path, ROOT)} ({os.path.getsize(path)} bytes)")
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
         files = {n: z.read(n) for n in names if not n.endswith("/")}
     arch = host_arch()
-    need = ["manifest.yaml", "provider/openai_trigger.yaml", "main.py", "requirements.txt",
-            f"bin/openai-trigger-linux-{arch}", "_assets/icon.svg"]
-    c.check(f"package holds {', '.join(need)}", all(n in files for n in need),
+    need = ["manifest.yaml", "provider/openai_trigger.yaml", "main.py", "serverless.py", "requirements.txt",
+            "_assets/icon.svg"] + ([f"bin/openai-trigger-linux-{arch}"] if kind == "offline" else [])
+    c.check(f"{kind} package holds {', '.join(need)}", all(n in files for n in need),
             f"missing {[n for n in need if n not in files]}; has {sorted(files)[:60]}")
-    c.check("package has no directory entries (they break the daemon's decoder)",
+    c.check(f"{kind} package has no directory entries (they break the daemon's decoder)",
             not [n for n in names if n.endswith("/")], [n for n in names if n.endswith("/")][:10])
-    c.check("package holds all 31 event YAML files",
+    c.check(f"{kind} package holds all 31 event YAML files",
             all(any(n.endswith(f"/{e}.yaml") and n.startswith("events/") for n in files) for e in ALL_EVENT_NAMES))
-    for a, machine in (("amd64", 0x3E), ("arm64", 0xB7)):
-        info = elf_info(files.get(f"bin/openai-trigger-linux-{a}", b""))
-        c.check(f"bin/openai-trigger-linux-{a}: 64-bit ELF for {a}, statically linked (no PT_INTERP)",
-                info is not None and info["machine"] == machine and not info["interp"], info)
+    if kind == "offline":
+        for a, machine in (("amd64", 0x3E), ("arm64", 0xB7)):
+            info = elf_info(files.get(f"bin/openai-trigger-linux-{a}", b""))
+            c.check(f"bin/openai-trigger-linux-{a}: 64-bit ELF for {a}, statically linked (no PT_INTERP)",
+                    info is not None and info["machine"] == machine and not info["interp"], info)
+    else:
+        executables = [n for n, data in files.items() if data[:4] == b"\x7fELF"]
+        c.check("marketplace package holds no executable (the binary comes from the pinned wheel)", not executables,
+                executables)
+        requirements = files.get("requirements.txt", b"").decode()
+        c.check("marketplace requirements.txt pins the wheel hookwright-openai-trigger==0.1.0",
+                "hookwright-openai-trigger==0.1.0" in requirements.splitlines(), requirements)
+        c.check("the daemon installs from the package index on loopback (PIP_MIRROR_URL)",
+                api.env.get("DIFY_DAEMON_PIP_MIRROR_URL", "").startswith("http://127.0.0.1:"), api.env)
 
     # a leftover installation of an earlier run
     old = api.installation()
@@ -1052,57 +1070,57 @@ def section_package(ctx: Ctx) -> None:
         # (the package given, when it already carries a signature, or its `.signed` sibling).
         unsigned = zipfile.ZipFile(io.BytesIO(pkg)).comment == b""
         st, body = api.d.upload_package(pkg if unsigned else zip_without_comment(pkg), filename="unsigned.difypkg")
-        c.check("daemon enforces signatures: an unsigned package is refused with 'bad signature'",
+        c.check(f"{kind}: daemon enforces signatures: an unsigned package is refused with 'bad signature'",
                 st == 200 and body.get("code") != 0 and "bad signature" in body.get("message", ""),
                 json.dumps(body)[:400])
         signed = path[: -len(".difypkg")] + ".signed.difypkg" if unsigned else path
-        if not c.check("daemon enforces signatures: a signed package is available", os.path.isfile(signed), signed):
+        if not c.check(f"{kind}: daemon enforces signatures: a signed package is available", os.path.isfile(signed), signed):
             return
         pkg = open(signed, "rb").read()
     log_off = api.daemon_log_size()
     t0 = time.time()
     st, body = api.d.upload_package(pkg, filename=os.path.basename(path))
-    if not c.check("upload accepted (code 0)", st == 200 and body.get("code") == 0, json.dumps(body)[:800]):
+    if not c.check(f"{kind}: upload accepted (code 0)", st == 200 and body.get("code") == 0, json.dumps(body)[:800]):
         return
     uid = body["data"]["unique_identifier"]
     if not verify:
         want_uid = f"{PLUGIN_ID}:{VERSION}@{package_checksum(files)}"
-        c.check("unique_identifier = hookwright/openai_trigger:0.1.0@<checksum of the package files>", uid == want_uid,
+        c.check(f"{kind}: unique_identifier = hookwright/openai_trigger:0.1.0@<checksum of the package files>", uid == want_uid,
                 f"{uid} != {want_uid}")
     man = body["data"].get("manifest") or {}
-    c.check("uploaded manifest: trigger plugin hookwright/openai_trigger 0.1.0, runner python 3.12 / main",
+    c.check(f"{kind}: uploaded manifest: trigger plugin hookwright/openai_trigger 0.1.0, runner python 3.12 / main",
             man.get("author") == AUTHOR and man.get("name") == PROVIDER and man.get("version") == VERSION
             and man.get("meta", {}).get("runner", {}).get("entrypoint") == "main"
             and man.get("plugins", {}).get("triggers") == ["provider/openai_trigger.yaml"], json.dumps(man)[:600])
     st, body = api.d.install_identifiers([uid])
-    if not c.check("install task created", st == 200 and body.get("code") == 0, body):
+    if not c.check(f"{kind}: install task created", st == 200 and body.get("code") == 0, body):
         return
     if not body["data"].get("all_installed"):
         task = api.d.wait_task(body["data"]["task_id"], timeout=600)
         msg = "; ".join(p.get("message", "") for p in task.get("plugins", []))
-        if not c.check(f"install task succeeded ({time.time() - t0:.1f} s): daemon made the venv, launched main",
+        if not c.check(f"{kind}: install task succeeded ({time.time() - t0:.1f} s): daemon made the venv, launched main",
                        task.get("status") == "success", f"{task.get('status')}: {msg}\n"
                        f"{api.daemon_log_since(log_off)[-2500:]}"):
             return
     inst = wait_until(lambda: api.installation(), 15)
-    c.check("installation listed with runtime_type local and this uid",
+    c.check(f"{kind}: installation listed with runtime_type local and this uid",
             inst and inst.get("runtime_type") == "local" and inst.get("plugin_unique_identifier") == uid, inst)
     try:
         entry = api.trigger_entry()
         names = [e.get("identity", {}).get("name") for e in ((entry or {}).get("declaration") or {}).get("events", [])]
-        c.check("management/triggers: provider openai_trigger with the 31 events from the package's YAML",
+        c.check(f"{kind}: management/triggers: provider openai_trigger with the 31 events from the package's YAML",
                 entry and entry.get("provider") == PROVIDER and names == ALL_EVENT_NAMES, names)
         if ctx.declaration is not None and entry:
             pe = {e["identity"]["name"]: e for e in entry["declaration"]["events"]}
             re_ = {e["identity"]["name"]: e for e in ctx.declaration["events"]}
             same = [n for n in ALL_EVENT_NAMES if pe.get(n) == re_.get(n)]
-            c.check("package declaration (daemon parsed the YAML) == remote registration (embedded YAML), event "
+            c.check(f"{kind}: package declaration (daemon parsed the YAML) == remote registration (embedded YAML), event "
                     "by event", len(same) == 31, f"differ: {[n for n in ALL_EVENT_NAMES if n not in same]}")
     except Exception as e:  # noqa: BLE001
-        c.fail("management/triggers for the package install", repr(e))
+        c.fail(f"{kind}: management/triggers for the package install", repr(e))
 
     # dispatch: the instance may still be starting right after the task reports success
-    sub = subscription(ctx.secret, ctx.endpoint + "/pkg")
+    sub = subscription(ctx.secret, ctx.endpoint + "/pkg-" + kind)
     first = sample_event("batch.completed", 80)
     fw = Webhook(compact(first), ctx.key)
 
@@ -1112,7 +1130,7 @@ def section_package(ctx: Ctx) -> None:
 
     t1 = time.time()
     data = wait_until(try_first, 90, 1.0)
-    c.check(f"batch.completed dispatched through the daemon-launched process ({time.time() - t1:.1f} s to first "
+    c.check(f"{kind}: batch.completed dispatched through the daemon-launched process ({time.time() - t1:.1f} s to first "
             "answer)", data and data.get("events") == ["batch_completed", ANY], data)
 
     log = api.daemon_log_since(log_off)
@@ -1124,7 +1142,7 @@ def section_package(ctx: Ctx) -> None:
     if ready:
         pm = re.search(r"\bpid=(\d+)", ready[-1])
         pid = int(pm.group(1)) if pm else None
-    c.check("daemon log: 'local runtime instance ready' for the package (the first heartbeat came from us)",
+    c.check(f"{kind}: daemon log: 'local runtime instance ready' for the package (the first heartbeat came from us)",
             pid is not None, "\n".join(l for l in log.splitlines() if "hookwright" in l)[-1500:])
     if pid is not None:
         try:
@@ -1134,9 +1152,13 @@ def section_package(ctx: Ctx) -> None:
         except OSError as e:
             exe, cwd, cmdline = f"<{e}>", "", []
         print(f"       instance pid {pid}: exe={exe} cwd={cwd} argv={[a.decode() for a in cmdline if a]}")
-        c.check("the process the daemon started (python -m main) now IS our native binary (exec'd by the shim)",
-                "openai-trigger" in os.path.basename(exe) or "memfd:" in exe, exe)
-        c.check("its cwd is <PLUGIN_WORKING_PATH>/hookwright/openai_trigger-0.1.0@<checksum>",
+        if kind == "marketplace":
+            c.check(f"{kind}: the process the daemon started (python -m main) now IS the wheel's binary, <venv>/bin/openai-trigger",
+                    exe.endswith("/.venv/bin/openai-trigger"), exe)
+        else:
+            c.check(f"{kind}: the process the daemon started (python -m main) now IS our bundled binary (exec'd by the shim)",
+                    "openai-trigger-linux-" in os.path.basename(exe) or "memfd:" in exe, exe)
+        c.check(f"{kind}: its cwd is <PLUGIN_WORKING_PATH>/hookwright/openai_trigger-0.1.0@<checksum>",
                 cwd.endswith(f"/{AUTHOR}/{PROVIDER}-{VERSION}@{uid.split('@', 1)[1]}"), cwd)
         env_ok = False
         try:
@@ -1144,37 +1166,37 @@ def section_package(ctx: Ctx) -> None:
             env_ok = b"INSTALL_METHOD=local" in environ
         except OSError:
             pass
-        c.check("the daemon gave it INSTALL_METHOD=local (so it serves stdio, not remote)", env_ok)
+        c.check(f"{kind}: the daemon gave it INSTALL_METHOD=local (so it serves stdio, not remote)", env_ok)
         try:
             cfg = open(os.path.join(cwd, ".venv", "pyvenv.cfg")).read()
         except OSError as e:
             cfg = repr(e)
-        c.check("the daemon made the plugin's venv with CPython 3.12 (uv venv --python 3.12) and marked it valid",
+        c.check(f"{kind}: the daemon made the plugin's venv with CPython 3.12 (uv venv --python 3.12) and marked it valid",
                 re.search(r"^version(?:_info)?\s*=\s*3\.12\.", cfg, re.M) is not None
                 and os.path.isfile(os.path.join(cwd, ".venv", "dify", "plugin.json")), cfg)
 
     if data:
         ts = int(fw.timestamp)
         inv = sse_chunk(api.action("invoke_event", invoke_data("batch_completed", fw, sub, data["payload"])))
-        c.check("package: invoke batch_completed → cancelled:false, batch_id and envelope right",
+        c.check(f"{kind} package: invoke batch_completed → cancelled:false, batch_id and envelope right",
                 inv and inv.get("cancelled") is False and inv.get("variables") ==
                 dict(envelope(first, fw.webhook_id, ts), batch_id=first["data"]["id"]), inv)
         for n, openai_type in [(81, "realtime.call.incoming"), (82, "agent.session.created"),
                                (83, "safety.warning_issued")]:
             ev = sample_event(openai_type, n)
             w = Webhook(compact(ev), ctx.key)
-            pl = check_accepted(c, f"package {openai_type}", api.dispatch(dispatch_data(w, sub)),
+            pl = check_accepted(c, f"{kind} package {openai_type}", api.dispatch(dispatch_data(w, sub)),
                                 [event_name(openai_type), ANY], w, ev)
             if pl is None:
                 continue
             inv = sse_chunk(api.action("invoke_event", invoke_data(event_name(openai_type), w, sub, pl)))
             want = dict(envelope(ev, w.webhook_id, int(w.timestamp)), **family_variables(openai_type, ev["data"]))
-            c.check(f"package {openai_type}: invoke → exact variables", inv and inv.get("cancelled") is False
+            c.check(f"{kind} package {openai_type}: invoke → exact variables", inv and inv.get("cancelled") is False
                     and inv.get("variables") == want, json.dumps({"got": inv, "want": want})[:1200])
             if openai_type == "realtime.call.incoming":
                 inv = sse_chunk(api.action("invoke_event", invoke_data("realtime_call_incoming", w, sub, pl,
                                                                        {"from_contains": "+44"})))
-                c.check("package: realtime_call_incoming with from_contains +44 → cancelled:true",
+                c.check(f"{kind} package: realtime_call_incoming with from_contains +44 → cancelled:true",
                         inv and inv.get("cancelled") is True, inv)
         bad = sse_chunk(api.dispatch(dispatch_data(Webhook(compact(first), new_secret()[1]), sub)))
         try:
@@ -1182,10 +1204,10 @@ def section_package(ctx: Ctx) -> None:
             doc = json.loads(rb)
         except Exception as e:  # noqa: BLE001
             st, doc = None, {"_err": repr(e)}
-        c.check("package: a delivery signed with another secret → events [] and 401 no_matching_signature",
+        c.check(f"{kind} package: a delivery signed with another secret → events [] and 401 no_matching_signature",
                 bad and bad.get("events") == [] and st == 401 and doc.get("error") == "no_matching_signature", doc)
         dup = sse_chunk(api.dispatch(dispatch_data(Webhook(compact(first), ctx.key, webhook_id=fw.webhook_id), sub)))
-        c.check("package: the same webhook-id again → duplicate, nothing fires",
+        c.check(f"{kind} package: the same webhook-id again → duplicate, nothing fires",
                 dup and dup.get("events") == [] and
                 bytes.fromhex(dup["response"]).endswith(b'{"status":"duplicate"}'), dup)
         big = sample_event("batch.completed", 84)
@@ -1193,7 +1215,7 @@ def section_package(ctx: Ctx) -> None:
         big["data"]["metadata"]["pad"] = "y" * (1024 * 1024 - len(compact(big)))
         w = Webhook(compact(big), ctx.key)
         got = sse_chunk(api.dispatch(dispatch_data(w, sub), timeout=60))
-        c.check("package: a 1 MiB body over stdio (a ~2 MiB request line in, ~1 MiB payload line out) → fires",
+        c.check(f"{kind} package: a 1 MiB body over stdio (a ~2 MiB request line in, ~1 MiB payload line out) → fires",
                 got and got.get("events") == ["batch_completed", ANY]
                 and (got.get("payload") or {}).get("event") == big, (got or {}).get("events"))
         sse = api.action("subscribe", {"provider": PROVIDER, "endpoint": ctx.endpoint, "parameters": {},
@@ -1202,18 +1224,18 @@ def section_package(ctx: Ctx) -> None:
             outer, inner, msg = plugin_error(sse)
         except Exception:  # noqa: BLE001
             outer, inner, msg = "", "", ""
-        c.check("package: subscribe → TriggerError about manual subscriptions",
+        c.check(f"{kind} package: subscribe → TriggerError about manual subscriptions",
                 inner == "TriggerError" and MANUAL_ONLY in msg, sse.raw[:400])
 
     # uninstall
     inst = api.installation()
     if inst is not None:
         st, body = api.d.uninstall(inst["id"])
-        c.check("package: uninstall accepted", st == 200 and body.get("code") == 0, body)
-        ensure_not_installed(ctx, "package: after uninstall")
+        c.check(f"{kind} package: uninstall accepted", st == 200 and body.get("code") == 0, body)
+        ensure_not_installed(ctx, f"{kind} package: after uninstall")
         if pid is not None:
             gone = wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 20)
-            c.check("package: the daemon stopped our process after uninstall", gone)
+            c.check(f"{kind} package: the daemon stopped our process after uninstall", gone)
 
 
 # ============================================================================================ main
@@ -1260,7 +1282,7 @@ def main() -> int:
             c.fail("sections 2 (actions) and 3 (reconnection) cannot run: the remote registration failed")
         run("stop remote", section_stop_remote, ctx)
         run("drop during registration", section_drop_during_registration, ctx)
-        run("package", section_package, ctx)
+        run("packages", section_packages, ctx)
     finally:
         for p in ctx.procs:
             try:

@@ -1,0 +1,330 @@
+/*!
+Dify's side of the protocol, for tests, demos and local development: spawns a plugin binary over
+pipes as the daemon does (`INSTALL_METHOD=local`), writes request lines, matches `stream`/`error`/
+`end` answers by session, and answers the plugin's backwards `storage` calls from a
+[`MemoryStorage`] the way the daemon would (daemon-protocol.md §4.2), so storage-backed behaviour
+can be exercised without a daemon. Two hosts sharing one `MemoryStorage` behave like two daemon
+nodes sharing one database.
+*/
+
+use std::collections::HashMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot, watch};
+
+use crate::wire::ErrorData;
+
+/// How long [`PluginProcess::call`] waits for a session's `end` by default.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Key-value storage answering backwards `storage` calls, as the daemon's persistence does.
+#[derive(Clone, Default)]
+pub struct MemoryStorage {
+    values: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        MemoryStorage::default()
+    }
+
+    /// Number of keys stored.
+    pub fn len(&self) -> usize {
+        self.values.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.values.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Answers one storage request the way the daemon does: `Ok(data)` or `Err(message)`.
+    pub fn answer(&self, request: &Value) -> Result<Value, String> {
+        let key = request["key"].as_str().filter(|k| !k.is_empty()).ok_or("key is required")?;
+        if key.len() > 256 || key.contains("..") || key.contains("//") || key.contains('\\') {
+            return Err("invalid key".into());
+        }
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        match request["opt"].as_str() {
+            Some("exist") => {
+                Ok(json!({"data": values.contains_key(key), "exist_num": i32::from(values.contains_key(key))}))
+            }
+            Some("get") => match values.get(key) {
+                Some(value) => Ok(json!({"data": hex::encode(value)})),
+                None => Err("load data failed, please check if the key is correct or you have not set it".into()),
+            },
+            Some("set") => {
+                let value = request["value"].as_str().and_then(|v| hex::decode(v).ok()).ok_or("decode data failed")?;
+                values.insert(key.to_owned(), value);
+                Ok(json!({"data": "ok"}))
+            }
+            Some("del") => {
+                let deleted = values.remove(key).is_some();
+                Ok(json!({"data": "ok", "deleted_num": i32::from(deleted)}))
+            }
+            _ => Err("invalid opt".into()),
+        }
+    }
+}
+
+/// What the host does with the plugin's backwards `storage` calls.
+#[derive(Clone, Default)]
+pub enum StorageMode {
+    /// Answers them from this storage.
+    Memory(MemoryStorage),
+    /// Answers every call with the daemon's permission error (a manifest without storage).
+    #[default]
+    Denied,
+    /// Never answers (a daemon too old or too busy to).
+    Silent,
+}
+
+type Waiters = Arc<Mutex<HashMap<String, Pending>>>;
+
+struct Pending {
+    result: Option<Result<Value, ErrorData>>,
+    done: oneshot::Sender<Result<Value, ErrorData>>,
+}
+
+/// A plugin process driven over its stdio, as the daemon drives it.
+pub struct PluginProcess {
+    child: Child,
+    stdin: Arc<AsyncMutex<Option<ChildStdin>>>,
+    waiters: Waiters,
+    next_session: AtomicU64,
+    heartbeats: watch::Receiver<u64>,
+    backwards_calls: Arc<AtomicU64>,
+}
+
+impl PluginProcess {
+    /// Starts `command` with piped stdio and `INSTALL_METHOD=local`, and waits for its first
+    /// heartbeat (the daemon's readiness signal, §1.4). stderr is inherited.
+    ///
+    /// Errors: the spawn error, or no heartbeat within 10 s, or an exit before one.
+    pub async fn spawn(mut command: Command, storage: StorageMode) -> std::io::Result<Self> {
+        command
+            .env("INSTALL_METHOD", "local")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+        let stdin = Arc::new(AsyncMutex::new(child.stdin.take()));
+        let waiters: Waiters = Arc::default();
+        let (beat_tx, mut heartbeats) = watch::channel(0u64);
+        let backwards_calls = Arc::new(AtomicU64::new(0));
+        let (invokes, invoke_rx) = mpsc::unbounded_channel();
+        tokio::spawn(answer_backwards(invoke_rx, stdin.clone(), storage, backwards_calls.clone()));
+        tokio::spawn(read_answers(BufReader::new(stdout), waiters.clone(), beat_tx, invokes));
+        tokio::time::timeout(Duration::from_secs(10), heartbeats.wait_for(|count| *count > 0))
+            .await
+            .map_err(|_| std::io::Error::other("plugin sent no heartbeat within 10 s"))?
+            .map_err(|_| std::io::Error::other("plugin exited before its first heartbeat"))?;
+        Ok(PluginProcess { child, stdin, waiters, next_session: AtomicU64::new(1), heartbeats, backwards_calls })
+    }
+
+    /// Heartbeats received so far.
+    pub fn heartbeats_seen(&self) -> u64 {
+        *self.heartbeats.borrow()
+    }
+
+    /// Backwards calls the plugin made so far.
+    pub fn backwards_calls(&self) -> u64 {
+        self.backwards_calls.load(Ordering::Relaxed)
+    }
+
+    /// The plugin's process id.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Runs one request session with `data` as the request's `data` object; the result is its
+    /// `stream` chunk or its `error`. Errors: the pipe broke, or no `end` within [`CALL_TIMEOUT`].
+    pub async fn call(&self, data: Value) -> std::io::Result<Result<Value, ErrorData>> {
+        let session_id = format!("host-{}", self.next_session.fetch_add(1, Ordering::Relaxed));
+        let (done, answer) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session_id.clone(), Pending { result: None, done });
+        let mut line = serde_json::to_vec(&json!({
+            "session_id": session_id, "conversation_id": null, "message_id": null, "app_id": null,
+            "endpoint_id": null, "context": null, "event": "request", "data": data,
+        }))?;
+        line.push(b'\n');
+        write_line(&self.stdin, &line).await?;
+        match tokio::time::timeout(CALL_TIMEOUT, answer).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(std::io::Error::other("plugin output ended before the session did")),
+            Err(_) => {
+                self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
+                Err(std::io::Error::other(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))
+            }
+        }
+    }
+
+    /// Closes the plugin's input and waits for it to exit, as the daemon's graceful stop does.
+    pub async fn close(mut self) -> std::io::Result<ExitStatus> {
+        drop(self.stdin.lock().await.take());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .map_err(|_| std::io::Error::other("plugin did not exit within 30 s of EOF"))?
+    }
+}
+
+async fn write_line(stdin: &AsyncMutex<Option<ChildStdin>>, line: &[u8]) -> std::io::Result<()> {
+    let mut stdin = stdin.lock().await;
+    let pipe = stdin.as_mut().ok_or_else(|| std::io::Error::other("plugin input already closed"))?;
+    pipe.write_all(line).await?;
+    pipe.flush().await
+}
+
+/// One backwards call seen on the plugin's output: its session, its id, its type and request.
+struct Invoke {
+    session_id: String,
+    id: String,
+    kind: String,
+    request: Value,
+}
+
+async fn answer_backwards(
+    mut invokes: mpsc::UnboundedReceiver<Invoke>,
+    stdin: Arc<AsyncMutex<Option<ChildStdin>>>,
+    storage: StorageMode,
+    calls: Arc<AtomicU64>,
+) {
+    while let Some(invoke) = invokes.recv().await {
+        calls.fetch_add(1, Ordering::Relaxed);
+        let end = ("end", String::new(), Value::Null);
+        let answers: Vec<(&str, String, Value)> = match (&storage, invoke.kind.as_str()) {
+            (StorageMode::Silent, _) => continue,
+            (StorageMode::Memory(store), "storage") => match store.answer(&invoke.request) {
+                Ok(data) => vec![("response", "struct".to_owned(), data), end],
+                Err(message) => vec![("error", message, Value::Null), end],
+            },
+            (_, kind) => {
+                let message = format!("permission denied, you need to enable {kind} access in plugin manifest");
+                vec![("error", message, Value::Null), end]
+            }
+        };
+        for (event, message, data) in answers {
+            let line = json!({
+                "session_id": invoke.session_id, "conversation_id": null, "message_id": null, "app_id": null,
+                "endpoint_id": null, "context": null, "event": "backwards_response",
+                "data": {"backwards_request_id": invoke.id, "event": event, "message": message, "data": data},
+            });
+            let mut bytes = line.to_string().into_bytes();
+            bytes.push(b'\n');
+            if write_line(&stdin, &bytes).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn read_answers<R: tokio::io::AsyncBufRead + Unpin>(
+    mut stdout: R,
+    waiters: Waiters,
+    heartbeats: watch::Sender<u64>,
+    invokes: mpsc::UnboundedSender<Invoke>,
+) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stdout.read_line(&mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let Ok(message) = serde_json::from_str::<Value>(&line) else { continue };
+        match message["event"].as_str() {
+            Some("heartbeat") => heartbeats.send_modify(|count| *count += 1),
+            Some("session") => {
+                let Some(session_id) = message["session_id"].as_str() else { continue };
+                let data = &message["data"];
+                if data["type"] == "invoke" {
+                    let invoke = &data["data"];
+                    let _ = invokes.send(Invoke {
+                        session_id: session_id.to_owned(),
+                        id: invoke["backwards_request_id"].as_str().unwrap_or_default().to_owned(),
+                        kind: invoke["type"].as_str().unwrap_or_default().to_owned(),
+                        request: invoke["request"].clone(),
+                    });
+                    continue;
+                }
+                let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+                match data["type"].as_str() {
+                    Some("stream") => {
+                        if let Some(pending) = waiters.get_mut(session_id) {
+                            pending.result.get_or_insert(Ok(data["data"].clone()));
+                        }
+                    }
+                    Some("error") => {
+                        if let Some(pending) = waiters.get_mut(session_id) {
+                            let error = serde_json::from_value(data["data"].clone())
+                                .unwrap_or_else(|_| ErrorData::new("MalformedError", data["data"].to_string()));
+                            pending.result = Some(Err(error));
+                        }
+                    }
+                    Some("end") => {
+                        if let Some(pending) = waiters.remove(session_id) {
+                            let result = pending.result.unwrap_or_else(|| {
+                                Err(ErrorData::new("EmptySession", "session ended without a result"))
+                            });
+                            let _ = pending.done.send(result);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The `data` of requests for the trigger actions, as the daemon sends them (triggers.md §4).
+pub mod trigger {
+    use serde_json::{Value, json};
+
+    /// A subscription object: `{"endpoint","expires_at","parameters","properties"}` (triggers.md §4).
+    pub fn subscription(endpoint: &str, properties: Value) -> Value {
+        json!({"endpoint": endpoint, "expires_at": -1, "parameters": {}, "properties": properties})
+    }
+
+    /// `dispatch_trigger_event` for one raw HTTP request (triggers.md §4.1).
+    pub fn dispatch(provider: &str, raw_request: &[u8], subscription: &Value) -> Value {
+        json!({
+            "action": "dispatch_trigger_event", "type": "trigger", "user_id": "", "provider": provider,
+            "credentials": {}, "credential_type": "unauthorized", "subscription": subscription,
+            "raw_http_request": hex::encode(raw_request),
+        })
+    }
+
+    /// `invoke_trigger_event` of one fired event with a workflow node's `parameters` (triggers.md §4.2).
+    pub fn invoke(
+        provider: &str,
+        event: &str,
+        raw_request: &[u8],
+        payload: &Value,
+        parameters: &Value,
+        subscription: &Value,
+    ) -> Value {
+        json!({
+            "action": "invoke_trigger_event", "type": "trigger", "user_id": "", "provider": provider,
+            "event": event, "credentials": {}, "credential_type": "unauthorized", "subscription": subscription,
+            "raw_http_request": hex::encode(raw_request), "parameters": parameters, "payload": payload,
+        })
+    }
+}

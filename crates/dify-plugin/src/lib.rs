@@ -1,0 +1,101 @@
+/*!
+A native runtime for Dify plugins: the plugin daemon's protocol, so a plugin written in Rust can run
+where Dify runs Python plugins.
+
+You implement [`Plugin`] — one `handle` call per request session — and hand it to [`run`], which
+speaks the protocol the way `INSTALL_METHOD` asks: on stdin/stdout under the daemon (`local`), over
+TCP to a daemon's debugging port (`remote`), or as an HTTP server (`serverless`, `aws_lambda`). The
+runtime frames lines, runs sessions concurrently, sends heartbeats, writes exactly one result and
+one `end` per session (also after a panic or at the deadline), routes backwards calls
+([`Session::invoke`], [`Session::storage`]) and bounds memory. It knows nothing about any particular
+plugin. `examples/echo_trigger.rs` is a complete trigger plugin; the crate README walks through it.
+
+Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) and, for triggers,
+`triggers.md`, in the steering repository's `shared/spec/`.
+
+# Layout
+- [`wire`]: the JSON shapes of every line, in both directions, and the limits the daemon imposes.
+- [`framing`]: newline framing with a hard cap per line.
+- [`action`](Action): the request actions, parsed once.
+- [`Plugin`], [`Request`], [`Session`]: what a plugin implements and sees.
+- `serve`: the transport-agnostic session loop ([`serve()`]), heartbeats, the single writer.
+- [`backwards`]: calls back into Dify, and [`Storage`].
+- [`stdio`], [`remote`], [`serverless`]: the three transports; [`InstallMethod`] picks one.
+- [`declaration`]: a plugin's manifest and providers as data, for remote registration.
+- [`host`]: Dify's side of the protocol, for tests, demos and local development.
+
+Logs go through `tracing` (to stderr: the daemon records stderr lines as warnings, §1.3).
+*/
+
+mod action;
+pub mod backwards;
+pub mod declaration;
+pub mod framing;
+pub mod host;
+mod outbox;
+pub mod remote;
+mod serve;
+pub mod serverless;
+mod session;
+pub mod stdio;
+pub mod wire;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use action::Action;
+pub use backwards::{BackwardsError, Storage};
+pub use declaration::{Asset, Declaration, ProviderKind};
+pub use outbox::Closed;
+pub use remote::{ConfigError, InstallMethod, RemoteConfig, RemoteError};
+pub use serve::{ServeEnd, ServeOptions, serve};
+pub use session::{Plugin, Reply, Request, Session};
+pub use wire::ErrorData;
+
+/// Serializes `value` as a reply chunk.
+///
+/// Errors: an `InternalError` when `value` cannot be serialised (a map with non-string keys).
+pub fn reply<T: serde::Serialize>(value: &T) -> Reply {
+    serde_json::value::to_raw_value(value)
+        .map_err(|err| ErrorData::new("InternalError", format!("cannot encode the result: {err}")))
+}
+
+/// Why [`run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs `plugin` the way the environment asks (`INSTALL_METHOD` and its settings, from the
+/// environment or a `.env` file in the working directory, [`InstallMethod::from_env`]), until the
+/// daemon stops it. `declaration` is what remote debugging registers.
+///
+/// Errors: a bad setting, a rejected or impossible remote registration, or the transport's IO errors.
+pub async fn run<P: Plugin>(plugin: Arc<P>, declaration: &Declaration, options: ServeOptions) -> Result<(), RunError> {
+    let method = InstallMethod::from_env(Path::new("."), |name| std::env::var(name).ok())?;
+    run_as(method, plugin, declaration, options).await
+}
+
+/// [`run`] with the install method given.
+pub async fn run_as<P: Plugin>(
+    method: InstallMethod,
+    plugin: Arc<P>,
+    declaration: &Declaration,
+    options: ServeOptions,
+) -> Result<(), RunError> {
+    match method {
+        InstallMethod::Local => {
+            stdio::serve_stdio(plugin, options).await?;
+        }
+        InstallMethod::Remote(config) => remote::run(config, declaration, plugin, options).await?,
+        InstallMethod::Serverless { host, port, lambda } => {
+            serverless::serve_http(&host, port, lambda, plugin, options).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,159 @@
+/*!
+What a plugin sees of one request: the [`Request`] (its action and raw `data`) and the
+[`Session`] it runs in, through which it can stream extra chunks, log, and call back into Dify
+([`Session::invoke`], [`Session::storage`]). The [`Plugin`] trait is the one thing a plugin
+implements.
+*/
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::backwards::{BackwardsError, Channel, Invoker, Storage};
+use crate::outbox::{Closed, Outbox};
+use crate::{Action, ErrorData, wire};
+
+/// The result of one request: one `stream` chunk (Ok) or one `error` message (Err). The runtime
+/// adds the session's `end` either way (daemon-protocol.md §2.4).
+pub type Reply = Result<Box<RawValue>, ErrorData>;
+
+/// What a plugin implements: one call per request session, run concurrently with the others.
+///
+/// A panic inside `handle` is caught and answered as an `InternalError`; a call still running at
+/// the session deadline is answered as a `TimeoutError` and dropped. Either way the session ends
+/// and the other sessions go on.
+pub trait Plugin: Send + Sync + 'static {
+    fn handle(&self, request: Request, session: &Session) -> impl Future<Output = Reply> + Send;
+}
+
+/// One request from the daemon: its action, parsed once, and its `data` object, kept as the JSON
+/// text it arrived in (the line is not copied).
+#[derive(Debug)]
+pub struct Request {
+    line: String,
+    data: Range<usize>,
+    action: Option<Action>,
+}
+
+impl Request {
+    /// `data` must be a range of `line` holding a JSON object.
+    pub(crate) fn new(line: String, data: Range<usize>) -> Self {
+        let action = crate::action::action_of(&line[data.clone()]);
+        Request { line, data, action }
+    }
+
+    /// A request built from a `data` object, for tests and in-process hosts.
+    pub fn from_data(data: &serde_json::Value) -> Self {
+        let line = data.to_string();
+        let len = line.len();
+        Request::new(line, 0..len)
+    }
+
+    /// `data.action`; None when the request has no string `action`.
+    pub fn action(&self) -> Option<&Action> {
+        self.action.as_ref()
+    }
+
+    /// The request's `data` object as JSON text.
+    pub fn data(&self) -> &str {
+        &self.line[self.data.clone()]
+    }
+
+    /// Decodes `data` into `T`, borrowing strings from it where `T` allows.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.data())
+    }
+
+    /// Bytes this request holds in memory (counted against the runtime's in-flight budget).
+    pub(crate) fn size(&self) -> usize {
+        self.line.len()
+    }
+}
+
+/// The session a request runs in. Cheap to clone; every clone speaks for the same session.
+#[derive(Clone)]
+pub struct Session {
+    id: Arc<str>,
+    out: Outbox,
+    backwards: Channel,
+    backwards_timeout: Duration,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(id: Arc<str>, out: Outbox, backwards: Channel, backwards_timeout: Duration) -> Self {
+        Session { id, out, backwards, backwards_timeout }
+    }
+
+    /// The daemon's `session_id`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.out
+    }
+
+    /// Sends one `stream` chunk before the final one (tools stream many; a trigger action sends
+    /// exactly one, its reply). A chunk whose line would pass [`wire::MAX_OUTBOUND_LINE`] is not
+    /// sent: split it.
+    pub async fn stream(&self, chunk: &RawValue) -> Result<(), Closed> {
+        let line = wire::stream_line(&self.id, chunk);
+        if line.len() >= wire::MAX_OUTBOUND_LINE {
+            tracing::error!("dropped a stream chunk of {} bytes: over the line limit", line.len());
+            return Ok(());
+        }
+        self.out.send(line).await
+    }
+
+    /// Calls back into Dify (daemon-protocol.md §4.1): `kind` is the backwards type (`storage`,
+    /// `tool`, `llm`, …) and `request` its request object. Returns the `data` of every `response`
+    /// event, in order, once the daemon sends `end`. Waits at most the runtime's backwards timeout
+    /// (`ServeOptions::backwards_timeout`); other sessions are not affected by the wait.
+    ///
+    /// Errors: [`BackwardsError::Daemon`] when the daemon answers `error` (missing permission,
+    /// invalid request, a storage failure), `Timeout`, `Closed` when the connection ends first, and
+    /// `Unavailable` where this transport has no backwards channel.
+    pub async fn invoke(&self, kind: &str, request: &RawValue) -> Result<Vec<serde_json::Value>, BackwardsError> {
+        self.invoke_within(kind, request, self.backwards_timeout).await
+    }
+
+    /// [`invoke`](Self::invoke) with its own timeout.
+    pub async fn invoke_within(
+        &self,
+        kind: &str,
+        request: &RawValue,
+        timeout: Duration,
+    ) -> Result<Vec<serde_json::Value>, BackwardsError> {
+        self.invoker().invoke(kind, request, Some(timeout)).await
+    }
+
+    fn invoker(&self) -> Invoker<'_> {
+        Invoker {
+            session_id: &self.id,
+            out: &self.out,
+            channel: &self.backwards,
+            default_timeout: self.backwards_timeout,
+        }
+    }
+
+    /// The plugin's persistent key-value storage (daemon-protocol.md §4.2), scoped by Dify to the
+    /// tenant and plugin. Needs `resource.permission.storage` in the manifest.
+    pub fn storage(&self) -> Storage<'_> {
+        Storage::new(self.invoker())
+    }
+
+    /// Sends a `log` event (the daemon records it; remote runtimes ignore it).
+    pub async fn log(&self, level: &str, message: &str) {
+        let _ = self.out.send(wire::log_line(level, wire::truncate(message, 2000), wire::unix_time())).await;
+    }
+}

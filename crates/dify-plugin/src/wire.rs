@@ -1,0 +1,236 @@
+/*!
+Wire shapes of the Dify plugin daemon protocol (daemon-protocol.md §2): serde only, no IO.
+
+Inbound lines decode into [`Inbound`] with `data` kept as raw JSON, so a request's payload is
+parsed once, by the handler that knows its shape. Outbound lines are built by the constructors at
+the bottom; a stream chunk is embedded as raw JSON and never re-serialised.
+*/
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Longest line we ever write. The daemon kills a plugin whose stdout line exceeds 5 MiB
+/// (daemon-protocol.md §1.2); 4 MiB leaves room for its own headroom.
+pub const MAX_OUTBOUND_LINE: usize = 4 * 1024 * 1024;
+
+/// At most this many keys in `error.args`, or the daemon silently drops the error (§2.1).
+pub const MAX_ERROR_ARGS: usize = 10;
+
+/// Longest `error.message` we send, in characters: it reaches the Dify UI and logs.
+pub const MAX_ERROR_MESSAGE: usize = 2000;
+
+/// `{"event":"heartbeat","session_id":null,"data":{}}`, byte for byte what the SDK sends (§2.1).
+pub const HEARTBEAT_LINE: &[u8] = br#"{"event":"heartbeat","session_id":null,"data":{}}"#;
+
+/// One daemon → plugin line (§2.2). The daemon adds keys over time, so unknown ones are ignored.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Inbound<'a> {
+    #[serde(default, borrow)]
+    pub session_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub event: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// The `data` of a `backwards_response` (§4.1): `event` is `response`, `error` or `end`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BackwardsResponse {
+    pub backwards_request_id: String,
+    pub event: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// The `data` of an `error` session message: `{"error_type", "message", "args"}` (§2.5).
+///
+/// `error_type` reuses the Python SDK's exception class names, which Dify's API maps to its own
+/// errors (triggers.md §5.4). `args` holds at most [`MAX_ERROR_ARGS`] keys when sent: the
+/// runtime drops the excess, since the daemon would otherwise ignore the whole error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorData {
+    pub error_type: String,
+    pub message: String,
+    pub args: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ErrorData {
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorData { error_type: error_type.into(), message: message.into(), args: serde_json::Map::new() }
+    }
+
+    /// Makes the error safe to send: at most [`MAX_ERROR_ARGS`] args (the last ones in key order
+    /// go) and a message of at most [`MAX_ERROR_MESSAGE`] characters.
+    pub(crate) fn bounded(mut self) -> Self {
+        while self.args.len() > MAX_ERROR_ARGS {
+            let Some(last) = self.args.keys().next_back().cloned() else { break };
+            self.args.remove(&last);
+        }
+        if let Some((cut, _)) = self.message.char_indices().nth(MAX_ERROR_MESSAGE) {
+            self.message.truncate(cut);
+            self.message.push('…');
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for ErrorData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+impl std::error::Error for ErrorData {}
+
+#[derive(Serialize)]
+struct Envelope<'a, D: Serialize> {
+    event: &'static str,
+    session_id: Option<&'a str>,
+    data: D,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+enum SessionMessage<'a> {
+    Stream(&'a RawValue),
+    End(Empty),
+    Error(&'a ErrorData),
+    Invoke(Invoke<'a>),
+}
+
+/// Serialises as `{}`: the daemon requires `end` to carry an object, never `null` (§2.1).
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct Invoke<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    backwards_request_id: &'a str,
+    request: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct LogData<'a> {
+    level: &'a str,
+    message: &'a str,
+    timestamp: f64,
+}
+
+fn to_line<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our own types with string keys only: serialising into a Vec cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// `{"event":"session","session_id":S,"data":{"type":"stream","data":<chunk>}}`.
+pub fn stream_line(session_id: &str, chunk: &RawValue) -> Vec<u8> {
+    to_line(&Envelope { event: "session", session_id: Some(session_id), data: SessionMessage::Stream(chunk) })
+}
+
+/// `{"event":"session","session_id":S,"data":{"type":"end","data":{}}}`.
+pub fn end_line(session_id: &str) -> Vec<u8> {
+    to_line(&Envelope { event: "session", session_id: Some(session_id), data: SessionMessage::End(Empty {}) })
+}
+
+/// `{"event":"session","session_id":S,"data":{"type":"error","data":{…}}}`.
+pub fn error_line(session_id: &str, error: &ErrorData) -> Vec<u8> {
+    to_line(&Envelope { event: "session", session_id: Some(session_id), data: SessionMessage::Error(error) })
+}
+
+/// A backwards invocation (§4.1): `{"type":"invoke","data":{"type","backwards_request_id","request"}}`.
+pub fn invoke_line(session_id: &str, kind: &str, backwards_request_id: &str, request: &RawValue) -> Vec<u8> {
+    let invoke = Invoke { kind, backwards_request_id, request };
+    to_line(&Envelope { event: "session", session_id: Some(session_id), data: SessionMessage::Invoke(invoke) })
+}
+
+/// `{"event":"log","session_id":null,"data":{"level","message","timestamp"}}` (§2.1).
+pub fn log_line(level: &str, message: &str, timestamp: f64) -> Vec<u8> {
+    to_line(&Envelope { event: "log", session_id: None, data: LogData { level, message, timestamp } })
+}
+
+/// Seconds since the Unix epoch, with fractions: the `timestamp` of `log` events.
+pub(crate) fn unix_time() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// At most `max` characters of `text`, cut on a character boundary (for quoting input in messages).
+pub fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    fn text(line: Vec<u8>) -> String {
+        String::from_utf8(line).unwrap()
+    }
+
+    #[test]
+    fn stream_embeds_chunk_verbatim() {
+        assert_eq!(
+            text(stream_line("s-1", &raw(r#"{"result":true}"#))),
+            r#"{"event":"session","session_id":"s-1","data":{"type":"stream","data":{"result":true}}}"#
+        );
+    }
+
+    #[test]
+    fn end_carries_empty_object() {
+        assert_eq!(text(end_line("s-1")), r#"{"event":"session","session_id":"s-1","data":{"type":"end","data":{}}}"#);
+    }
+
+    #[test]
+    fn error_has_type_message_args() {
+        assert_eq!(
+            text(error_line("s-3", &ErrorData::new("RuntimeError", "boom"))),
+            r#"{"event":"session","session_id":"s-3","data":{"type":"error","data":{"error_type":"RuntimeError","message":"boom","args":{}}}}"#
+        );
+    }
+
+    #[test]
+    fn invoke_shape() {
+        assert_eq!(
+            text(invoke_line("s-4", "storage", "b-1", &raw(r#"{"opt":"exist","key":"k1"}"#))),
+            r#"{"event":"session","session_id":"s-4","data":{"type":"invoke","data":{"type":"storage","backwards_request_id":"b-1","request":{"opt":"exist","key":"k1"}}}}"#
+        );
+    }
+
+    #[test]
+    fn log_line_shape() {
+        assert_eq!(
+            text(log_line("warn", "x", 1.5)),
+            r#"{"event":"log","session_id":null,"data":{"level":"warn","message":"x","timestamp":1.5}}"#
+        );
+    }
+
+    #[test]
+    fn inbound_ignores_unknown_keys() {
+        let line =
+            r#"{"session_id":"a","conversation_id":null,"tenant_id":"t","event":"request","data":{"action":"x"}}"#;
+        let inbound: Inbound<'_> = serde_json::from_str(line).unwrap();
+        assert_eq!(inbound.session_id.as_deref(), Some("a"));
+        assert_eq!(inbound.event.as_deref(), Some("request"));
+        assert_eq!(inbound.data.unwrap().get(), r#"{"action":"x"}"#);
+    }
+
+    #[test]
+    fn bounded_error_keeps_ten_args_and_a_short_message() {
+        let mut error = ErrorData::new("E", "m".repeat(5000));
+        for i in 0..15 {
+            error.args.insert(format!("k{i:02}"), i.into());
+        }
+        let error = error.bounded();
+        assert_eq!(error.args.len(), MAX_ERROR_ARGS);
+        assert!(error.args.contains_key("k00") && !error.args.contains_key("k14"));
+        assert_eq!(error.message.chars().count(), MAX_ERROR_MESSAGE + 1);
+    }
+}

@@ -1,0 +1,40 @@
+//! The crate's example plugin (`examples/echo_trigger.rs`), built by `cargo test`, run as the daemon
+//! runs a plugin: a child process over stdio pipes with `INSTALL_METHOD=local`.
+
+use std::path::PathBuf;
+
+use dify_plugin::host::{PluginProcess, StorageMode, trigger};
+use serde_json::json;
+
+fn example_binary() -> PathBuf {
+    // This test runs from target/<profile>/deps/; cargo puts examples in target/<profile>/examples/.
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_owned();
+    let path = deps.parent().unwrap().join("examples/echo_trigger");
+    assert!(path.is_file(), "{} is missing: cargo test builds examples", path.display());
+    path
+}
+
+#[tokio::test]
+async fn the_example_plugin_serves_dispatch_and_invoke_over_stdio() {
+    let plugin =
+        PluginProcess::spawn(tokio::process::Command::new(example_binary()), StorageMode::Denied).await.unwrap();
+    let raw = b"POST /hook HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{\"hello\":\"world\"}";
+    let subscription = trigger::subscription("https://dify.test/triggers/plugin/x", json!({}));
+    let dispatched = plugin.call(trigger::dispatch("echo", raw, &subscription)).await.unwrap().unwrap();
+    assert_eq!(dispatched["events"], json!(["ping"]));
+    assert_eq!(
+        hex::decode(dispatched["response"].as_str().unwrap()).unwrap(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    );
+    assert_eq!(dispatched["payload"], json!({"body": "{\"hello\":\"world\"}"}));
+    let invoked = plugin
+        .call(trigger::invoke("echo", "ping", raw, &dispatched["payload"], &json!({}), &subscription))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(invoked, json!({"variables": {"body": "{\"hello\":\"world\"}"}, "cancelled": false}));
+    let refused = plugin.call(json!({"action": "subscribe_trigger", "type": "trigger"})).await.unwrap().unwrap_err();
+    assert_eq!(refused.error_type, "NotImplementedError");
+    assert!(plugin.heartbeats_seen() >= 1);
+    assert!(plugin.close().await.unwrap().success(), "the example exits 0 at the end of its input");
+}

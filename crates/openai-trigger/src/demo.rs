@@ -1,0 +1,238 @@
+//! `openai-trigger demo`: plays Dify against the real plugin process over stdio, with nothing
+//! configured. Each case is checked against what it should produce, so the demo doubles as a
+//! smoke test: it exits non-zero if any case misbehaves.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use dify_plugin::host::{PluginProcess, StorageMode, trigger};
+
+use crate::console::say;
+use crate::events::{self, ANY_EVENT};
+use crate::provider::{PROVIDER, unix_now};
+use crate::raw_http::HttpResponse;
+use crate::samples::{DEMO_SECRET, SignedDelivery, sample_body};
+
+const ENDPOINT: &str = "https://dify.localhost/triggers/plugin/6f1d2c3b-4a5e-4f60-8a9b-0c1d2e3f4a5b";
+const TARGET: &str = "/triggers/plugin/6f1d2c3b-4a5e-4f60-8a9b-0c1d2e3f4a5b";
+
+struct Case {
+    label: String,
+    delivery: SignedDelivery,
+    secret: String,
+    parameters: Value,
+    expect_status: u16,
+    expect_events: Vec<&'static str>,
+    /// For rejections: the `error` code in the response body.
+    expect_error: Option<&'static str>,
+    expect_cancelled: bool,
+}
+
+pub(crate) async fn run() -> std::io::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let started = std::time::Instant::now();
+    let plugin = spawn_plugin(&exe).await?;
+    let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let now = unix_now();
+
+    let mut cases = Vec::new();
+    for (index, openai_type) in events::known_openai_types().enumerate() {
+        let body = sample_body(openai_type, &format!("evt_demo{index:02}"), now - 5);
+        let name = events::by_openai_type(openai_type).expect("known").name;
+        cases.push(accepted(
+            openai_type.to_owned(),
+            SignedDelivery::new(DEMO_SECRET, &format!("wh_demo_{index:02}"), now, body),
+            vec![name, ANY_EVENT],
+        ));
+    }
+    let call = |id: &str| {
+        SignedDelivery::new(DEMO_SECRET, id, now, sample_body("realtime.call.incoming", "evt_demo_call", now))
+    };
+    cases.push(Case {
+        parameters: json!({"to_contains": "+1800555"}),
+        ..accepted("call, filter To ∋ +1800555".into(), call("wh_demo_f1"), vec!["realtime_call_incoming", ANY_EVENT])
+    });
+    cases.push(Case {
+        parameters: json!({"from_contains": "+44"}),
+        expect_cancelled: true,
+        ..accepted("call, filter From ∋ +44".into(), call("wh_demo_f2"), vec!["realtime_call_incoming", ANY_EVENT])
+    });
+    let unknown =
+        SignedDelivery::new(DEMO_SECRET, "wh_demo_unknown", now, sample_body("video.completed", "evt_demo_video", now));
+    cases.push(accepted("unknown type video.completed".into(), unknown, vec![ANY_EVENT]));
+    let rotated =
+        SignedDelivery::new(DEMO_SECRET, "wh_demo_rotation", now, sample_body("batch.completed", "evt_demo_rot", now));
+    cases.push(Case {
+        secret: format!("whsec_b2xkLXNlY3JldC1iZWZvcmUtdGhlLXJvdGF0aW9uIQ== {DEMO_SECRET}"),
+        ..accepted("secret rotation (two secrets)".into(), rotated, vec!["batch_completed", ANY_EVENT])
+    });
+
+    let mut tampered =
+        SignedDelivery::new(DEMO_SECRET, "wh_demo_tampered", now, sample_body("batch.completed", "evt_demo_t", now));
+    tampered.body = tampered.body.iter().map(|&b| if b == b'6' { b'7' } else { b }).collect();
+    cases.push(rejected("tampered body", tampered, 401, "no_matching_signature"));
+    let stale = SignedDelivery::new(
+        DEMO_SECRET,
+        "wh_demo_stale",
+        now - 600,
+        sample_body("batch.completed", "evt_demo_s", now - 600),
+    );
+    cases.push(rejected("stale timestamp (10 min old)", stale, 401, "timestamp_too_old"));
+    let unsigned =
+        SignedDelivery::new(DEMO_SECRET, "wh_demo_nosecret", now, sample_body("batch.completed", "evt_demo_n", now));
+    cases.push(Case {
+        secret: String::new(),
+        ..rejected("no secret configured", unsigned, 401, "no_secret_configured")
+    });
+    let first =
+        SignedDelivery::new(DEMO_SECRET, "wh_demo_00", now, sample_body("response.completed", "evt_demo00", now - 5));
+    cases.push(Case { expect_events: vec![], ..accepted("duplicate of the first delivery".into(), first, vec![]) });
+
+    say(&format!(
+        "openai-trigger demo — plugin ready in {ready_ms:.1} ms (first heartbeat), secret {}…\n",
+        &DEMO_SECRET[..12]
+    ));
+    say(&format!("{:<34} {:>4}  {:<48} {}", "DELIVERY", "HTTP", "EVENTS FIRED", "WORKFLOW VARIABLES (key ones)"));
+    let mut failures = 0;
+    for case in &cases {
+        match run_case(&plugin, case).await {
+            Ok(line) => say(&line),
+            Err(problem) => {
+                failures += 1;
+                say(&format!("{:<34} UNEXPECTED: {problem}", case.label));
+            }
+        }
+    }
+    let heartbeats = plugin.heartbeats_seen();
+    let status = plugin.close().await?;
+    say(&format!(
+        "\n{} deliveries, {} unexpected; plugin sent {heartbeats} heartbeat(s) and exited with {status} on EOF.",
+        cases.len(),
+        failures
+    ));
+    say(
+        "Next: `openai-trigger dev --secret whsec_…` for real webhooks; `openai-trigger send batch.completed --url … --secret …`.",
+    );
+    Ok(if failures == 0 && status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn accepted(label: String, delivery: SignedDelivery, events: Vec<&'static str>) -> Case {
+    Case {
+        label,
+        delivery,
+        secret: DEMO_SECRET.to_owned(),
+        parameters: json!({}),
+        expect_status: 200,
+        expect_events: events,
+        expect_error: None,
+        expect_cancelled: false,
+    }
+}
+
+fn rejected(label: &str, delivery: SignedDelivery, status: u16, error: &'static str) -> Case {
+    Case { expect_status: status, expect_error: Some(error), ..accepted(label.to_owned(), delivery, vec![]) }
+}
+
+async fn run_case(plugin: &PluginProcess, case: &Case) -> Result<String, String> {
+    let raw = case.delivery.raw_request(TARGET);
+    let subscription = trigger::subscription(ENDPOINT, json!({"webhook_secret": case.secret}));
+    let dispatched = plugin.call(trigger::dispatch(PROVIDER, &raw, &subscription)).await.map_err(|e| e.to_string())?;
+    let dispatched = dispatched.map_err(|e| format!("dispatch error {}: {}", e.error_type, e.message))?;
+    let parsed =
+        HttpResponse::from_hex(dispatched["response"].as_str().unwrap_or("")).ok_or("unparsable response hex")?;
+    let (status, body) = (parsed.status, parsed.body);
+    let fired: Vec<String> = dispatched["events"]
+        .as_array()
+        .ok_or("events is not a list")?
+        .iter()
+        .filter_map(|e| e.as_str().map(str::to_owned))
+        .collect();
+    let body: Value = serde_json::from_slice(&body).map_err(|_| "response body is not JSON")?;
+    if status != case.expect_status || fired != case.expect_events {
+        return Err(format!("got HTTP {status} {fired:?}, expected {} {:?}", case.expect_status, case.expect_events));
+    }
+    if let Some(code) = case.expect_error {
+        if body["error"] != code {
+            return Err(format!("got error {}, expected {code}", body["error"]));
+        }
+        return Ok(format!("{:<34} {status:>4}  {:<48} rejected: {code}", case.label, "—"));
+    }
+    let mut shown = Vec::new();
+    for event in &fired {
+        let invoked = plugin
+            .call(trigger::invoke(PROVIDER, event, &raw, &dispatched["payload"], &case.parameters, &subscription))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("invoke {event}: {} {}", e.error_type, e.message))?;
+        let cancelled = invoked["cancelled"].as_bool().ok_or("cancelled is not a bool")?;
+        if event != ANY_EVENT {
+            if cancelled != case.expect_cancelled {
+                return Err(format!("{event} cancelled={cancelled}, expected {}", case.expect_cancelled));
+            }
+            shown.push(if cancelled {
+                "cancelled by the node's filter".to_owned()
+            } else {
+                key_variables(&invoked["variables"])
+            });
+        } else if cancelled {
+            return Err("any_event was cancelled".into());
+        }
+    }
+    let summary = if fired.is_empty() { body["status"].as_str().unwrap_or("").to_owned() } else { shown.join("; ") };
+    let summary = if summary.is_empty() { format!("any_event: event_type={}", body_type(case)) } else { summary };
+    Ok(format!("{:<34} {status:>4}  {:<48} {summary}", case.label, fired.join(", ")))
+}
+
+fn body_type(case: &Case) -> String {
+    serde_json::from_slice::<Value>(&case.delivery.body)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The family-specific variables, which show each event was understood.
+fn key_variables(variables: &Value) -> String {
+    const KEYS: &[&str] = &[
+        "response_id",
+        "batch_id",
+        "fine_tuning_job_id",
+        "eval_run_id",
+        "call_id",
+        "session_id",
+        "sip_from",
+        "alert_id",
+        "case_id",
+        "agent_session_id",
+        "environment_type",
+        "required_action_type",
+        "environment_id",
+    ];
+    let mut parts: Vec<String> = KEYS
+        .iter()
+        .filter_map(|key| {
+            variables
+                .get(*key)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{key}={}", shorten(v)))
+        })
+        .collect();
+    parts.truncate(3);
+    parts.join(" ")
+}
+
+fn shorten(value: &str) -> String {
+    if value.chars().count() > 28 {
+        format!("{}…", value.chars().take(27).collect::<String>())
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Starts this very binary as `serve` over pipes, as the daemon would.
+pub(crate) async fn spawn_plugin(exe: &std::path::Path) -> std::io::Result<PluginProcess> {
+    let mut command = tokio::process::Command::new(exe);
+    command.arg("serve").env_remove(crate::launcher::COPY_VAR);
+    PluginProcess::spawn(command, StorageMode::Denied).await
+}

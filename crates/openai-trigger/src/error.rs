@@ -1,0 +1,53 @@
+//! The one mapping from this plugin's failures to the daemon's `error` messages. `error_type`
+//! reuses the Python SDK's class names, which Dify's API recognises (triggers.md §5.4).
+
+use dify_plugin::{Action, ErrorData};
+use thiserror::Error;
+
+/// Why an action could not be answered with a result.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PluginError {
+    /// A field the action needs is absent or null.
+    #[error("{action} request is missing {field}")]
+    MissingField { action: Action, field: &'static str },
+    /// The request `data` does not have the action's shape. Only the position is reported: serde's
+    /// own message can quote values, and a misplaced secret must never be echoed back.
+    #[error("{action} request has a field of the wrong type (JSON line {line}, column {column})")]
+    WrongShape { action: Action, line: usize, column: usize },
+    /// A constructor action of a provider that only has manual subscriptions.
+    #[error(
+        "{action} is not available: this provider uses manual subscriptions. Create the webhook endpoint in OpenAI \
+         (Settings → Project → Webhooks), then paste its whsec_ signing secret into the subscription"
+    )]
+    ManualSubscriptionOnly { action: Action },
+    /// An action this provider does not serve.
+    #[error("unknown action {action:?}")]
+    UnknownAction { action: String },
+    /// `invoke_trigger_event` for an event this provider does not declare.
+    #[error("event {event:?} is not declared by this provider")]
+    UnknownEvent { event: String },
+}
+
+impl PluginError {
+    /// The error of decoding `action`'s request data.
+    pub fn wrong_shape(action: &Action, err: &serde_json::Error) -> Self {
+        PluginError::WrongShape { action: action.clone(), line: err.line(), column: err.column() }
+    }
+
+    /// The SDK class name Dify maps this error by.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            PluginError::MissingField { action: Action::DispatchTriggerEvent, .. }
+            | PluginError::WrongShape { action: Action::DispatchTriggerEvent, .. } => "TriggerDispatchError",
+            PluginError::MissingField { .. } | PluginError::WrongShape { .. } => "TriggerError",
+            PluginError::ManualSubscriptionOnly { .. } | PluginError::UnknownEvent { .. } => "TriggerError",
+            PluginError::UnknownAction { .. } => "NotImplementedError",
+        }
+    }
+}
+
+impl From<PluginError> for ErrorData {
+    fn from(err: PluginError) -> Self {
+        ErrorData::new(err.error_type(), err.to_string())
+    }
+}

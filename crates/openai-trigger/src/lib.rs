@@ -1,0 +1,35 @@
+/*!
+openai-trigger: a Dify trigger plugin that turns OpenAI webhooks into workflow runs, on the
+[`dify_plugin`] runtime.
+
+# Layout
+- [`provider`]: the trigger actions as a [`dify_plugin::Plugin`] — dispatch (verify, dedupe, route,
+  answer the sender) and invoke (event → workflow variables).
+- [`raw_http`]: the hex-encoded raw HTTP request/response Dify exchanges with triggers.
+- [`signature`]: Standard Webhooks verification (OpenAI's `webhook-signature`).
+- [`dedupe`]: bounded, time-limited memory of seen `webhook-id`s.
+- [`events`]: the event table (name ⇄ OpenAI type ⇄ declaration ⇄ family code ⇄ parameters).
+- [`declarations`]: the embedded manifest, provider and event declarations.
+- [`samples`]: realistic signed OpenAI deliveries for the demo, `send`, tests and benchmarks.
+- [`cli`], `demo`, `dev`, [`console`], [`launcher`]: the commands people run.
+
+# Data flow of one webhook
+daemon line → `dify_plugin` (one task per session) → [`provider::OpenAiTrigger`] → `raw_http`
+parse → `signature::verify` → `dedupe` → `events::names_for` → one `stream` line and one `end`
+line through the runtime's single writer.
+*/
+
+pub mod cli;
+pub mod console;
+pub mod declarations;
+pub mod dedupe;
+mod demo;
+mod dev;
+pub mod digest;
+pub mod error;
+pub mod events;
+pub mod launcher;
+pub mod provider;
+pub mod raw_http;
+pub mod samples;
+pub mod signature;

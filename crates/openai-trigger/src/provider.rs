@@ -1,0 +1,361 @@
+/*!
+The OpenAI trigger provider: the six trigger actions (triggers.md §4) as a [`dify_plugin::Plugin`].
+Dispatch verifies and routes a webhook and answers the sender; invoke turns one routed event into
+workflow variables. Nothing here does IO: the clock is injected.
+*/
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use dify_plugin::{Action, ErrorData, Plugin, Reply, Request, Session};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::dedupe::ReplayGuard;
+use crate::error::PluginError;
+use crate::events::{self, Delivery, Outcome};
+use crate::raw_http::{self, HttpRequest, HttpResponse};
+use crate::signature::{self, SecretError, SecretSet, VerifyError, WebhookHeaders};
+
+/// Provider name as declared in `plugin/provider/openai_trigger.yaml`.
+pub const PROVIDER: &str = "openai_trigger";
+/// OpenAI's payloads are thin (a few hundred bytes); anything near this is not an OpenAI event,
+/// and it keeps the dispatch line (which echoes the body) far below the daemon's 5 MiB limit.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Seconds since the Unix epoch; injected so tests control time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The provider: its replay memory and its clock.
+pub struct OpenAiTrigger {
+    replay: ReplayGuard,
+    clock: Clock,
+}
+
+impl OpenAiTrigger {
+    pub fn new(clock: Clock) -> Self {
+        OpenAiTrigger { replay: ReplayGuard::default(), clock }
+    }
+
+    pub fn with_system_clock() -> Self {
+        Self::new(Arc::new(unix_now))
+    }
+
+    /// Runs one action: the reply chunk, or why there is none.
+    pub fn handle_request(&self, request: &Request) -> Result<Box<RawValue>, PluginError> {
+        let Some(action) = request.action() else {
+            return Err(PluginError::MissingField { action: Action::Other(String::new()), field: "action" });
+        };
+        match action {
+            Action::DispatchTriggerEvent => {
+                let data: DispatchRequest<'_> =
+                    request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?;
+                let raw = data
+                    .raw_http_request
+                    .ok_or(PluginError::MissingField { action: action.clone(), field: "raw_http_request" })?;
+                let subscription = data.subscription.unwrap_or_default();
+                Ok(to_raw(&self.dispatch(&raw, &subscription)))
+            }
+            Action::InvokeTriggerEvent => {
+                let data: InvokeRequest = request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?;
+                Ok(to_raw(&invoke(data)?))
+            }
+            Action::ValidateTriggerCredentials
+            | Action::SubscribeTrigger
+            | Action::UnsubscribeTrigger
+            | Action::RefreshTrigger => Err(PluginError::ManualSubscriptionOnly { action: action.clone() }),
+            other => Err(PluginError::UnknownAction { action: other.as_str().to_owned() }),
+        }
+    }
+
+    fn dispatch(&self, raw_hex: &str, subscription: &Subscription) -> DispatchResponse {
+        let secret_text = subscription.properties.get("webhook_secret").and_then(Value::as_str).unwrap_or("");
+        let scope = subscription.endpoint.as_deref().unwrap_or("");
+        let verdict = self.check(raw_hex, secret_text, scope);
+        if let Verdict::Rejected(rejection) = &verdict {
+            tracing::info!(status = rejection.status(), code = rejection.code(), "rejected a webhook delivery");
+        }
+        verdict.into_response()
+    }
+
+    /// Decides what a delivery is: accepted (with the events it fires), a duplicate, or rejected.
+    pub fn check(&self, raw_hex: &str, secret_text: &str, scope: &str) -> Verdict {
+        let request = match HttpRequest::from_hex(raw_hex) {
+            Ok(request) => request,
+            Err(err) => return Verdict::Rejected(Rejection::MalformedRequest(err)),
+        };
+        // Methods are case-sensitive (RFC 9110 §9.1): "post" is not POST.
+        if request.method != "POST" {
+            return Verdict::Rejected(Rejection::MethodNotAllowed { method: request.method });
+        }
+        let secrets = match SecretSet::parse(secret_text) {
+            Ok(secrets) => secrets,
+            Err(err) => return Verdict::Rejected(Rejection::Secret(err)),
+        };
+        let body = request.body();
+        if body.len() > MAX_BODY_BYTES {
+            return Verdict::Rejected(Rejection::PayloadTooLarge { bytes: body.len() });
+        }
+        let headers = WebhookHeaders {
+            id: request.header_str(signature::HEADER_ID),
+            timestamp: request.header_str(signature::HEADER_TIMESTAMP),
+            signature: request.header_str(signature::HEADER_SIGNATURE),
+        };
+        let now = (self.clock)();
+        let verified = match signature::verify(&secrets, headers, body, now) {
+            Ok(verified) => verified,
+            Err(err) => return Verdict::Rejected(Rejection::Signature(err)),
+        };
+        let Some(openai_type) = event_type(body) else {
+            return Verdict::Rejected(Rejection::InvalidEvent);
+        };
+        if !self.replay.first_sighting(scope, &verified.webhook_id, now) {
+            return Verdict::Duplicate;
+        }
+        let payload = Payload {
+            webhook_id: verified.webhook_id,
+            webhook_timestamp: verified.timestamp,
+            event: single_line_json(body),
+        };
+        Verdict::Accepted { events: events::names_for(&openai_type), payload }
+    }
+}
+
+impl Plugin for OpenAiTrigger {
+    async fn handle(&self, request: Request, _session: &Session) -> Reply {
+        self.handle_request(&request).map_err(ErrorData::from)
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[derive(Deserialize)]
+struct DispatchRequest<'a> {
+    #[serde(default)]
+    subscription: Option<Subscription>,
+    #[serde(borrow, default)]
+    raw_http_request: Option<Cow<'a, str>>,
+}
+
+/// The part of a subscription dispatch reads (triggers.md §4: endpoint and decrypted properties).
+#[derive(Deserialize, Default)]
+struct Subscription {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default, deserialize_with = "object_or_null")]
+    properties: Map<String, Value>,
+}
+
+/// Dify may send `null` for an empty map (daemon-protocol.md §2.3): treat it as `{}`.
+fn object_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Map<String, Value>, D::Error> {
+    Ok(Option::<Map<String, Value>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// `{"user_id","events","response","payload"}`; `events` is never null (triggers.md §4.1).
+#[derive(Serialize)]
+struct DispatchResponse {
+    user_id: &'static str,
+    events: Vec<&'static str>,
+    response: String,
+    /// `{}` when nothing fires: Dify expects an object, never null (triggers.md §3.2).
+    #[serde(serialize_with = "object_or_empty")]
+    payload: Option<Payload>,
+}
+
+fn object_or_empty<S: serde::Serializer>(payload: &Option<Payload>, serializer: S) -> Result<S::Ok, S::Error> {
+    match payload {
+        Some(payload) => payload.serialize(serializer),
+        None => Map::new().serialize(serializer),
+    }
+}
+
+/// What invoke needs, decided once at dispatch: the body is embedded as raw JSON, not re-encoded.
+#[derive(Serialize, Debug)]
+pub struct Payload {
+    webhook_id: String,
+    webhook_timestamp: i64,
+    event: Box<RawValue>,
+}
+
+/// What dispatch decided about one delivery.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Verified and new: these events fire with this payload; the sender gets 200 `ok`.
+    Accepted { events: Vec<&'static str>, payload: Payload },
+    /// Verified, but this `webhook-id` was already accepted: nothing fires; 200 `duplicate`.
+    Duplicate,
+    /// Not accepted: nothing fires; the sender gets the rejection's status.
+    Rejected(Rejection),
+}
+
+/// Why a delivery was refused; each has its HTTP status and its `error` code for the sender.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    MalformedRequest(raw_http::Error),
+    MethodNotAllowed { method: String },
+    Secret(SecretError),
+    PayloadTooLarge { bytes: usize },
+    Signature(VerifyError),
+    InvalidEvent,
+}
+
+impl Rejection {
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::MalformedRequest(_) | Rejection::InvalidEvent => 400,
+            Rejection::MethodNotAllowed { .. } => 405,
+            Rejection::Secret(_) | Rejection::Signature(_) => 401,
+            Rejection::PayloadTooLarge { .. } => 413,
+        }
+    }
+
+    /// The `error` code in the response body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::MalformedRequest(_) => "malformed_request",
+            Rejection::MethodNotAllowed { .. } => "method_not_allowed",
+            Rejection::Secret(err) => err.code(),
+            Rejection::PayloadTooLarge { .. } => "payload_too_large",
+            Rejection::Signature(err) => err.code(),
+            Rejection::InvalidEvent => "invalid_event",
+        }
+    }
+
+    /// The human message: names the failed check, never the secret, the signature or the body.
+    pub fn message(&self) -> String {
+        match self {
+            Rejection::MalformedRequest(err) => err.to_string(),
+            Rejection::MethodNotAllowed { method } => {
+                format!("OpenAI webhooks are POST requests, not {}", dify_plugin::wire::truncate(method, 16))
+            }
+            Rejection::Secret(err) => {
+                format!("{err}: paste the whsec_ signing secret from OpenAI into this subscription's settings")
+            }
+            Rejection::PayloadTooLarge { bytes } => {
+                format!("body of {bytes} bytes is over the {MAX_BODY_BYTES} byte limit")
+            }
+            Rejection::Signature(err) => err.to_string(),
+            Rejection::InvalidEvent => "body is not a JSON object with a string \"type\"".to_owned(),
+        }
+    }
+}
+
+impl Verdict {
+    fn into_response(self) -> DispatchResponse {
+        let (events, payload, http) = match self {
+            Verdict::Accepted { events, payload } => {
+                (events, Some(payload), HttpResponse::json(200, &br#"{"status":"ok"}"#[..]))
+            }
+            Verdict::Duplicate => (Vec::new(), None, HttpResponse::json(200, &br#"{"status":"duplicate"}"#[..])),
+            Verdict::Rejected(rejection) => {
+                let body = serde_json::json!({"status": "rejected", "error": rejection.code(), "message": rejection.message()});
+                let response = HttpResponse::json(rejection.status(), body.to_string().into_bytes());
+                let response = if rejection.status() == 405 { response.with_header("Allow", "POST") } else { response };
+                (Vec::new(), None, response)
+            }
+        };
+        DispatchResponse { user_id: "", events, response: http.to_hex(), payload }
+    }
+}
+
+/// The `type` of a JSON object body; None for anything else.
+fn event_type(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "type")]
+        kind: Option<Value>,
+    }
+    // A struct also deserialises from a JSON array, so insist on an object first.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    match serde_json::from_slice::<Probe>(body).ok()?.kind? {
+        Value::String(kind) if !kind.is_empty() => Some(kind),
+        _ => None,
+    }
+}
+
+/// The body as raw JSON for the payload. A pretty-printed body carries newlines, which would break
+/// the one-line framing, so only then is it compacted (JSON strings cannot hold raw newlines).
+fn single_line_json(body: &[u8]) -> Box<RawValue> {
+    let text = std::str::from_utf8(body).expect("verified bodies are UTF-8");
+    if !text.contains(['\n', '\r']) {
+        if let Ok(raw) = RawValue::from_string(text.trim().to_owned()) {
+            return raw;
+        }
+    }
+    let value: Value = serde_json::from_str(text).expect("event_type parsed it already");
+    serde_json::value::to_raw_value(&value).expect("json")
+}
+
+#[derive(Deserialize)]
+struct InvokeRequest {
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    payload: Option<Map<String, Value>>,
+    #[serde(default)]
+    raw_http_request: Option<String>,
+}
+
+#[derive(Serialize)]
+struct InvokeResponse {
+    variables: Map<String, Value>,
+    cancelled: bool,
+}
+
+fn invoke(request: InvokeRequest) -> Result<InvokeResponse, PluginError> {
+    let name = request.event.ok_or(PluginError::MissingField { action: Action::InvokeTriggerEvent, field: "event" })?;
+    let spec = events::by_name(&name).ok_or_else(|| PluginError::UnknownEvent { event: name.clone() })?;
+    let payload = request.payload.unwrap_or_default();
+    let raw = request.raw_http_request.as_deref().and_then(|hex| HttpRequest::from_hex(hex).ok());
+    let header = |name: &str| raw.as_ref().and_then(|r| r.header_str(name)).map(str::to_owned);
+
+    // Our dispatch wraps the event; a payload stored by the Python plugin is the bare event; as a
+    // last resort the stored request's body is read again.
+    let from_body;
+    let event = match payload.get("event") {
+        Some(Value::Object(event)) => event,
+        _ if payload.get("type").is_some_and(Value::is_string) => &payload,
+        _ => {
+            from_body = raw.as_ref().and_then(|r| serde_json::from_slice::<Map<String, Value>>(r.body()).ok());
+            match &from_body {
+                Some(event) => event,
+                None => return Ok(cancelled(&name, "payload holds no OpenAI event")),
+            }
+        }
+    };
+    let webhook_id = payload
+        .get("webhook_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| header(signature::HEADER_ID))
+        .unwrap_or_default();
+    let webhook_timestamp = payload
+        .get("webhook_timestamp")
+        .and_then(Value::as_i64)
+        .or_else(|| header(signature::HEADER_TIMESTAMP).and_then(|t| t.parse().ok()))
+        .unwrap_or(0);
+    let delivery = Delivery { event, webhook_id: &webhook_id, webhook_timestamp };
+    let parameters = request.parameters.unwrap_or_default();
+    Ok(match events::variables(spec, &delivery, &parameters) {
+        Outcome::Fire(variables) => InvokeResponse { variables, cancelled: false },
+        Outcome::Ignore(reason) => cancelled(&name, &reason),
+    })
+}
+
+fn cancelled(event: &str, reason: &str) -> InvokeResponse {
+    tracing::info!(event, reason, "event ignored for this workflow");
+    InvokeResponse { variables: Map::new(), cancelled: true }
+}
+
+fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("response types always serialise")
+}

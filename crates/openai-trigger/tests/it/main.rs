@@ -1,0 +1,15 @@
+#![allow(unreachable_pub, reason = "a test crate: pub marks what its modules share")]
+
+//! The integration suite: one binary, one module per area (STYLE.md §8, habit 14). Every test that
+//! needs the plugin runs the real `openai-trigger` binary over pipes through `support`.
+
+mod concurrency; // Hundreds of interleaved sessions on one process.
+mod declarations; // The tidy test: YAML on disk ⇄ provider list ⇄ event table, manifest rules.
+mod demo; // The human commands: demo, --help, dev + send on loopback.
+mod dispatch; // The six trigger actions through the binary, with exact response shapes.
+mod launcher; // The binary side of main.py's noexec fallback: its temporary copy removes itself.
+mod protocol; // Framing, sessions, heartbeats, malformed input, EOF and EPIPE.
+mod remote; // Remote debugging over TCP against a stand-in for the daemon's debugging port.
+mod robustness; // Thousands of mutated requests and garbage lines: no panic, every session answered.
+mod signatures; // signature-vectors.json through `signature::verify` and through dispatch.
+mod support;

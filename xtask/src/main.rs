@@ -1,0 +1,249 @@
+/*!
+Release tooling, in the rust-analyzer manner: `cargo xtask <command>` (the alias is in
+`.cargo/config.toml`). Nothing here ships: the plugin binary carries no packaging code.
+
+- `release`: the wheels, the Marketplace package, the offline package and the PR body, all proven.
+- `marketplace-check`: every rule of the Dify Marketplace on a built package.
+- `build-static`: the wheels and the two static musl binaries in them, checked and smoke-tested.
+- `package`: the self-contained `.difypkg` alone (static binaries inside), smoke-tested.
+- `keygen`, `sign`, `verify`: RSA keys and the daemon's third-party package signature.
+*/
+
+mod index;
+mod marketplace;
+mod package;
+mod release;
+mod smoke;
+mod static_build;
+mod wheels;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Release tooling for openai-trigger", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build everything a release needs: the wheels (maturin, manylinux2014 + musllinux_1_2, x86_64 and
+    /// aarch64), dist/<name>-<version>.difypkg for the Marketplace (no executable; requirements.txt
+    /// pins the wheel), dist/<name>-<version>-offline.difypkg (binaries inside), dist/marketplace-pr.md;
+    /// then prove them: a package index on loopback, the packages run in local and serverless mode,
+    /// and marketplace-check with the install test.
+    Release {
+        /// The publisher's repository and contact.
+        #[arg(long, value_name = "FILE", default_value = "publisher.yaml")]
+        publisher: PathBuf,
+        /// Accept the example values of publisher.yaml (tests and CI; the result is not publishable).
+        #[arg(long)]
+        example_publisher: bool,
+    },
+    /// Apply every rule of the Dify Marketplace (marketplace.md §2) to a built package; exits 1 on any
+    /// error. With --wheels or --index, also run its install test exactly as the Marketplace does.
+    MarketplaceCheck {
+        /// The .difypkg to check.
+        package: PathBuf,
+        /// A package index (simple API) that serves the package's requirements, e.g. http://127.0.0.1:8000/simple.
+        #[arg(long, value_name = "URL", conflicts_with = "wheels")]
+        index: Option<String>,
+        /// Serve an index on loopback from these wheels plus the other requirements (downloaded from PyPI).
+        #[arg(long, value_name = "DIR")]
+        wheels: Option<PathBuf>,
+        /// The submission's PR body, checked as the Marketplace's PR checks do.
+        #[arg(long, value_name = "FILE")]
+        pr_body: Option<PathBuf>,
+    },
+    /// Build the wheels (dist/wheels) and the static binaries in them, copied to
+    /// dist/bin/openai-trigger-linux-{amd64,arm64} (musl, via maturin with zig; installs the rustup
+    /// targets and maturin when missing); check they are static and run a serve session with each (the
+    /// foreign one under qemu-user).
+    BuildStatic,
+    /// Build the self-contained package dist/<name>-<version>.difypkg (the static binaries inside),
+    /// then smoke-test it the way the daemon runs it: extracted 0644, `python3 -m main`, one
+    /// webhook through a real session. Prints its unique identifier last.
+    Package {
+        /// Reuse dist/bin/ from an earlier build-static (refused when built from other declarations).
+        #[arg(long, conflicts_with_all = ["amd64", "arm64"])]
+        skip_build: bool,
+        /// Package this x86_64 binary instead of building one (with --arm64).
+        #[arg(long, value_name = "PATH", requires = "arm64")]
+        amd64: Option<PathBuf>,
+        /// Package this aarch64 binary instead of building one (with --amd64).
+        #[arg(long, value_name = "PATH", requires = "amd64")]
+        arm64: Option<PathBuf>,
+        /// Where to write it [default: $DIST_DIR/<name>-<version>.difypkg; DIST_DIR defaults to dist/].
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Do not run the extracted package (binaries that cannot serve, e.g. in tests).
+        #[arg(long)]
+        no_smoke: bool,
+    },
+    /// Generate an RSA key pair for `sign`: NAME.private.pem (mode 0600) and NAME.public.pem.
+    Keygen {
+        /// Path and name of the key files, without the .private.pem / .public.pem suffix.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+        /// Key size in bits.
+        #[arg(long, default_value_t = package::sign::KEY_BITS, value_parser = clap::value_parser!(u16).range(2048..))]
+        bits: u16,
+    },
+    /// Sign a package for daemons that trust your public key (THIRD_PARTY_SIGNATURE_VERIFICATION_*)
+    /// and print its new unique identifier.
+    Sign {
+        /// The .difypkg to sign.
+        package: PathBuf,
+        /// Private key in PEM, e.g. from `keygen`.
+        #[arg(long, value_name = "PRIVATE_PEM")]
+        key: PathBuf,
+        /// Category written to .verification.dify.json.
+        #[arg(long, value_enum, default_value_t = package::Category::Community)]
+        category: package::Category,
+        /// Where to write the signed package [default: <package>.signed.difypkg].
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Check a signed package's signature against a public key, as the daemon's verifier does.
+    Verify {
+        /// The signed .difypkg.
+        package: PathBuf,
+        /// Public key in PEM (PKCS#1 `RSA PUBLIC KEY`, as `keygen` writes it).
+        #[arg(long, value_name = "PUBLIC_PEM")]
+        key: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Release { publisher, example_publisher } => release::release(&publisher, example_publisher),
+        Command::MarketplaceCheck { package, index, wheels, pr_body } => {
+            marketplace_check(&package, index, wheels, pr_body)
+        }
+        Command::BuildStatic => static_build::build_static().map(|_| ExitCode::SUCCESS),
+        Command::Package { skip_build, amd64, arm64, out, no_smoke } => {
+            let binaries = match (amd64, arm64) {
+                (Some(amd64), Some(arm64)) => Binaries::Given(amd64, arm64),
+                _ if skip_build => Binaries::Built,
+                _ => Binaries::Build,
+            };
+            package_offline(binaries, out.as_deref(), !no_smoke)
+        }
+        Command::Keygen { out, bits } => package::keygen_command(&out, bits.into()),
+        Command::Sign { package, key, category, out } => {
+            package::sign_command(&package, &key, category, out.as_deref())
+        }
+        Command::Verify { package, key } => package::verify_command(&package, &key),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask marketplace-check`.
+fn marketplace_check(
+    package: &Path,
+    index: Option<String>,
+    wheels: Option<PathBuf>,
+    pr_body: Option<PathBuf>,
+) -> std::io::Result<ExitCode> {
+    let body = pr_body.map(|path| std::fs::read_to_string(&path)).transpose()?;
+    let mut server = None;
+    let index = match (index, wheels) {
+        (Some(index), _) => Some(index),
+        (None, Some(dir)) => {
+            let files = package::archive::read(&package::read(package)?).map_err(std::io::Error::other)?.0;
+            let requirements = files
+                .iter()
+                .find(|e| e.name == "requirements.txt")
+                .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+                .unwrap_or_default();
+            let wheel_files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+                .collect();
+            let root = std::env::temp_dir().join(format!("xtask-index-{}", std::process::id()));
+            let cache = workspace_root().join("target/xtask-tools/pip-cache");
+            index::build(
+                &root,
+                &wheel_files,
+                &index::other_requirements(&requirements, wheels::DIST_NAME),
+                &index::pythons(),
+                &cache,
+            )?;
+            let started = index::Server::start(&root, 0)?;
+            let url = started.url.clone();
+            server = Some(started);
+            Some(url)
+        }
+        (None, None) => None,
+    };
+    let ok = release::check(package, index.as_deref(), body.as_deref())?;
+    drop(server);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Which binaries go into the self-contained package.
+enum Binaries {
+    Build,
+    Built,
+    Given(PathBuf, PathBuf),
+}
+
+/// `cargo xtask package`.
+fn package_offline(binaries: Binaries, out: Option<&Path>, smoke: bool) -> std::io::Result<ExitCode> {
+    let binaries = match binaries {
+        Binaries::Build => static_build::build_static()?.binaries,
+        Binaries::Built => static_build::built_binaries()?,
+        Binaries::Given(amd64, arm64) => (package::read(&amd64)?, package::read(&arm64)?),
+    };
+    let files = package::archive::plugin_files(&plugin_dir()).map_err(std::io::Error::other)?;
+    let package = package::build(&files, Some(binaries)).map_err(std::io::Error::other)?;
+    let out = match out {
+        Some(out) => out.to_owned(),
+        None => dist_dir().join(format!("{}.difypkg", package.identity.file_stem())),
+    };
+    package::write_package(&out, &package)?;
+    if smoke {
+        smoke::extracted_package(&out)?;
+    }
+    say(&package.unique_identifier());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The workspace root: xtask's manifest directory's parent.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The plugin's version (the crate's, which the manifest and the wheel share).
+fn crate_version() -> String {
+    openai_trigger::cli::VERSION_NUMBER.to_owned()
+}
+
+/// The Dify plugin directory: the package's files.
+fn plugin_dir() -> PathBuf {
+    workspace_root().join("plugin")
+}
+
+/// Where built artifacts go: `$DIST_DIR`, or `dist/` in the workspace.
+fn dist_dir() -> PathBuf {
+    std::env::var_os("DIST_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("dist"))
+}
+
+/// One line of output for the person running the command.
+#[expect(clippy::disallowed_methods, reason = "xtask's report to the person running it")]
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}

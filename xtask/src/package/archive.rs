@@ -1,0 +1,270 @@
+//! What goes into the package, and the zip that carries it (daemon-protocol.md §8.1).
+//!
+//! The plugin's files come from the `plugin/` directory: the manifest, the provider and every event
+//! file it lists, the icons, the docs, `requirements.txt` and the `main.py` launcher; the offline
+//! package adds the two static binaries. The zip holds file entries only (a directory entry makes
+//! the daemon's upload fail), deflated, with a fixed timestamp so the same inputs give the same bytes.
+
+use std::io::{Cursor, Read, Write};
+use std::path::Path;
+
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
+
+use super::Error;
+use super::elf::Arch;
+
+/// The daemon's default `MAX_PLUGIN_PACKAGE_SIZE`, which bounds the sum of uncompressed sizes.
+pub(crate) const MAX_UNCOMPRESSED_SIZE: u64 = 50 * 1024 * 1024;
+
+/// One file of the package: its path inside the zip (`/`-separated) and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) data: Vec<u8>,
+}
+
+impl Entry {
+    pub(crate) fn new(name: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
+        Entry { name: name.into(), data: data.into() }
+    }
+}
+
+/// The files of `plugin/` that form a package, and the digest of its declarations.
+#[derive(Debug, Clone)]
+pub(crate) struct PluginFiles {
+    pub(crate) entries: Vec<Entry>,
+    /// `openai_trigger::digest::declaration_digest` of the manifest, provider and event files:
+    /// what a binary built from these files embeds.
+    pub(crate) declaration_digest: String,
+}
+
+/// Files shipped beside the declarations, when present (all but README.md must be): the docs, the
+/// dependency file, the launcher and its serverless front.
+const DOCS: [&str; 5] = ["PRIVACY.md", "requirements.txt", "main.py", "serverless.py", "README.md"];
+
+/// Reads the package's files from `root` (the `plugin/` directory): `manifest.yaml`, the provider
+/// it names, every event that provider lists, everything under `_assets/` and `readme/`, and
+/// [`DOCS`]. Errors name the missing or unreadable file.
+pub(crate) fn plugin_files(root: &Path) -> Result<PluginFiles, Error> {
+    let read = |path: &str| {
+        std::fs::read(root.join(path)).map_err(|err| Error::Manifest(format!("{}/{path}: {err}", root.display())))
+    };
+    let yaml = |path: &str, bytes: &[u8]| {
+        serde_yaml::from_slice::<serde_json::Value>(bytes)
+            .map_err(|err| Error::Manifest(format!("{path} is not valid YAML: {err}")))
+    };
+    let manifest = read("manifest.yaml")?;
+    let manifest_value = yaml("manifest.yaml", &manifest)?;
+    let provider_path = manifest_value["plugins"]["triggers"][0]
+        .as_str()
+        .ok_or_else(|| Error::Manifest("manifest.yaml: plugins.triggers[0] is not a path".into()))?
+        .to_owned();
+    let provider = read(&provider_path)?;
+    let provider_value = yaml(&provider_path, &provider)?;
+    let mut declarations = vec![("manifest.yaml".to_owned(), manifest), (provider_path.clone(), provider)];
+    for event in provider_value["events"].as_array().into_iter().flatten() {
+        let path =
+            event.as_str().ok_or_else(|| Error::Manifest(format!("{provider_path}: events entries must be paths")))?;
+        declarations.push((path.to_owned(), read(path)?));
+    }
+    let declaration_digest = openai_trigger::digest::declaration_digest(&declarations);
+    let mut entries: Vec<Entry> = declarations.into_iter().map(|(name, data)| Entry::new(name, data)).collect();
+    for dir in ["_assets", "readme"] {
+        let mut names: Vec<String> = match std::fs::read_dir(root.join(dir)) {
+            Ok(listing) => listing
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.starts_with('.'))
+                .collect(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && dir == "readme" => Vec::new(),
+            Err(err) => return Err(Error::Manifest(format!("{}/{dir}: {err}", root.display()))),
+        };
+        names.sort();
+        for name in names {
+            let path = format!("{dir}/{name}");
+            entries.push(Entry::new(path.clone(), read(&path)?));
+        }
+    }
+    for doc in DOCS {
+        match read(doc) {
+            Ok(data) => entries.push(Entry::new(doc, data)),
+            Err(_) if doc == "README.md" => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(PluginFiles { entries, declaration_digest })
+}
+
+/// `bin/openai-trigger-linux-<arch>`, the name `main.py` looks for.
+pub(crate) fn binary_path(arch: Arch) -> String {
+    format!("bin/openai-trigger-linux-{arch}")
+}
+
+/// Every entry of the package: the plugin's files, then the binaries when given.
+pub(crate) fn contents(files: &PluginFiles, binaries: Option<(Vec<u8>, Vec<u8>)>) -> Vec<Entry> {
+    let mut entries = files.entries.clone();
+    if let Some((amd64, arm64)) = binaries {
+        entries.push(Entry::new(binary_path(Arch::Amd64), amd64));
+        entries.push(Entry::new(binary_path(Arch::Arm64), arm64));
+    }
+    entries
+}
+
+/// The sum the daemon compares with its size limit.
+pub(crate) fn uncompressed_size(entries: &[Entry]) -> u64 {
+    entries.iter().map(|entry| entry.data.len() as u64).sum()
+}
+
+fn check_size(total: u64) -> Result<(), Error> {
+    if total > MAX_UNCOMPRESSED_SIZE { Err(Error::TooLarge { total }) } else { Ok(()) }
+}
+
+/// Zips `entries` in order, with `comment` as the archive comment (where a signature goes).
+pub(crate) fn write(entries: &[Entry], comment: Option<&str>) -> Result<Vec<u8>, Error> {
+    check_size(uncompressed_size(entries))?;
+    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+    for entry in entries {
+        // Mode bits are ignored by the daemon (it extracts 0644) but kept for people who unzip.
+        let mode = if entry.name.starts_with("bin/") { 0o755 } else { 0o644 };
+        let options = SimpleFileOptions::default()
+            .compression_method(CompressionMethod::Deflated)
+            .last_modified_time(DateTime::default())
+            .unix_permissions(mode);
+        zip.start_file(entry.name.as_str(), options)?;
+        zip.write_all(&entry.data).map_err(zip::result::ZipError::Io)?;
+    }
+    if let Some(comment) = comment {
+        zip.set_comment(comment);
+    }
+    Ok(zip.finish()?.into_inner())
+}
+
+/// Each entry's Unix mode bits (0 when the zip records none), in central-directory order.
+pub(crate) fn modes(bytes: &[u8]) -> Result<Vec<(String, u32)>, Error> {
+    let mut zip = ZipArchive::new(Cursor::new(bytes))?;
+    (0..zip.len())
+        .map(|i| zip.by_index(i).map(|f| (f.name().to_owned(), f.unix_mode().unwrap_or(0))).map_err(Error::from))
+        .collect()
+}
+
+/// Reads every entry in central-directory order (the order the daemon's verifier hashes them
+/// in), and the archive comment. Refuses what the daemon would refuse: directory entries, paths
+/// that leave the package, more than the size limit.
+pub(crate) fn read(bytes: &[u8]) -> Result<(Vec<Entry>, String), Error> {
+    let mut zip = ZipArchive::new(Cursor::new(bytes))?;
+    let comment = String::from_utf8_lossy(zip.comment()).into_owned();
+    let mut entries = Vec::with_capacity(zip.len());
+    let mut total = 0u64;
+    for index in 0..zip.len() {
+        let mut file = zip.by_index(index)?;
+        let name = file.name().to_owned();
+        if file.is_dir() {
+            return Err(Error::Entry { name, problem: "is a directory entry, which the daemon cannot read" });
+        }
+        if file.enclosed_name().is_none() {
+            return Err(Error::Entry { name, problem: "points outside the package" });
+        }
+        total += file.size();
+        check_size(total)?;
+        let mut data = Vec::with_capacity(usize::try_from(file.size()).unwrap_or(0));
+        file.read_to_end(&mut data).map_err(zip::result::ZipError::Io)?;
+        entries.push(Entry { name, data });
+    }
+    Ok((entries, comment))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(entries: &[Entry]) -> Vec<&str> {
+        entries.iter().map(|entry| entry.name.as_str()).collect()
+    }
+
+    fn plugin_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin")
+    }
+
+    #[test]
+    fn contents_are_the_plugin_files_and_the_binaries() {
+        let files = plugin_files(&plugin_dir()).unwrap();
+        let entries = contents(&files, Some((b"amd".to_vec(), b"arm".to_vec())));
+        let names = names(&entries);
+        assert_eq!(names[..2], ["manifest.yaml", "provider/openai_trigger.yaml"]);
+        for spec in openai_trigger::events::EVENTS {
+            assert!(names.contains(&spec.path), "{} missing", spec.path);
+        }
+        assert_eq!(names[names.len() - 2..], ["bin/openai-trigger-linux-amd64", "bin/openai-trigger-linux-arm64"]);
+        assert_eq!(entries[entries.len() - 1].data, b"arm");
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "duplicate entry names");
+        assert_eq!(
+            files.declaration_digest,
+            openai_trigger::declarations::DIGEST,
+            "the digest this xtask was built with"
+        );
+    }
+
+    /// The manifest and provider name their icons; the daemon refuses a package whose `_assets`
+    /// lacks one. `main.py` must find the binaries under the names written here.
+    #[test]
+    fn referenced_files_are_shipped() {
+        let files = plugin_files(&plugin_dir()).unwrap();
+        let entries = contents(&files, Some((Vec::new(), Vec::new())));
+        let has = |name: &str| entries.iter().any(|entry| entry.name == name);
+        let manifest = openai_trigger::declarations::manifest();
+        let provider: serde_json::Value = serde_json::from_str(openai_trigger::declarations::PROVIDER_JSON).unwrap();
+        for icon in [
+            &manifest["icon"],
+            &manifest["icon_dark"],
+            &provider["identity"]["icon"],
+            &provider["identity"]["icon_dark"],
+        ] {
+            let icon = icon.as_str().expect("icon names are strings");
+            assert!(has(&format!("_assets/{icon}")), "icon {icon} is not in _assets");
+        }
+        assert!(has(manifest["privacy"].as_str().unwrap()));
+        let entrypoint = manifest["meta"]["runner"]["entrypoint"].as_str().unwrap();
+        assert!(has(&format!("{entrypoint}.py")));
+        let shim = std::str::from_utf8(&entries.iter().find(|entry| entry.name == "main.py").unwrap().data).unwrap();
+        assert!(shim.contains("\"openai-trigger-linux-\""));
+        for arch in manifest["meta"]["arch"].as_array().unwrap() {
+            assert!(has(&format!("bin/openai-trigger-linux-{}", arch.as_str().unwrap())));
+        }
+    }
+
+    #[test]
+    fn zip_round_trips_file_entries_in_order_with_a_comment() {
+        let entries = vec![Entry::new("z.txt", "last name, first entry"), Entry::new("a/b.yaml", "x: 1\n")];
+        let bytes = write(&entries, Some(r#"{"signature":"c2ln","time":1}"#)).unwrap();
+        let (read_back, comment) = read(&bytes).unwrap();
+        assert_eq!(read_back, entries);
+        assert_eq!(comment, r#"{"signature":"c2ln","time":1}"#);
+        assert_eq!(write(&entries, Some(r#"{"signature":"c2ln","time":1}"#)).unwrap(), bytes, "not reproducible");
+    }
+
+    #[test]
+    fn size_limit_is_the_daemons() {
+        assert!(check_size(MAX_UNCOMPRESSED_SIZE).is_ok());
+        let err = check_size(MAX_UNCOMPRESSED_SIZE + 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the package would hold 52428801 bytes uncompressed, over the daemon's limit of 52428800 bytes"
+        );
+        let over = vec![Entry::new("a", vec![0u8; MAX_UNCOMPRESSED_SIZE as usize]), Entry::new("b", "x")];
+        assert!(matches!(write(&over, None), Err(Error::TooLarge { total }) if total == MAX_UNCOMPRESSED_SIZE + 1));
+    }
+
+    #[test]
+    fn directory_entries_are_refused_on_read() {
+        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        zip.add_directory("events/", SimpleFileOptions::default()).unwrap();
+        let bytes = zip.finish().unwrap().into_inner();
+        let err = read(&bytes).unwrap_err();
+        assert!(err.to_string().contains("events/ is a directory entry"), "{err}");
+    }
+}

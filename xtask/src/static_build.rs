@@ -1,0 +1,118 @@
+//! The two static Linux binaries, built once, as wheels (`wheels.rs`, maturin with zig as C
+//! toolchain and linker: no cross gcc or musl-gcc needed), and copied out of them for the
+//! self-contained package:
+//!   dist/bin/openai-trigger-linux-amd64   x86_64-unknown-linux-musl
+//!   dist/bin/openai-trigger-linux-arm64   aarch64-unknown-linux-musl
+//! Installs what is missing: the rustup targets, maturin (PyPI, with zig), and qemu-user-static
+//! (Debian) to run the foreign one. Each binary must be a static ELF for its architecture and answer
+//! a real serve session before it is accepted.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::package::elf::{self, Arch};
+use crate::say;
+
+/// The Rust target triple of `arch`.
+pub(crate) fn target(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "x86_64-unknown-linux-musl",
+        Arch::Arm64 => "aarch64-unknown-linux-musl",
+    }
+}
+
+/// Where the binary for `arch` is left.
+pub(crate) fn binary_path(arch: Arch) -> PathBuf {
+    crate::dist_dir().join("bin").join(format!("openai-trigger-linux-{arch}"))
+}
+
+/// The binaries of an earlier build: (amd64, arm64).
+pub(crate) fn built_binaries() -> io::Result<(Vec<u8>, Vec<u8>)> {
+    Ok((crate::package::read(&binary_path(Arch::Amd64))?, crate::package::read(&binary_path(Arch::Arm64))?))
+}
+
+/// What [`build_static`] made.
+pub(crate) struct Built {
+    /// (amd64, arm64).
+    pub(crate) binaries: (Vec<u8>, Vec<u8>),
+    pub(crate) wheels: Vec<crate::wheels::Wheel>,
+}
+
+/// Builds the wheels, copies their binaries to dist/bin, checks and smoke-tests both.
+pub(crate) fn build_static() -> io::Result<Built> {
+    let version = crate::crate_version();
+    let wheels = crate::wheels::build(&crate::dist_dir().join("wheels"), &version)?;
+    std::fs::create_dir_all(crate::dist_dir().join("bin"))?;
+    for wheel in &wheels {
+        std::fs::write(binary_path(wheel.arch), &wheel.binary)?;
+    }
+    let (amd64, arm64) = built_binaries()?;
+    install_qemu()?;
+    for (arch, bytes) in [(Arch::Amd64, &amd64), (Arch::Arm64, &arm64)] {
+        check_binary(arch, bytes)?;
+    }
+    Ok(Built { binaries: (amd64, arm64), wheels })
+}
+
+/// A static ELF for `arch` that answers a serve session (natively or under qemu-user).
+pub(crate) fn check_binary(arch: Arch, bytes: &[u8]) -> io::Result<()> {
+    let path = binary_path(arch);
+    elf::check_static(arch, bytes).map_err(|problem| io::Error::other(format!("{}: {problem}", path.display())))?;
+    let runner = if arch == native_arch() { None } else { Some(qemu(arch)) };
+    say(&format!("==> serve session: {}{}", runner.map(|q| format!("{q} ")).unwrap_or_default(), path.display()));
+    let mut command = match runner {
+        Some(qemu) => {
+            let mut command = tokio::process::Command::new(qemu);
+            command.arg(&path);
+            command
+        }
+        None => tokio::process::Command::new(&path),
+    };
+    command.arg("serve");
+    crate::smoke::one_session(command)?;
+    say(&format!("{:<44} {:>10} bytes, static {arch}", path.display(), bytes.len()));
+    Ok(())
+}
+
+fn native_arch() -> Arch {
+    if cfg!(target_arch = "aarch64") { Arch::Arm64 } else { Arch::Amd64 }
+}
+
+fn qemu(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "qemu-x86_64-static",
+        Arch::Arm64 => "qemu-aarch64-static",
+    }
+}
+
+/// The two musl targets, through rustup, when missing.
+pub(crate) fn install_targets() -> io::Result<()> {
+    let listed = Command::new("rustup").args(["target", "list", "--installed"]).output()?;
+    let installed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    for arch in Arch::ALL {
+        if !installed.lines().any(|line| line.trim() == target(arch)) {
+            say(&format!("==> rustup target add {}", target(arch)));
+            run(Command::new("rustup").args(["target", "add", target(arch)]))?;
+        }
+    }
+    Ok(())
+}
+
+fn install_qemu() -> io::Result<()> {
+    let foreign = qemu(if native_arch() == Arch::Amd64 { Arch::Arm64 } else { Arch::Amd64 });
+    if Command::new(foreign).arg("--version").output().is_err() {
+        say("==> apt-get install qemu-user-static (to run the foreign binary)");
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", "qemu-user-static"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
+}
+
+/// Runs `command` with inherited output; a non-zero exit is an error naming it.
+pub(crate) fn run(command: &mut Command) -> io::Result<()> {
+    let status = command.status().map_err(|err| io::Error::new(err.kind(), format!("{command:?}: {err}")))?;
+    if status.success() { Ok(()) } else { Err(io::Error::other(format!("{command:?} failed: {status}"))) }
+}

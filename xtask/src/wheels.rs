@@ -1,0 +1,111 @@
+//! The binary as Python platform wheels, built with maturin's `bin` bindings
+//! (`packaging/pypi/pyproject.toml`): one wheel per architecture, each holding only the static musl
+//! binary as `<name>-<version>.data/scripts/openai-trigger`, tagged both manylinux2014 and
+//! musllinux_1_2 (one static binary serves both C libraries), so pip/uv install it into a venv's
+//! `bin/` on any Linux x86_64 or aarch64.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::package::elf::Arch;
+use crate::say;
+use crate::static_build::{run, target};
+
+/// The PyPI distribution name (packaging/pypi/pyproject.toml).
+pub(crate) const DIST_NAME: &str = "hookwright-openai-trigger";
+/// maturin, pinned; installed with its `zig` extra into a private venv.
+const MATURIN: &str = "maturin[zig]==1.16.0";
+
+/// One built wheel and the binary inside it.
+pub(crate) struct Wheel {
+    pub(crate) path: PathBuf,
+    pub(crate) arch: Arch,
+    pub(crate) binary: Vec<u8>,
+}
+
+/// The wheel's file-name prefix: the distribution name with `-` → `_` (PEP 427).
+pub(crate) fn file_prefix(version: &str) -> String {
+    format!("{}-{version}-", DIST_NAME.replace('-', "_"))
+}
+
+fn tools_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"));
+    target.join("xtask-tools")
+}
+
+/// maturin from a private venv, installed (from PyPI) when missing or of another version.
+fn maturin() -> io::Result<PathBuf> {
+    let venv = tools_dir().join("venv");
+    let maturin = venv.join("bin/maturin");
+    let wanted = MATURIN.rsplit("==").next().unwrap_or_default();
+    let installed = Command::new(&maturin).arg("--version").output().ok().filter(|o| o.status.success());
+    if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(wanted)) {
+        return Ok(maturin);
+    }
+    say(&format!("==> installing {MATURIN} into {}", venv.display()));
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "--quiet", MATURIN]))?;
+    Ok(maturin)
+}
+
+/// Builds both wheels into `out` and returns them with their binaries.
+pub(crate) fn build(out: &Path, version: &str) -> io::Result<Vec<Wheel>> {
+    crate::static_build::install_targets()?;
+    let maturin = maturin()?;
+    std::fs::create_dir_all(out)?;
+    let project = crate::workspace_root().join("packaging/pypi");
+    let mut wheels = Vec::new();
+    for arch in Arch::ALL {
+        for stale in wheel_files(out, version, arch)? {
+            std::fs::remove_file(stale)?;
+        }
+        say(&format!("==> maturin build --release --target {} --zig (wheel for {arch})", target(arch)));
+        run(Command::new(&maturin)
+            .current_dir(&project)
+            .args(["build", "--release", "--locked", "--zig", "--target", target(arch)])
+            .args(["--compatibility", "pypi", "manylinux2014", "musllinux_1_2"])
+            .arg("--out")
+            .arg(out))?;
+        let found = wheel_files(out, version, arch)?;
+        let [path] = found.as_slice() else {
+            return Err(io::Error::other(format!("expected one {arch} wheel in {}, found {found:?}", out.display())));
+        };
+        let binary = binary_in(path, version)?;
+        wheels.push(Wheel { path: path.clone(), arch, binary });
+    }
+    Ok(wheels)
+}
+
+fn arch_suffix(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "x86_64.whl",
+        Arch::Arm64 => "aarch64.whl",
+    }
+}
+
+fn wheel_files(dir: &Path, version: &str, arch: Arch) -> io::Result<Vec<PathBuf>> {
+    let prefix = file_prefix(version);
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with(&prefix) && name.ends_with(arch_suffix(arch)) {
+            found.push(path);
+        }
+    }
+    Ok(found)
+}
+
+/// The executable inside a wheel (`<dist>-<version>.data/scripts/openai-trigger`).
+pub(crate) fn binary_in(wheel: &Path, version: &str) -> io::Result<Vec<u8>> {
+    let (entries, _) = crate::package::archive::read(&crate::package::read(wheel)?).map_err(io::Error::other)?;
+    let wanted = format!("{}-{version}.data/scripts/openai-trigger", DIST_NAME.replace('-', "_"));
+    entries
+        .into_iter()
+        .find(|entry| entry.name == wanted)
+        .map(|entry| entry.data)
+        .ok_or_else(|| io::Error::other(format!("{} holds no {wanted}", wheel.display())))
+}
