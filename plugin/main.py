@@ -90,7 +90,9 @@ def find_binary():
         if path is None:
             continue
         machine = elf_machine(path)
-        if machine != ELF_MACHINES[arch]:
+        # An ELF for another machine is a wheel or package for another platform; say so, rather than
+        # let exec fail with "Exec format error".
+        if machine is not None and machine != ELF_MACHINES[arch]:
             fail(
                 "%s is not a Linux %s binary (ELF machine %r): reinstall the plugin so that pip/uv picks the "
                 "wheel for this machine (%s, %s)"

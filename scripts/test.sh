@@ -32,6 +32,16 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# The serverless front (plugin/serverless.py) is tested with the Python packages the Marketplace package pins
+# (everything in plugin/requirements.txt but the wheel, which the tests replace with the binary they build).
+FRONT_VENV=target/py-serverless-front
+if ! "$FRONT_VENV/bin/python" -c 'import flask, waitress, requests' 2>/dev/null; then
+  log "preparing $FRONT_VENV (flask, waitress, requests as pinned in plugin/requirements.txt)"
+  python3 -m venv "$FRONT_VENV"
+  grep -E '^[A-Za-z]' plugin/requirements.txt | grep -v '^hookwright-openai-trigger' > "$FRONT_VENV/requirements.txt"
+  "$FRONT_VENV/bin/pip" install --quiet -r "$FRONT_VENV/requirements.txt"
+fi
+
 results=$(mktemp)
 conformance_log=$(mktemp)
 trap 'rm -f "$results" "$conformance_log"' EXIT

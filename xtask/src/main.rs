@@ -37,9 +37,9 @@ enum Command {
     /// then prove them: a package index on loopback, the packages run in local and serverless mode,
     /// and marketplace-check with the install test.
     Release {
-        /// The publisher's repository and contact.
-        #[arg(long, value_name = "FILE", default_value = "publisher.yaml")]
-        publisher: PathBuf,
+        /// The publisher's repository and contact [default: publisher.yaml in the workspace].
+        #[arg(long, value_name = "FILE")]
+        publisher: Option<PathBuf>,
         /// Accept the example values of publisher.yaml (tests and CI; the result is not publishable).
         #[arg(long)]
         example_publisher: bool,
@@ -121,7 +121,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Release { publisher, example_publisher } => release::release(&publisher, example_publisher),
+        Command::Release { publisher, example_publisher } => {
+            release::release(&publisher.unwrap_or_else(|| workspace_root().join("publisher.yaml")), example_publisher)
+        }
         Command::MarketplaceCheck { package, index, wheels, pr_body } => {
             marketplace_check(&package, index, wheels, pr_body)
         }

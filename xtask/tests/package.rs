@@ -198,6 +198,7 @@ fn expected_files(amd64: &[u8], arm64: &[u8]) -> BTreeMap<String, Vec<u8>> {
         "PRIVACY.md",
         "requirements.txt",
         "main.py",
+        "serverless.py",
     ] {
         files.insert(name.to_owned(), fs::read(root.join(name)).unwrap());
     }
@@ -470,6 +471,58 @@ fn launcher_falls_back_to_memfd_when_every_temp_dir_is_noexec() {
     assert_eq!(report["unlink"], "<unset>");
 }
 
+/// The Marketplace package: pip/uv installed the wheel, so the binary is `<venv>/bin/openai-trigger`;
+/// it is exec'd as it is, with no exec-bit dance and no copy.
+#[test]
+fn launcher_execs_the_wheel_binary_from_the_venv() {
+    let scratch = Scratch::new("wheel");
+    let venv = scratch.join("venv");
+    run(Command::new("python3").args(["-m", "venv", "--without-pip"]).arg(&venv));
+    let installed = venv.join("bin/openai-trigger");
+    fs::write(&installed, FAKE_BINARY).unwrap();
+    fs::set_permissions(&installed, fs::Permissions::from_mode(0o755)).unwrap();
+    let plugin = scratch.join("plugin");
+    fs::create_dir_all(&plugin).unwrap();
+    fs::copy(Path::new(ROOT).join("main.py"), plugin.join("main.py")).unwrap();
+    let mut child = Command::new(venv.join("bin/python"))
+        .args(["-m", "main", "serve"])
+        .current_dir(&plugin)
+        .env_remove("INSTALL_METHOD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"from the daemon").unwrap();
+    let pid = child.id().to_string();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report = report(&stdout(&output));
+    assert_eq!(report["pid"], pid, "exec'd in place");
+    assert_eq!(report["exe"], installed.to_str().unwrap());
+    assert_eq!(report["args"], "serve");
+    assert_eq!(report["unlink"], "<unset>");
+    assert_eq!(report["stdin"], "from the daemon");
+
+    // A wheel for another machine is refused with what to do, before any exec.
+    let other = if cfg!(target_arch = "aarch64") { EM_X86_64 } else { EM_AARCH64 };
+    fs::write(&installed, fake_elf(other, &[PT_LOAD])).unwrap();
+    let output = Command::new(venv.join("bin/python"))
+        .args(["-m", "main"])
+        .current_dir(&plugin)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not a Linux")
+            && stderr.contains("reinstall the plugin so that pip/uv picks the wheel for this machine"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn launcher_fails_clearly_without_touching_stdout() {
     let scratch = Scratch::new("launch-fail");
@@ -597,4 +650,22 @@ fn keygen_defaults_to_4096_bits() {
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The Marketplace build refuses publisher.yaml's example values unless told this is a test build,
+/// before it builds anything.
+#[test]
+fn release_refuses_example_publisher_values() {
+    let output = Command::new(EXE).args(["release"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("publisher.yaml holds example values") && stderr.contains("--example-publisher"),
+        "{stderr}"
+    );
+    let scratch = Scratch::new("publisher");
+    let missing = scratch.join("nope.yaml");
+    let output = Command::new(EXE).args(["release", "--publisher"]).arg(&missing).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nope.yaml"));
 }

@@ -143,3 +143,30 @@ fn event_files_do_not_claim_to_be_generated() {
         );
     }
 }
+
+/// One version everywhere: the crates, the manifest, the wheel requirements.txt pins, and the
+/// PyPI project name the launcher and the wheel build agree on.
+#[test]
+fn versions_and_names_agree() {
+    let root = Path::new(ROOT);
+    let version = env!("CARGO_PKG_VERSION");
+    let manifest: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("plugin/manifest.yaml")).unwrap()).unwrap();
+    assert_eq!(manifest["version"], version, "plugin/manifest.yaml version");
+    let requirements = std::fs::read_to_string(root.join("plugin/requirements.txt")).unwrap();
+    assert!(requirements.lines().any(|l| l == format!("hookwright-openai-trigger=={version}")), "{requirements}");
+    for line in requirements.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        assert!(line.contains("=="), "requirements.txt pins exactly: {line}");
+    }
+    let pyproject = std::fs::read_to_string(root.join("packaging/pypi/pyproject.toml")).unwrap();
+    assert!(pyproject.contains("name = \"hookwright-openai-trigger\""), "{pyproject}");
+    let launcher = std::fs::read_to_string(root.join("plugin/main.py")).unwrap();
+    assert!(
+        launcher.contains("WHEEL = \"hookwright-openai-trigger\"")
+            && launcher.contains("BINARY_NAME = \"openai-trigger\"")
+    );
+    assert!(
+        !manifest.as_object().unwrap().contains_key("repo") && !manifest.as_object().unwrap().contains_key("contact"),
+        "repo and contact come from publisher.yaml"
+    );
+}

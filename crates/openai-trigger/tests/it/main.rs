@@ -11,5 +11,6 @@ mod launcher; // The binary side of main.py's noexec fallback: its temporary cop
 mod protocol; // Framing, sessions, heartbeats, malformed input, EOF and EPIPE.
 mod remote; // Remote debugging over TCP against a stand-in for the daemon's debugging port.
 mod robustness; // Thousands of mutated requests and garbage lines: no panic, every session answered.
+mod serverless; // Serverless mode: the Flask front (plugin/serverless.py) in front of this binary, under load.
 mod signatures; // signature-vectors.json through `signature::verify` and through dispatch.
 mod support;
