@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cmd::run;
 use crate::say;
-use crate::static_build::run;
 
 /// PEP 503 name normalisation.
 pub(crate) fn normalize(name: &str) -> String {

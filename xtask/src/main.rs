@@ -9,6 +9,7 @@ Release tooling, in the rust-analyzer manner: `cargo xtask <command>` (the alias
 - `keygen`, `sign`, `verify`: RSA keys and the daemon's third-party package signature.
 */
 
+mod cmd;
 mod index;
 mod marketplace;
 mod package;

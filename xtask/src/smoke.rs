@@ -75,8 +75,8 @@ pub(crate) fn marketplace_package(package: &Path, index: &str) -> io::Result<Str
     let python = crate::index::python312().unwrap_or_else(|| "python3".into());
     crate::say(&format!("==> smoke test: {} in a fresh venv, requirements from {index}", package.display()));
     let started = std::time::Instant::now();
-    crate::static_build::run(std::process::Command::new(&python).args(["-m", "venv"]).arg(&venv))?;
-    crate::static_build::run(
+    crate::cmd::run(std::process::Command::new(&python).args(["-m", "venv"]).arg(&venv))?;
+    crate::cmd::run(
         std::process::Command::new(venv.join("bin/python"))
             .args(["-m", "pip", "install", "--quiet", "--index-url", index, "-r"])
             .arg(plugin.join("requirements.txt")),

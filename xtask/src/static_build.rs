@@ -11,16 +11,9 @@ use std::io;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::cmd::run;
 use crate::package::elf::{self, Arch};
 use crate::say;
-
-/// The Rust target triple of `arch`.
-pub(crate) fn target(arch: Arch) -> &'static str {
-    match arch {
-        Arch::Amd64 => "x86_64-unknown-linux-musl",
-        Arch::Arm64 => "aarch64-unknown-linux-musl",
-    }
-}
 
 /// Where the binary for `arch` is left.
 pub(crate) fn binary_path(arch: Arch) -> PathBuf {
@@ -86,19 +79,6 @@ fn qemu(arch: Arch) -> &'static str {
     }
 }
 
-/// The two musl targets, through rustup, when missing.
-pub(crate) fn install_targets() -> io::Result<()> {
-    let listed = Command::new("rustup").args(["target", "list", "--installed"]).output()?;
-    let installed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    for arch in Arch::ALL {
-        if !installed.lines().any(|line| line.trim() == target(arch)) {
-            say(&format!("==> rustup target add {}", target(arch)));
-            run(Command::new("rustup").args(["target", "add", target(arch)]))?;
-        }
-    }
-    Ok(())
-}
-
 fn install_qemu() -> io::Result<()> {
     let foreign = qemu(if native_arch() == Arch::Amd64 { Arch::Arm64 } else { Arch::Amd64 });
     if Command::new(foreign).arg("--version").output().is_err() {
@@ -109,10 +89,4 @@ fn install_qemu() -> io::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     Ok(())
-}
-
-/// Runs `command` with inherited output; a non-zero exit is an error naming it.
-pub(crate) fn run(command: &mut Command) -> io::Result<()> {
-    let status = command.status().map_err(|err| io::Error::new(err.kind(), format!("{command:?}: {err}")))?;
-    if status.success() { Ok(()) } else { Err(io::Error::other(format!("{command:?} failed: {status}"))) }
 }

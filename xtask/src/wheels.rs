@@ -8,9 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::cmd::run;
 use crate::package::elf::Arch;
 use crate::say;
-use crate::static_build::{run, target};
 
 /// The PyPI distribution name (packaging/pypi/pyproject.toml).
 pub(crate) const DIST_NAME: &str = "hookwright-openai-trigger";
@@ -53,7 +53,7 @@ fn maturin() -> io::Result<PathBuf> {
 
 /// Builds both wheels into `out` and returns them with their binaries.
 pub(crate) fn build(out: &Path, version: &str) -> io::Result<Vec<Wheel>> {
-    crate::static_build::install_targets()?;
+    install_targets()?;
     let maturin = maturin()?;
     std::fs::create_dir_all(out)?;
     let project = crate::workspace_root().join("packaging/pypi");
@@ -108,4 +108,25 @@ pub(crate) fn binary_in(wheel: &Path, version: &str) -> io::Result<Vec<u8>> {
         .find(|entry| entry.name == wanted)
         .map(|entry| entry.data)
         .ok_or_else(|| io::Error::other(format!("{} holds no {wanted}", wheel.display())))
+}
+
+/// The Rust target triple of `arch`.
+pub(crate) fn target(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "x86_64-unknown-linux-musl",
+        Arch::Arm64 => "aarch64-unknown-linux-musl",
+    }
+}
+
+/// The two musl targets, through rustup, when missing.
+pub(crate) fn install_targets() -> io::Result<()> {
+    let listed = Command::new("rustup").args(["target", "list", "--installed"]).output()?;
+    let installed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    for arch in Arch::ALL {
+        if !installed.lines().any(|line| line.trim() == target(arch)) {
+            say(&format!("==> rustup target add {}", target(arch)));
+            run(Command::new("rustup").args(["target", "add", target(arch)]))?;
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,13 @@
 //! A complete trigger plugin: every webhook fires the event `ping` and is answered `200 ok`; each
 //! invoke hands the workflow the webhook's body as the variable `body`.
 //! Run it as the daemon would: `INSTALL_METHOD=local cargo run --example echo_trigger`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    reason = "tests, benchmarks and examples fail loudly"
+)]
 use std::sync::Arc;
 
 use dify_plugin::{Action, Declaration, ErrorData, Plugin, ProviderKind, Reply, Request, ServeOptions, Session, reply};

@@ -2,6 +2,13 @@
 //! stream, a fake daemon side answers (or not), and the answer reaches only the session that asked,
 //! matched by `backwards_request_id`. Hits, misses, errors, garbled and unknown answers, slow
 //! answers (timeout), and the end of the connection.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    reason = "tests, benchmarks and examples fail loudly"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

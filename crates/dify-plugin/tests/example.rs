@@ -1,5 +1,12 @@
 //! The crate's example plugin (`examples/echo_trigger.rs`), built by `cargo test`, run as the daemon
 //! runs a plugin: a child process over stdio pipes with `INSTALL_METHOD=local`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    reason = "tests, benchmarks and examples fail loudly"
+)]
 
 use std::path::PathBuf;
 

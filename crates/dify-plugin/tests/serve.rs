@@ -3,6 +3,13 @@
 //! one result and one `end` per session, also after a panic or at the deadline; the other sessions
 //! go on; heartbeats keep their rhythm while handlers are busy; bounded error args; back-pressure
 //! from the in-flight bounds; EOF and shutdown drain in-flight sessions.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    reason = "tests, benchmarks and examples fail loudly"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,6 +3,13 @@
 //! Run with `cargo bench --bench plugin`; it prints figures and the targets they are held to.
 //! The in-process figure isolates the plugin's own work from pipe and scheduling costs.
 #![allow(clippy::print_stdout, clippy::disallowed_methods)] // The report is the benchmark's output.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    reason = "tests, benchmarks and examples fail loudly"
+)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

@@ -138,14 +138,14 @@ pub(crate) async fn send(
     if uri.scheme_str() != Some("http") {
         return Err(invalid(format!("--url must be a plain http:// URL (got {url:?}); use a tunnel's local side")));
     }
-    SecretSet::parse(secret).map_err(|err| invalid(format!("--secret: {err}")))?;
+    let secrets = SecretSet::parse(secret).map_err(|err| invalid(format!("--secret: {err}")))?;
     let host = uri.host().ok_or_else(|| invalid("--url has no host".into()))?.trim_matches(['[', ']']).to_owned();
     let port = uri.port_u16().unwrap_or(80);
     let now = crate::provider::unix_now();
     let nonce = format!("{:x}{:x}", now, std::process::id());
     let webhook_id = webhook_id.unwrap_or_else(|| format!("wh_{nonce}"));
     let body = sample_body(event_type, &format!("evt_{nonce}"), now - age);
-    let delivery = SignedDelivery::new(secret, &webhook_id, now - age, body);
+    let delivery = SignedDelivery::signed(&secrets, &webhook_id, now - age, body);
 
     let stream = TcpStream::connect((host.as_str(), port)).await?;
     let (mut sender, connection) =

@@ -23,6 +23,9 @@ pub enum PluginError {
     /// An action this provider does not serve.
     #[error("unknown action {action:?}")]
     UnknownAction { action: String },
+    /// A result could not be encoded (cannot happen with our types; an answer rather than a panic).
+    #[error("the result could not be encoded: {detail}")]
+    Encoding { detail: String },
     /// `invoke_trigger_event` for an event this provider does not declare.
     #[error("event {event:?} is not declared by this provider")]
     UnknownEvent { event: String },
@@ -42,6 +45,7 @@ impl PluginError {
             PluginError::MissingField { .. } | PluginError::WrongShape { .. } => "TriggerError",
             PluginError::ManualSubscriptionOnly { .. } | PluginError::UnknownEvent { .. } => "TriggerError",
             PluginError::UnknownAction { .. } => "NotImplementedError",
+            PluginError::Encoding { .. } => "InternalError",
         }
     }
 }

@@ -7,7 +7,8 @@ openai-trigger: a Dify trigger plugin that turns OpenAI webhooks into workflow r
   answer the sender) and invoke (event → workflow variables).
 - [`raw_http`]: the hex-encoded raw HTTP request/response Dify exchanges with triggers.
 - [`signature`]: Standard Webhooks verification (OpenAI's `webhook-signature`).
-- [`dedupe`]: bounded, time-limited memory of seen `webhook-id`s.
+- [`body`]: the webhook body checked once by the rules its echo must meet (JSON, depth, numbers).
+- [`dedupe`]: bounded, time-limited memory of accepted `webhook-id`s (claimed, then confirmed).
 - [`events`]: the event table (name ⇄ OpenAI type ⇄ declaration ⇄ family code ⇄ parameters).
 - [`declarations`]: the embedded manifest, provider and event declarations.
 - [`samples`]: realistic signed OpenAI deliveries for the demo, `send`, tests and benchmarks.
@@ -19,6 +20,7 @@ parse → `signature::verify` → `dedupe` → `events::names_for` → one `stre
 line through the runtime's single writer.
 */
 
+pub mod body;
 pub mod cli;
 pub mod console;
 pub mod declarations;

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::dedupe::ReplayGuard;
+use crate::body::{self, BodyError};
+use crate::dedupe::{Claim, ReplayGuard, Sighting};
 use crate::error::PluginError;
 use crate::events::{self, Delivery, Outcome};
 use crate::raw_http::{self, HttpRequest, HttpResponse};
@@ -55,11 +56,11 @@ impl OpenAiTrigger {
                     .raw_http_request
                     .ok_or(PluginError::MissingField { action: action.clone(), field: "raw_http_request" })?;
                 let subscription = data.subscription.unwrap_or_default();
-                Ok(to_raw(&self.dispatch(&raw, &subscription)))
+                to_raw(&self.dispatch(&raw, &subscription))
             }
             Action::InvokeTriggerEvent => {
                 let data: InvokeRequest = request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?;
-                Ok(to_raw(&invoke(data)?))
+                to_raw(&invoke(data)?)
             }
             Action::ValidateTriggerCredentials
             | Action::SubscribeTrigger
@@ -71,55 +72,97 @@ impl OpenAiTrigger {
 
     fn dispatch(&self, raw_hex: &str, subscription: &Subscription) -> DispatchResponse {
         let secret_text = subscription.properties.get("webhook_secret").and_then(Value::as_str).unwrap_or("");
-        let scope = subscription.endpoint.as_deref().unwrap_or("");
-        let verdict = self.check(raw_hex, secret_text, scope);
+        let endpoint = subscription.endpoint.as_deref().unwrap_or("");
+        let verdict = self.check(raw_hex, secret_text, endpoint);
         if let Verdict::Rejected(rejection) = &verdict {
             tracing::info!(status = rejection.status(), code = rejection.code(), "rejected a webhook delivery");
         }
         verdict.into_response()
     }
 
-    /// Decides what a delivery is: accepted (with the events it fires), a duplicate, or rejected.
-    pub fn check(&self, raw_hex: &str, secret_text: &str, scope: &str) -> Verdict {
-        let request = match HttpRequest::from_hex(raw_hex) {
+    /// Decides what a delivery is: accepted (with the events it fires), a duplicate, one being
+    /// processed right now, or rejected. `endpoint` is the subscription's callback URL, which keeps
+    /// subscriptions apart in the replay memory (a digest of the secrets does where it is empty).
+    pub fn check(&self, raw_hex: &str, secret_text: &str, endpoint: &str) -> Verdict<'_> {
+        let request = match HttpRequest::from_hex(raw_hex, MAX_BODY_BYTES) {
             Ok(request) => request,
+            Err(raw_http::Error::BodyTooLarge { bytes, .. }) => {
+                return Verdict::Rejected(Rejection::PayloadTooLarge { bytes });
+            }
             Err(err) => return Verdict::Rejected(Rejection::MalformedRequest(err)),
         };
         // Methods are case-sensitive (RFC 9110 §9.1): "post" is not POST.
         if request.method != "POST" {
             return Verdict::Rejected(Rejection::MethodNotAllowed { method: request.method });
         }
+        if let Some(coding) = request.header_values("content-encoding").find(|c| !c.eq_ignore_ascii_case("identity")) {
+            return Verdict::Rejected(Rejection::UnsupportedEncoding {
+                field: "Content-Encoding",
+                coding: coding.to_owned(),
+            });
+        }
+        // Dify de-chunks bodies and may keep the header (triggers.md §3.3); any other coding would
+        // leave bytes we cannot read.
+        if let Some(coding) = request.header_values("transfer-encoding").find(|c| !c.eq_ignore_ascii_case("chunked")) {
+            return Verdict::Rejected(Rejection::UnsupportedEncoding {
+                field: "Transfer-Encoding",
+                coding: coding.to_owned(),
+            });
+        }
         let secrets = match SecretSet::parse(secret_text) {
             Ok(secrets) => secrets,
             Err(err) => return Verdict::Rejected(Rejection::Secret(err)),
         };
-        let body = request.body();
-        if body.len() > MAX_BODY_BYTES {
-            return Verdict::Rejected(Rejection::PayloadTooLarge { bytes: body.len() });
-        }
-        let headers = WebhookHeaders {
-            id: request.header_str(signature::HEADER_ID),
-            timestamp: request.header_str(signature::HEADER_TIMESTAMP),
-            signature: request.header_str(signature::HEADER_SIGNATURE),
+        let id = match single_value(&request, signature::HEADER_ID) {
+            Ok(id) => id,
+            Err(rejection) => return Verdict::Rejected(rejection),
         };
+        let timestamp = match single_value(&request, signature::HEADER_TIMESTAMP) {
+            Ok(timestamp) => timestamp,
+            Err(rejection) => return Verdict::Rejected(rejection),
+        };
+        // Several signature lines are several candidates: each must still match on its own.
+        let signatures = request.header_values(signature::HEADER_SIGNATURE).collect::<Vec<_>>().join(" ");
+        let headers =
+            WebhookHeaders { id, timestamp, signature: (!signatures.is_empty()).then_some(signatures.as_str()) };
         let now = (self.clock)();
-        let verified = match signature::verify(&secrets, headers, body, now) {
+        let verified = match signature::verify(&secrets, headers, request.body(), now) {
             Ok(verified) => verified,
             Err(err) => return Verdict::Rejected(Rejection::Signature(err)),
         };
-        let Some(openai_type) = event_type(body) else {
-            return Verdict::Rejected(Rejection::InvalidEvent);
+        let Ok(text) = std::str::from_utf8(request.body()) else {
+            return Verdict::Rejected(Rejection::Signature(VerifyError::InvalidPayload));
         };
-        if !self.replay.first_sighting(scope, &verified.webhook_id, now) {
-            return Verdict::Duplicate;
+        let event = match body::check(text) {
+            Ok(event) => event,
+            Err(err) => return Verdict::Rejected(Rejection::InvalidEvent(err)),
+        };
+        let scope =
+            if endpoint.is_empty() { format!("secrets:{}", secrets.scope_digest()) } else { endpoint.to_owned() };
+        match self.replay.claim(&scope, &verified.webhook_id, now) {
+            Sighting::Duplicate => Verdict::Duplicate,
+            Sighting::InProgress => Verdict::InProgress,
+            Sighting::New(claim) => {
+                let payload = Payload {
+                    webhook_id: verified.webhook_id,
+                    webhook_timestamp: verified.timestamp,
+                    event: event.json,
+                };
+                Verdict::Accepted { events: events::names_for(&event.openai_type), payload, claim }
+            }
         }
-        let payload = Payload {
-            webhook_id: verified.webhook_id,
-            webhook_timestamp: verified.timestamp,
-            event: single_line_json(body),
-        };
-        Verdict::Accepted { events: events::names_for(&openai_type), payload }
     }
+}
+
+/// The one value of a singleton header: absent is None (the signature check reports it); two lines
+/// that disagree are refused, since which one the sender meant cannot be known.
+fn single_value<'a>(request: &'a HttpRequest, name: &'static str) -> Result<Option<&'a str>, Rejection> {
+    let mut values = request.header_values(name);
+    let first = values.next();
+    if values.any(|other| Some(other) != first) {
+        return Err(Rejection::ConflictingHeader { name });
+    }
+    Ok(first)
 }
 
 impl Plugin for OpenAiTrigger {
@@ -183,11 +226,15 @@ pub struct Payload {
 
 /// What dispatch decided about one delivery.
 #[derive(Debug)]
-pub enum Verdict {
-    /// Verified and new: these events fire with this payload; the sender gets 200 `ok`.
-    Accepted { events: Vec<&'static str>, payload: Payload },
+pub enum Verdict<'a> {
+    /// Verified and new: these events fire with this payload; the sender gets 200 `ok`. The claim
+    /// on its id is confirmed once that answer is built.
+    Accepted { events: Vec<&'static str>, payload: Payload, claim: Claim<'a> },
     /// Verified, but this `webhook-id` was already accepted: nothing fires; 200 `duplicate`.
     Duplicate,
+    /// Verified, and the same `webhook-id` is being processed right now: nothing fires; 409, so the
+    /// sender retries (a duplicate answer could lose the event if that other attempt fails).
+    InProgress,
     /// Not accepted: nothing fires; the sender gets the rejection's status.
     Rejected(Rejection),
 }
@@ -197,17 +244,20 @@ pub enum Verdict {
 pub enum Rejection {
     MalformedRequest(raw_http::Error),
     MethodNotAllowed { method: String },
+    UnsupportedEncoding { field: &'static str, coding: String },
+    ConflictingHeader { name: &'static str },
     Secret(SecretError),
     PayloadTooLarge { bytes: usize },
     Signature(VerifyError),
-    InvalidEvent,
+    InvalidEvent(BodyError),
 }
 
 impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::MalformedRequest(_) | Rejection::InvalidEvent => 400,
+            Rejection::MalformedRequest(_) | Rejection::InvalidEvent(_) | Rejection::ConflictingHeader { .. } => 400,
             Rejection::MethodNotAllowed { .. } => 405,
+            Rejection::UnsupportedEncoding { .. } => 415,
             Rejection::Secret(_) | Rejection::Signature(_) => 401,
             Rejection::PayloadTooLarge { .. } => 413,
         }
@@ -218,10 +268,12 @@ impl Rejection {
         match self {
             Rejection::MalformedRequest(_) => "malformed_request",
             Rejection::MethodNotAllowed { .. } => "method_not_allowed",
+            Rejection::UnsupportedEncoding { .. } => "unsupported_encoding",
+            Rejection::ConflictingHeader { .. } => "conflicting_header",
             Rejection::Secret(err) => err.code(),
             Rejection::PayloadTooLarge { .. } => "payload_too_large",
             Rejection::Signature(err) => err.code(),
-            Rejection::InvalidEvent => "invalid_event",
+            Rejection::InvalidEvent(_) => "invalid_event",
         }
     }
 
@@ -239,18 +291,28 @@ impl Rejection {
                 format!("body of {bytes} bytes is over the {MAX_BODY_BYTES} byte limit")
             }
             Rejection::Signature(err) => err.to_string(),
-            Rejection::InvalidEvent => "body is not a JSON object with a string \"type\"".to_owned(),
+            Rejection::InvalidEvent(err) => err.to_string(),
+            Rejection::UnsupportedEncoding { field, coding } => {
+                format!("{field} {} is not supported: send the body unencoded", dify_plugin::wire::truncate(coding, 32))
+            }
+            Rejection::ConflictingHeader { name } => format!("several {name} header lines with different values"),
         }
     }
 }
 
-impl Verdict {
+impl Verdict<'_> {
     fn into_response(self) -> DispatchResponse {
         let (events, payload, http) = match self {
-            Verdict::Accepted { events, payload } => {
-                (events, Some(payload), HttpResponse::json(200, &br#"{"status":"ok"}"#[..]))
+            Verdict::Accepted { events, payload, claim } => {
+                let http = HttpResponse::json(200, &br#"{"status":"ok"}"#[..]);
+                claim.confirm();
+                (events, Some(payload), http)
             }
             Verdict::Duplicate => (Vec::new(), None, HttpResponse::json(200, &br#"{"status":"duplicate"}"#[..])),
+            Verdict::InProgress => {
+                let body = br#"{"status":"retry","error":"delivery_in_progress","message":"this webhook-id is being processed; retry later"}"#;
+                (Vec::new(), None, HttpResponse::json(409, &body[..]).with_header("Retry-After", "5"))
+            }
             Verdict::Rejected(rejection) => {
                 let body = serde_json::json!({"status": "rejected", "error": rejection.code(), "message": rejection.message()});
                 let response = HttpResponse::json(rejection.status(), body.to_string().into_bytes());
@@ -260,37 +322,6 @@ impl Verdict {
         };
         DispatchResponse { user_id: "", events, response: http.to_hex(), payload }
     }
-}
-
-/// The `type` of a JSON object body; None for anything else.
-fn event_type(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Probe {
-        #[serde(rename = "type")]
-        kind: Option<Value>,
-    }
-    // A struct also deserialises from a JSON array, so insist on an object first.
-    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' {
-        return None;
-    }
-    match serde_json::from_slice::<Probe>(body).ok()?.kind? {
-        Value::String(kind) if !kind.is_empty() => Some(kind),
-        _ => None,
-    }
-}
-
-/// The body as raw JSON for the payload. A pretty-printed body carries newlines, which would break
-/// the one-line framing, so only then is it compacted (JSON strings cannot hold raw newlines).
-fn single_line_json(body: &[u8]) -> Box<RawValue> {
-    let text = std::str::from_utf8(body).expect("verified bodies are UTF-8");
-    if !text.contains(['\n', '\r']) {
-        if let Ok(raw) = RawValue::from_string(text.trim().to_owned()) {
-            return raw;
-        }
-    }
-    let value: Value = serde_json::from_str(text).expect("event_type parsed it already");
-    serde_json::value::to_raw_value(&value).expect("json")
 }
 
 #[derive(Deserialize)]
@@ -315,7 +346,7 @@ fn invoke(request: InvokeRequest) -> Result<InvokeResponse, PluginError> {
     let name = request.event.ok_or(PluginError::MissingField { action: Action::InvokeTriggerEvent, field: "event" })?;
     let spec = events::by_name(&name).ok_or_else(|| PluginError::UnknownEvent { event: name.clone() })?;
     let payload = request.payload.unwrap_or_default();
-    let raw = request.raw_http_request.as_deref().and_then(|hex| HttpRequest::from_hex(hex).ok());
+    let raw = request.raw_http_request.as_deref().and_then(|hex| HttpRequest::from_hex(hex, MAX_BODY_BYTES).ok());
     let header = |name: &str| raw.as_ref().and_then(|r| r.header_str(name)).map(str::to_owned);
 
     // Our dispatch wraps the event; a payload stored by the Python plugin is the bare event; as a
@@ -356,6 +387,8 @@ fn cancelled(event: &str, reason: &str) -> InvokeResponse {
     InvokeResponse { variables: Map::new(), cancelled: true }
 }
 
-fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).expect("response types always serialise")
+fn to_raw<T: Serialize>(value: &T) -> Result<Box<RawValue>, PluginError> {
+    // Our response types have string keys only: this cannot fail, and if it did it would be an
+    // error answer, not a panic.
+    serde_json::value::to_raw_value(value).map_err(|err| PluginError::Encoding { detail: err.to_string() })
 }

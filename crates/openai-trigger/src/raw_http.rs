@@ -1,23 +1,74 @@
-//! The raw HTTP/1.1 request Dify hands a trigger as hex, and the raw response it wants back
-//! (triggers.md §3.3–§3.4). Parsing is lenient where Dify is inconsistent (header casing, a stale
-//! `Transfer-Encoding` next to a de-chunked body, bare `\n` line ends) and exact where it matters:
-//! the body is the bytes after the head, untouched, because signatures are computed over them.
+/*!
+The raw HTTP/1.1 request Dify hands a trigger as hex, and the raw response it wants back
+(triggers.md §3.3–§3.4).
+
+Parsing is lenient where Dify is inconsistent and exact where it matters:
+- the body is the bytes after the head, untouched (signatures are computed over them); a
+  `Content-Length` that disagrees with it, and a stale `Transfer-Encoding: chunked` next to a body
+  Dify already de-chunked, are tolerated (the signature decides), but a `Content-Length` that is not
+  a number, or two that differ, is refused (RFC 9112 §6.3);
+- bare LF line ends are accepted (RFC 9112 §2.2);
+- obsolete line folding (a field line continued on the next line starting with SP or HTAB) is
+  replaced by one space before the value is read, as RFC 9112 §5.2 allows a server to do: a
+  signature on the continuation line is seen;
+- every other field-syntax rule of RFC 9112 §5 is enforced, and a request that breaks one is refused
+  with the rule named ([`Error::Field`]): a field line without a colon, whitespace between the field
+  name and the colon (§5.1), a field name that is not a token (§5.1), a control character in a field
+  value (§5.5);
+- a body over the caller's cap is refused from the hex's length alone, before it is decoded.
+
+The request line and the head's final structure are then read by `httparse`, strictly.
+*/
 
 use thiserror::Error;
 
-/// Header lines we keep; Dify adds a dozen at most, and the rest are ignored rather than fatal.
+/// Header lines we accept; Dify adds a dozen at most.
 const MAX_HEADERS: usize = 128;
+/// Longest request head (request line and field lines) we decode.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// Why a raw request was refused. `Display` names the rule, never quotes the input.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum Error {
     #[error("raw_http_request is not valid hex")]
     Hex,
     #[error("request has no blank line between head and body")]
     NoHead,
+    #[error("request head is over {} KiB", MAX_HEAD_BYTES / 1024)]
+    HeadTooLarge,
     #[error("request head is not HTTP/1.x: {0}")]
     Head(&'static str),
+    #[error("field line {line}: {rule}")]
+    Field { line: usize, rule: FieldRule },
+    #[error("body of {bytes} bytes is over the {limit} byte limit")]
+    BodyTooLarge { bytes: usize, limit: usize },
 }
 
+/// A broken field-syntax rule of RFC 9112 §5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldRule {
+    NoColon,
+    SpaceBeforeColon,
+    NameNotToken,
+    ControlInValue,
+    ConflictingContentLength,
+    BadContentLength,
+}
+
+impl std::fmt::Display for FieldRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FieldRule::NoColon => "a field line without a colon (RFC 9112 §5)",
+            FieldRule::SpaceBeforeColon => "whitespace between the field name and the colon (RFC 9112 §5.1)",
+            FieldRule::NameNotToken => "a field name that is not a token (RFC 9110 §5.1)",
+            FieldRule::ControlInValue => "a control character in a field value (RFC 9110 §5.5)",
+            FieldRule::ConflictingContentLength => "Content-Length fields that disagree (RFC 9112 §6.3)",
+            FieldRule::BadContentLength => "a Content-Length that is not a number (RFC 9110 §8.6)",
+        })
+    }
+}
+
+/// One field line: its name as sent and its value (trimmed, folds replaced by a space).
 #[derive(Debug, Clone)]
 pub struct Header {
     pub name: String,
@@ -35,37 +86,75 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
-    pub fn from_hex(hex_text: &str) -> Result<Self, Error> {
-        let bytes = hex::decode(hex_text.trim()).map_err(|_| Error::Hex)?;
+    /// Decodes and parses `hex_text`, refusing a body over `max_body` bytes before decoding it.
+    pub fn from_hex(hex_text: &str, max_body: usize) -> Result<Self, Error> {
+        let hex_text = hex_text.trim().as_bytes();
+        if hex_text.len() % 2 != 0 {
+            return Err(Error::Hex);
+        }
+        // Decode the head alone first: the body's size is known from the hex's length.
+        let total = hex_text.len() / 2;
+        let mut bytes = Vec::with_capacity(total.min(MAX_HEAD_BYTES + 4));
+        let mut head_len = None;
+        for pair in hex_text.chunks_exact(2).take(MAX_HEAD_BYTES + 4) {
+            bytes.push(decode_pair(pair)?);
+            if let Some(end) = head_end(&bytes) {
+                head_len = Some(end);
+                break;
+            }
+        }
+        let head_len = match head_len {
+            Some(len) => len,
+            None if total > MAX_HEAD_BYTES => return Err(Error::HeadTooLarge),
+            None => return Err(Error::NoHead),
+        };
+        let body_len = total - head_len;
+        if body_len > max_body {
+            return Err(Error::BodyTooLarge { bytes: body_len, limit: max_body });
+        }
+        bytes.reserve_exact(body_len);
+        for pair in hex_text[head_len * 2..].chunks_exact(2) {
+            bytes.push(decode_pair(pair)?);
+        }
         Self::parse(bytes)
     }
 
+    /// Parses raw request bytes (no size limit on the body).
     pub fn parse(bytes: Vec<u8>) -> Result<Self, Error> {
+        let head_len = head_end(&bytes[..bytes.len().min(MAX_HEAD_BYTES + 4)])
+            .ok_or(if bytes.len() > MAX_HEAD_BYTES { Error::HeadTooLarge } else { Error::NoHead })?;
+        let head = unfold_and_check(&bytes[..head_len])?;
         let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut slots);
         let mut config = httparse::ParserConfig::default();
         config.allow_multiple_spaces_in_request_line_delimiters(true);
-        config.ignore_invalid_headers_in_requests(true);
-        // httparse stops at the first blank line (CRLF or bare LF) and reports where the body starts.
-        let body_start = match config.parse_request(&mut request, &bytes) {
-            Ok(httparse::Status::Complete(head_len)) => head_len,
+        match config.parse_request(&mut request, &head) {
+            Ok(httparse::Status::Complete(_)) => {}
             Ok(httparse::Status::Partial) => return Err(Error::NoHead),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(Error::Head("more than 128 header lines"));
-            }
+            Err(httparse::Error::TooManyHeaders) => return Err(Error::Head("more than 128 header lines")),
             Err(err) => return Err(Error::Head(describe(err))),
-        };
+        }
         let method = request.method.unwrap_or_default().to_owned();
         let target = request.path.unwrap_or_default().to_owned();
-        let headers =
+        let headers: Vec<Header> =
             request.headers.iter().map(|h| Header { name: h.name.to_owned(), value: h.value.to_vec() }).collect();
-        Ok(HttpRequest { method, target, headers, bytes, body_start })
+        check_content_length(&headers)?;
+        Ok(HttpRequest { method, target, headers, bytes, body_start: head_len })
     }
 
-    /// The first value of a header, looked up case-insensitively. Repeated lines are never
-    /// joined: for signature headers that would forge a different value (signature-vectors.json).
+    /// The first value of a header, looked up case-insensitively.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_slice())
+    }
+
+    /// Every non-empty value of a header, as trimmed text, in order (non-UTF-8 values skipped).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(&h.value).ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
     }
 
     /// The header as trimmed text; None when absent, empty or not UTF-8.
@@ -79,18 +168,104 @@ impl HttpRequest {
     }
 }
 
+fn decode_pair(pair: &[u8]) -> Result<u8, Error> {
+    fn nibble(c: u8) -> Result<u8, Error> {
+        match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            b'A'..=b'F' => Ok(c - b'A' + 10),
+            _ => Err(Error::Hex),
+        }
+    }
+    Ok(nibble(pair[0])? << 4 | nibble(pair[1])?)
+}
+
 /// Where the body starts: after the earliest blank line, CRLF or bare LF.
-fn find_body_start(bytes: &[u8]) -> Option<usize> {
-    let crlf = find(bytes, b"\r\n\r\n").map(|at| at + 4);
-    let lf = find(bytes, b"\n\n").map(|at| at + 2);
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let crlf = memchr::memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4);
+    let lf = memchr::memmem::find(bytes, b"\n\n").map(|at| at + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// The head with obs-fold replaced by one space, after checking every field line's syntax.
+fn unfold_and_check(head: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for raw in head.split(|&b| b == b'\n') {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        match (line.first(), lines.len()) {
+            // The request line.
+            (_, 0) => lines.push(line.to_vec()),
+            (Some(b' ' | b'\t'), n) if n > 1 => {
+                // obs-fold: the previous field line continues here (RFC 9112 §5.2).
+                if let Some(previous) = lines.last_mut() {
+                    while previous.last().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+                        previous.pop();
+                    }
+                    previous.push(b' ');
+                    previous.extend(line.iter().skip_while(|b| matches!(b, b' ' | b'\t')));
+                }
+            }
+            _ => lines.push(line.to_vec()),
+        }
+    }
+    let mut out = Vec::with_capacity(head.len());
+    for (index, line) in lines.iter().enumerate() {
+        if index > 0 && !line.is_empty() {
+            check_field_line(index, line)?;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    // `lines` ends with the blank line's pieces; keep exactly one terminating blank line.
+    while out.ends_with(b"\r\n\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    Ok(out)
+}
+
+fn check_field_line(line_number: usize, line: &[u8]) -> Result<(), Error> {
+    let fail = |rule| Err(Error::Field { line: line_number, rule });
+    let Some(colon) = memchr::memchr(b':', line) else { return fail(FieldRule::NoColon) };
+    let name = &line[..colon];
+    if name.last().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+        return fail(FieldRule::SpaceBeforeColon);
+    }
+    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        return fail(FieldRule::NameNotToken);
+    }
+    if line[colon + 1..].iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return fail(FieldRule::ControlInValue);
+    }
+    Ok(())
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn check_content_length(headers: &[Header]) -> Result<(), Error> {
+    let mut seen: Option<&[u8]> = None;
+    for (index, header) in headers.iter().enumerate() {
+        if !header.name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        let value = header.value.trim_ascii();
+        // RFC 9112 §6.3 also allows a comma list of identical values.
+        let mut parts = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+        let first = parts.next().unwrap_or_default();
+        if first.is_empty() || !first.iter().all(u8::is_ascii_digit) {
+            return Err(Error::Field { line: index + 1, rule: FieldRule::BadContentLength });
+        }
+        if parts.any(|p| p != first) || seen.is_some_and(|s| s != first) {
+            return Err(Error::Field { line: index + 1, rule: FieldRule::ConflictingContentLength });
+        }
+        seen = Some(first);
+    }
+    Ok(())
 }
 
 fn describe(err: httparse::Error) -> &'static str {
@@ -99,7 +274,7 @@ fn describe(err: httparse::Error) -> &'static str {
         httparse::Error::HeaderValue => "invalid header value",
         httparse::Error::NewLine => "invalid line ending",
         httparse::Error::Status => "invalid status",
-        httparse::Error::Token => "invalid method or token",
+        httparse::Error::Token => "invalid method or request target",
         httparse::Error::TooManyHeaders => "too many headers",
         httparse::Error::Version => "invalid HTTP version",
     }
@@ -142,7 +317,7 @@ impl HttpResponse {
     /// Parses what [`to_bytes`](Self::to_bytes) produced (used by the local Dify stand-ins).
     pub fn from_hex(hex_text: &str) -> Option<ParsedResponse> {
         let bytes = hex::decode(hex_text).ok()?;
-        let body_start = find_body_start(&bytes)?;
+        let body_start = head_end(&bytes)?;
         let head = std::str::from_utf8(&bytes[..body_start]).ok()?;
         let mut lines = head.lines();
         let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
@@ -167,9 +342,11 @@ pub fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Unknown",
     }
 }
@@ -190,11 +367,15 @@ pub fn serialize_request(method: &str, target: &str, headers: &[(&str, &str)], b
 mod tests {
     use super::*;
 
+    fn parse(bytes: &[u8]) -> Result<HttpRequest, Error> {
+        HttpRequest::parse(bytes.to_vec())
+    }
+
     macro_rules! req {
         ($name:ident, $bytes:expr, |$r:ident| $body:block) => {
             #[test]
             fn $name() {
-                let $r = HttpRequest::parse($bytes.to_vec()).expect("parses");
+                let $r = parse($bytes).expect("parses");
                 $body
             }
         };
@@ -222,31 +403,72 @@ mod tests {
         }
     );
 
-    req!(first_of_duplicate_headers, b"POST / HTTP/1.1\r\nwebhook-id: one\r\nWebhook-Id: two\r\n\r\n", |r| {
+    req!(repeated_headers_keep_every_value, b"POST / HTTP/1.1\r\nwebhook-id: one\r\nWebhook-Id: two\r\n\r\n", |r| {
         assert_eq!(r.header_str("webhook-id"), Some("one"));
+        assert_eq!(r.header_values("WEBHOOK-ID").collect::<Vec<_>>(), ["one", "two"]);
     });
 
-    req!(
-        underscore_and_invalid_header_lines_are_tolerated,
-        b"POST / HTTP/1.1\r\nX_Under: 1\r\nbad header line\r\nOk: yes\r\n\r\n",
-        |r| {
-            assert_eq!(r.header_str("x_under"), Some("1"));
-            assert_eq!(r.header_str("ok"), Some("yes"));
-        }
-    );
+    req!(underscore_names_are_tokens, b"POST / HTTP/1.1\r\nX_Under: 1\r\nOk: yes\r\n\r\n", |r| {
+        assert_eq!(r.header_str("x_under"), Some("1"));
+        assert_eq!(r.header_str("ok"), Some("yes"));
+    });
 
     req!(empty_header_value_is_absent, b"POST / HTTP/1.1\r\nwebhook-signature:   \r\n\r\n", |r| {
         assert_eq!(r.header_str("webhook-signature"), None);
     });
 
+    req!(
+        obs_fold_with_space_and_tab_becomes_one_space,
+        b"POST / HTTP/1.1\r\nWebhook-Signature: v1,AAAA=  \r\n v1,BBBB=\r\n\t\tv1,CCCC=\r\nX: y\r\n\r\nbody",
+        |r| {
+            assert_eq!(r.header_str("webhook-signature"), Some("v1,AAAA= v1,BBBB= v1,CCCC="));
+            assert_eq!(r.header_str("x"), Some("y"));
+            assert_eq!(r.body(), b"body");
+        }
+    );
+
+    #[test]
+    fn field_syntax_rules_are_named() {
+        let rule = |bytes: &[u8]| match parse(bytes) {
+            Err(Error::Field { rule, .. }) => Some(rule),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rule(b"POST / HTTP/1.1\r\nno colon here\r\n\r\n"), Some(FieldRule::NoColon));
+        assert_eq!(rule(b"POST / HTTP/1.1\r\nWebhook-Id : x\r\n\r\n"), Some(FieldRule::SpaceBeforeColon));
+        assert_eq!(rule(b"POST / HTTP/1.1\r\nBad(Name): x\r\n\r\n"), Some(FieldRule::NameNotToken));
+        assert_eq!(rule(b"POST / HTTP/1.1\r\nX: a\x00b\r\n\r\n"), Some(FieldRule::ControlInValue));
+        assert_eq!(rule(b"POST / HTTP/1.1\r\nX: a\rb\r\n\r\n"), Some(FieldRule::ControlInValue));
+        assert_eq!(
+            rule(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            Some(FieldRule::ConflictingContentLength)
+        );
+        assert_eq!(rule(b"POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"), Some(FieldRule::ConflictingContentLength));
+        assert_eq!(rule(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Some(FieldRule::BadContentLength));
+        assert!(parse(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n").is_ok());
+        let message = Error::Field { line: 2, rule: FieldRule::SpaceBeforeColon }.to_string();
+        assert_eq!(message, "field line 2: whitespace between the field name and the colon (RFC 9112 §5.1)");
+    }
+
     #[test]
     fn rejects_garbage() {
-        assert_eq!(HttpRequest::from_hex("zz").unwrap_err(), Error::Hex);
-        assert_eq!(HttpRequest::parse(b"POST / HTTP/1.1\r\nA: b".to_vec()).unwrap_err(), Error::NoHead);
-        assert!(matches!(HttpRequest::parse(b"no head here\r\n\r\n".to_vec()), Err(Error::Head(_))));
-        assert!(matches!(HttpRequest::parse(b"\x00\x01 / HTTP/1.1\r\n\r\n".to_vec()), Err(Error::Head(_))));
+        assert_eq!(HttpRequest::from_hex("zz", 10).unwrap_err(), Error::Hex);
+        assert_eq!(HttpRequest::from_hex("abc", 10).unwrap_err(), Error::Hex);
+        assert_eq!(parse(b"POST / HTTP/1.1\r\nA: b").unwrap_err(), Error::NoHead);
+        assert!(matches!(parse(b"no head here\r\n\r\n"), Err(Error::Head(_))));
+        assert!(matches!(parse(b"\x00\x01 / HTTP/1.1\r\n\r\n"), Err(Error::Head(_))));
         let many = format!("POST / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(200));
-        assert_eq!(HttpRequest::parse(many.into_bytes()).unwrap_err(), Error::Head("more than 128 header lines"));
+        assert_eq!(parse(many.as_bytes()).unwrap_err(), Error::Head("more than 128 header lines"));
+        let huge = format!("POST / HTTP/1.1\r\nA: {}\r\n\r\n", "b".repeat(MAX_HEAD_BYTES));
+        assert_eq!(HttpRequest::from_hex(&hex::encode(huge), 10).unwrap_err(), Error::HeadTooLarge);
+    }
+
+    #[test]
+    fn an_oversized_body_is_refused_before_it_is_decoded() {
+        let head = hex::encode(b"POST / HTTP/1.1\r\nA: b\r\n\r\n");
+        // Not even hex after the head: refused on length alone.
+        let text = format!("{head}{}", "zz".repeat(101));
+        assert_eq!(HttpRequest::from_hex(&text, 100).unwrap_err(), Error::BodyTooLarge { bytes: 101, limit: 100 });
+        assert_eq!(HttpRequest::from_hex(&format!("{head}{}", "7a".repeat(100)), 100).unwrap().body().len(), 100);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::signature::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SigningSecret};
+use crate::signature::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SecretSet};
 
 /// The demo's signing secret: base64 of 32 fixed bytes. Not a secret anyone uses for real.
 pub const DEMO_SECRET: &str = "whsec_ZGVtby1vbmx5LW9wZW5haS10cmlnZ2VyLWtleS0wMSE=";
@@ -69,11 +69,26 @@ pub struct SignedDelivery {
 }
 
 impl SignedDelivery {
+    /// Signed with `secret`, one or several (`whsec_…`, separated by spaces, commas or new lines:
+    /// one `v1` entry each, as OpenAI signs during a rotation). A secret that does not parse signs
+    /// nothing (an empty `v1,`), which any receiver rejects: this never panics.
     pub fn new(secret: &str, webhook_id: &str, timestamp: i64, body: impl Into<Vec<u8>>) -> Self {
+        match SecretSet::parse(secret) {
+            Ok(secrets) => Self::signed(&secrets, webhook_id, timestamp, body),
+            Err(_) => SignedDelivery {
+                webhook_id: webhook_id.to_owned(),
+                timestamp: timestamp.to_string(),
+                signature: "v1,".to_owned(),
+                body: body.into(),
+            },
+        }
+    }
+
+    /// Signed with every secret of `secrets`.
+    pub fn signed(secrets: &SecretSet, webhook_id: &str, timestamp: i64, body: impl Into<Vec<u8>>) -> Self {
         let body = body.into();
         let timestamp = timestamp.to_string();
-        let key = SigningSecret::parse(secret, 1).expect("sample secrets are valid");
-        let signature = key.sign(webhook_id, &timestamp, &body);
+        let signature = secrets.sign(webhook_id, &timestamp, &body);
         SignedDelivery { webhook_id: webhook_id.to_owned(), timestamp, signature, body }
     }
 

@@ -9,7 +9,7 @@
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub const HEADER_ID: &str = "webhook-id";
@@ -123,13 +123,15 @@ impl SigningSecret {
         SigningSecret { key }
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts keys of any length")
+    /// HMAC takes keys of any length, so this is never None in practice; if it were, the secret
+    /// would match nothing (and sign nothing), which fails safe.
+    fn mac(&self) -> Option<Hmac<Sha256>> {
+        Hmac::<Sha256>::new_from_slice(&self.key).ok()
     }
 
     /// `v1,<base64>` for the given message: what OpenAI puts in `webhook-signature`.
     pub fn sign(&self, msg_id: &str, timestamp: &str, body: &[u8]) -> String {
-        let mut mac = self.mac();
+        let Some(mut mac) = self.mac() else { return "v1,".to_owned() };
         feed(&mut mac, msg_id, timestamp, body);
         format!("v1,{}", SIGNATURE_BASE64.encode(mac.finalize().into_bytes()))
     }
@@ -160,6 +162,25 @@ impl SecretSet {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// A `webhook-signature` value with one `v1` entry per secret, space-separated, as OpenAI sends
+    /// during a rotation.
+    pub fn sign(&self, msg_id: &str, timestamp: &str, body: &[u8]) -> String {
+        self.0.iter().map(|secret| secret.sign(msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
+    }
+
+    /// A digest of the keys (order-independent), to tell subscriptions apart where nothing else
+    /// can (a subscription without an endpoint). The keys cannot be recovered from it.
+    pub fn scope_digest(&self) -> String {
+        let mut keys: Vec<[u8; 32]> = self.0.iter().map(|secret| Sha256::digest(&secret.key).into()).collect();
+        keys.sort_unstable();
+        let mut all = Sha256::new();
+        all.update(b"openai-trigger secrets scope");
+        for key in keys {
+            all.update(key);
+        }
+        hex::encode(&all.finalize()[..16])
     }
 }
 
@@ -211,7 +232,7 @@ pub fn verify(
         .filter_map(|(_, encoded)| SIGNATURE_BASE64.decode(encoded).ok())
         .collect();
     for secret in &secrets.0 {
-        let mut mac = secret.mac();
+        let Some(mut mac) = secret.mac() else { continue };
         feed(&mut mac, id, timestamp_text, body);
         for candidate in &candidates {
             // verify_slice compares in constant time.

@@ -1,4 +1,11 @@
 #![allow(unreachable_pub, reason = "a test crate: pub marks what its modules share")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    reason = "tests, benchmarks and examples fail loudly"
+)]
 
 //! The integration suite: one binary, one module per area (STYLE.md §8, habit 14). Every test that
 //! needs the plugin runs the real `openai-trigger` binary over pipes through `support`.
