@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: everything CI runs, from a fresh Debian 12 machine with Rust, Python 3 and Go, as root.
 #
-#   bash scripts/test.sh                     # fmt, clippy, unit + integration tests, then the conformance suite
-#   bash scripts/test.sh --no-conformance    # only the first three (no root, no daemon), for a quick loop
+#   bash scripts/test.sh                     # fmt, clippy, unit + integration tests, fuzzing (20 s per target),
+#                                            # a 300 000-request soak, then the conformance suite
+#   bash scripts/test.sh --no-conformance    # all but the conformance suite (no root, no daemon)
 #
 # Installs what the tests need (rustfmt/clippy components, openssl; the conformance suite installs PostgreSQL,
 # Redis, uv and the rust targets of the static build itself), checks formatting and lints, runs the unit and
@@ -59,6 +60,20 @@ read -r passed failed <<<"$(awk '/^test result:/ { for (i = 1; i < NF; i++) { if
 # A test binary that did not build or crashed reports no result line: count it, never lose it.
 if [ "$cargo_rc" -ne 0 ] && [ "${failed:-0}" -eq 0 ]; then failed=1; fi
 echo "cargo tests: ${passed:-0} passed, ${failed:-0} failed"
+
+# Each fuzz target for a bounded time, and a short soak: one check each.
+fuzz_log=$(mktemp)
+log "fuzzing: bash scripts/fuzz.sh 20"
+bash scripts/fuzz.sh 20 2>&1 | tee "$fuzz_log" || true
+line=$(grep -aE '^fuzz: [0-9]+ passed, [0-9]+ failed$' "$fuzz_log" | tail -1 || true)
+if [[ "$line" =~ ^fuzz:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+  passed=$(( passed + BASH_REMATCH[1] )); failed=$(( failed + BASH_REMATCH[2] ))
+else
+  failed=$(( failed + 1 )); log "fuzzing ended without its summary"
+fi
+rm -f "$fuzz_log"
+log "soak: cargo xtask soak --requests 300000"
+if cargo xtask soak --requests 300000; then passed=$(( passed + 1 )); else failed=$(( failed + 1 )); fi
 
 if [ "$conformance" = 1 ]; then
   log "conformance suite against the real Dify plugin daemon: bash tests/conformance/run.sh"

@@ -18,6 +18,7 @@ Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) an
 - [`framing`]: newline framing with a hard cap per line.
 - [`action`](Action): the request actions, parsed once.
 - [`Plugin`], [`Request`], [`Session`]: what a plugin implements and sees.
+- [`inbound`]: what one input line is (a pure function both transports use).
 - `serve`: the transport-agnostic session loop ([`serve()`]), heartbeats, the single writer.
 - [`backwards`]: calls back into Dify, and [`Storage`].
 - [`stdio`], [`remote`], [`serverless`]: the three transports; [`InstallMethod`] picks one.
@@ -32,6 +33,7 @@ pub mod backwards;
 pub mod declaration;
 pub mod framing;
 pub mod host;
+pub mod inbound;
 mod outbox;
 pub mod remote;
 mod serve;

@@ -26,6 +26,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::backwards::{Channel, Pending};
 use crate::framing;
+use crate::inbound::{Inbound, classify};
 use crate::outbox::{Outbox, Outgoing};
 use crate::session::{Plugin, Reply, Request, Session};
 use crate::wire::{self, ErrorData};
@@ -103,6 +104,7 @@ where
     let loop_ = Loop {
         out: out.clone(),
         pending: pending.clone(),
+        live: Arc::default(),
         sessions: Arc::new(Semaphore::new(options.max_in_flight)),
         bytes: Arc::new(Semaphore::new(options.max_request_bytes)),
         options,
@@ -140,6 +142,8 @@ where
 struct Loop {
     out: Outbox,
     pending: Arc<Pending>,
+    /// Session ids in flight.
+    live: Arc<std::sync::Mutex<std::collections::HashSet<Arc<str>>>>,
     sessions: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     options: ServeOptions,
@@ -201,8 +205,11 @@ impl Loop {
             );
             let plugin = plugin.clone();
             let deadline = self.options.session_deadline;
+            let live = self.live.clone();
             tokio::spawn(async move {
+                let id: Arc<str> = Arc::from(session.id());
                 run_session(&*plugin, request, session, deadline).await;
+                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                 drop((slot, bytes));
             });
         }
@@ -215,62 +222,35 @@ impl Loop {
     /// Decides what one input line is: a request to run (returned), a backwards answer (routed),
     /// or something to answer or log and forget.
     async fn route(&self, line: Vec<u8>) -> Option<(Arc<str>, Request)> {
-        let len = line.len();
-        // Only objects are messages: serde would also fill a struct from a JSON array, by position.
-        if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            self.log("warn", &format!("ignored an input line that is not a JSON object ({len} bytes)")).await;
-            return None;
-        }
-        let Ok(text) = String::from_utf8(line) else {
-            self.log("warn", &format!("ignored an input line that is not UTF-8 ({len} bytes)")).await;
-            return None;
-        };
-        let (session_id, event, data) = match serde_json::from_str::<wire::Inbound<'_>>(&text) {
-            Ok(inbound) => (
-                inbound.session_id.map(|id| Arc::<str>::from(id.as_ref())),
-                inbound.event.map(|e| e.into_owned()),
-                inbound.data.map(|raw| offset_in(&text, raw.get())),
-            ),
-            Err(err) => {
-                // serde's position only, never its text: it can quote the input.
-                let (line_no, column) = (err.line(), err.column());
-                self.log("warn", &format!("ignored an input line that is not a protocol message ({len} bytes; {:?} at line {line_no}, column {column})", err.classify())).await;
-                return None;
-            }
-        };
-        let event = event.unwrap_or_default();
-        let Some(session_id) = session_id.filter(|id| !id.is_empty()) else {
-            self.log(
-                "warn",
-                &format!("ignored a message without a session_id (event {:?})", wire::truncate(&event, 64)),
-            )
-            .await;
-            return None;
-        };
-        match event.as_str() {
-            "request" => match data {
-                Some(range) if text[range.clone()].starts_with('{') => Some((session_id, Request::new(text, range))),
-                _ => {
-                    let error = ErrorData::new("InvalidRequestError", "request has no data object");
-                    finish(&self.out, &session_id, Err(error)).await;
-                    None
+        match classify(line) {
+            Inbound::Request { session_id, request } => {
+                // The daemon's ids are unique (§2.2); a second request under an id still in flight
+                // would have its answer mixed into the first one's, so it is refused unanswered.
+                if !self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id.clone()) {
+                    self.log(
+                        "warn",
+                        &format!(
+                            "ignored a request whose session_id {:?} is already in flight",
+                            wire::truncate(&session_id, 64)
+                        ),
+                    )
+                    .await;
+                    return None;
                 }
-            },
-            "backwards_response" => {
-                let routed = data
-                    .and_then(|range| serde_json::from_str::<wire::BackwardsResponse>(&text[range]).ok())
-                    .map(|response| self.pending.deliver(response));
-                if routed != Some(true) {
+                Some((session_id, request))
+            }
+            Inbound::BackwardsResponse(response) => {
+                if !self.pending.deliver(response) {
                     self.log("warn", "ignored a backwards_response: no backwards request with its id is pending").await;
                 }
                 None
             }
-            other => {
-                let message = format!(
-                    "unknown event {:?}: expected \"request\" or \"backwards_response\"",
-                    wire::truncate(other, 64)
-                );
-                finish(&self.out, &session_id, Err(ErrorData::new("UnknownEventError", message))).await;
+            Inbound::Refused { session_id, error } => {
+                finish(&self.out, &session_id, Err(error)).await;
+                None
+            }
+            Inbound::Ignored(unusable) => {
+                self.log("warn", &unusable.log_message()).await;
                 None
             }
         }
@@ -280,12 +260,6 @@ impl Loop {
         tracing::debug!("{message}");
         let _ = self.out.send(wire::log_line(level, message, wire::unix_time())).await;
     }
-}
-
-/// The byte range of `part` inside `whole` (`part` is a sub-slice of it).
-fn offset_in(whole: &str, part: &str) -> std::ops::Range<usize> {
-    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize).min(whole.len());
-    start..(start + part.len()).min(whole.len())
 }
 
 /// Runs one session to its single result and `end`.

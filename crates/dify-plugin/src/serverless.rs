@@ -32,10 +32,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::backwards::Channel;
+use crate::inbound::{Inbound, classify};
 use crate::outbox::{Outbox, Outgoing};
 use crate::serve::{ServeOptions, run_session};
 use crate::session::{Plugin, Request, Session};
-use crate::wire;
 
 /// Largest `/invoke` body accepted. The daemon sends at most 5 MiB (`MAX_SERVERLESS_REQUEST_BYTES`, §7).
 pub const MAX_INVOKE_BODY: usize = 16 << 20;
@@ -142,7 +142,7 @@ async fn invoke<P: Plugin>(shared: Arc<Shared<P>>, request: HttpRequest<Incoming
     };
     let (session_id, request) = match parse_envelope(body.to_vec()) {
         Ok(parsed) => parsed,
-        Err(reason) => return refusal(StatusCode::BAD_REQUEST, "InvalidRequest", reason),
+        Err(reason) => return refusal(StatusCode::BAD_REQUEST, "InvalidRequest", &reason),
     };
     let weight = u32::try_from(request.size())
         .unwrap_or(u32::MAX)
@@ -169,22 +169,13 @@ async fn invoke<P: Plugin>(shared: Arc<Shared<P>>, request: HttpRequest<Incoming
 }
 
 /// A request envelope, or why it is not one (no input is quoted back).
-fn parse_envelope(body: Vec<u8>) -> Result<(Arc<str>, Request), &'static str> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err("body is not a JSON object");
+fn parse_envelope(body: Vec<u8>) -> Result<(Arc<str>, Request), String> {
+    match classify(body) {
+        Inbound::Request { session_id, request } => Ok((session_id, request)),
+        Inbound::Refused { error, .. } => Err(error.message),
+        Inbound::BackwardsResponse(_) => Err("a backwards_response is not a request".to_owned()),
+        Inbound::Ignored(unusable) => Err(unusable.to_string()),
     }
-    let text = String::from_utf8(body).map_err(|_| "body is not UTF-8")?;
-    let inbound: wire::Inbound<'_> =
-        serde_json::from_str(&text).map_err(|_| "body is not a request envelope (invalid JSON)")?;
-    let session_id = inbound.session_id.filter(|id| !id.is_empty()).ok_or("envelope has no session_id")?;
-    if inbound.event.as_deref() != Some("request") {
-        return Err("envelope event is not \"request\"");
-    }
-    let data = inbound.data.filter(|d| d.get().starts_with('{')).ok_or("envelope has no data object")?;
-    let start = (data.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
-    let range = start..start + data.get().len();
-    let session_id = Arc::<str>::from(session_id.as_ref());
-    Ok((session_id, Request::new(text, range)))
 }
 
 /// An answer that is not a session: the JSON the daemon reads from a failed invocation,

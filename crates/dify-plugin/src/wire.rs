@@ -35,7 +35,7 @@ pub(crate) struct Inbound<'a> {
 
 /// The `data` of a `backwards_response` (§4.1): `event` is `response`, `error` or `end`.
 #[derive(Debug, Deserialize)]
-pub(crate) struct BackwardsResponse {
+pub struct BackwardsResponse {
     pub backwards_request_id: String,
     pub event: String,
     #[serde(default)]

@@ -306,3 +306,62 @@ async fn requests_without_an_action_and_unknown_events_are_answered_not_dropped(
     assert_eq!(result_of(&seen, "no-action").1["error_type"], "InvalidRequestError");
     assert_eq!(result_of(&seen, "odd").1["error_type"], "UnknownEventError");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_second_request_under_a_session_id_in_flight_is_refused_unanswered() {
+    let mut h = Harness::start(options());
+    h.send("same", json!({"action": "sleep", "secs": 5})).await;
+    tokio::task::yield_now().await;
+    h.send("same", json!({"action": "echo"})).await;
+    h.send("other", json!({"action": "echo"})).await;
+    let mut logs = Vec::new();
+    let mut seen = Vec::new();
+    let mut ended = 0;
+    while ended < 2 {
+        let line = h.next().await.expect("output");
+        match line["event"].as_str() {
+            Some("log") => logs.push(line["data"]["message"].as_str().unwrap().to_owned()),
+            Some("session") => {
+                if line["data"]["type"] == "end" {
+                    ended += 1;
+                }
+                seen.push((
+                    line["session_id"].as_str().unwrap().to_owned(),
+                    line["data"]["type"].as_str().unwrap().to_owned(),
+                    line["data"]["data"].clone(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(result_of(&seen, "same"), ("stream", &json!({"slept": 5})), "the first one alone answers");
+    assert_eq!(result_of(&seen, "other").0, "stream");
+    assert!(logs.iter().any(|l| l == r#"ignored a request whose session_id "same" is already in flight"#), "{logs:?}");
+    // Once it has ended, the id may be used again.
+    h.send("same", json!({"action": "echo"})).await;
+    assert_eq!(result_of(&h.sessions(1).await, "same").0, "stream");
+}
+
+/// After a burst of mixed requests (fine, failing, panicking, timing out, garbage), every task the
+/// loop started has ended: nothing leaks per request.
+#[tokio::test(start_paused = true)]
+async fn no_task_outlives_its_session() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let mut h = Harness::start(ServeOptions { session_deadline: Duration::from_secs(2), ..options() });
+    let _ = h.next().await; // the first heartbeat: the loop, writer and heartbeat tasks run
+    let baseline = metrics.num_alive_tasks();
+    let actions = ["echo", "panic", "many_args", "sleep", "nope"];
+    for i in 0..500 {
+        let action = actions[i % actions.len()];
+        h.send(&format!("burst-{i}"), json!({"action": action, "secs": if action == "sleep" { 30 } else { 0 }})).await;
+        if i % 7 == 0 {
+            h.input.as_mut().unwrap().write_all(b"not json\n").await.unwrap();
+        }
+    }
+    h.sessions(500).await;
+    // Let the finished sessions' tasks be reaped.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(metrics.num_alive_tasks(), baseline, "tasks alive after the burst");
+}

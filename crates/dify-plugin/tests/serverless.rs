@@ -187,10 +187,17 @@ async fn malformed_bodies_and_unknown_routes_get_clear_statuses() {
         (&b"not json"[..], "body is not a JSON object"),
         (b"[1,2]", "body is not a JSON object"),
         (b"{\"event\":\"request\",\"data\":{}}", "envelope has no session_id"),
-        (b"{\"session_id\":\"x\",\"event\":\"cancel\",\"data\":{}}", "envelope event is not \"request\""),
-        (b"{\"session_id\":\"x\",\"event\":\"request\",\"data\":[]}", "envelope has no data object"),
-        (b"{\"session_id\":\"x\",\"event\":\"request\",\"data\":{", "body is not a request envelope (invalid JSON)"),
+        (
+            b"{\"session_id\":\"x\",\"event\":\"cancel\",\"data\":{}}",
+            "unknown event \"cancel\": expected \"request\" or \"backwards_response\"",
+        ),
+        (b"{\"session_id\":\"x\",\"event\":\"request\",\"data\":[]}", "request has no data object"),
+        (
+            b"{\"session_id\":\"x\",\"event\":\"request\",\"data\":{",
+            "body is not a request envelope (invalid JSON or a field of the wrong type at line 1, column 44)",
+        ),
         (b"\xff\xfe{}", "body is not a JSON object"),
+        (b"{\"a\":\"\xff\"}", "body is not UTF-8"),
     ] {
         let (status, content_type, answer) = http(&address, "POST", "/invoke", body).await;
         assert_eq!((status, content_type.as_str()), (400, "application/json"));

@@ -9,13 +9,15 @@
 
 //! The integration suite: one binary, one module per area (STYLE.md §8, habit 14). Every test that
 //! needs the plugin runs the real `openai-trigger` binary over pipes through `support`.
-
 mod concurrency; // Hundreds of interleaved sessions on one process.
 mod declarations; // The tidy test: YAML on disk ⇄ provider list ⇄ event table, manifest rules.
 mod demo; // The human commands: demo, --help, dev + send on loopback.
 mod dispatch; // The six trigger actions through the binary, with exact response shapes.
+mod hostile; // The table of hostile input across every layer, then the privacy scan of everything written.
 mod launcher; // The binary side of main.py's noexec fallback: its temporary copy removes itself.
+mod limits; // File descriptors and threads across bursts; SIGTERM drains, flushes, exits 0.
 mod protocol; // Framing, sessions, heartbeats, malformed input, EOF and EPIPE.
+mod regression; // Faults found by issues, one test each, named after the issue and item.
 mod remote; // Remote debugging over TCP against a stand-in for the daemon's debugging port.
 mod robustness; // Thousands of mutated requests and garbage lines: no panic, every session answered.
 mod serverless; // Serverless mode: the Flask front (plugin/serverless.py) in front of this binary, under load.

@@ -20,6 +20,12 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_openai-trigger");
+
+/// The binary the process-level tests run: this build's, or `OPENAI_TRIGGER_TEST_BINARY` (to run the
+/// suite against another build, e.g. to show a regression test fails on an older one).
+pub fn exe() -> String {
+    std::env::var("OPENAI_TRIGGER_TEST_BINARY").unwrap_or_else(|_| EXE.to_owned())
+}
 /// How long any single wait may take before the test fails. Generous: the suite runs tests in
 /// parallel on small machines, and a bounded wait only costs time when something is wrong.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -49,7 +55,7 @@ const SCRUBBED_ENV: &[&str] = &[
 
 /// The binary with `args`, run from a scratch directory (no stray `.env`) with a clean environment.
 pub fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(EXE);
+    let mut command = Command::new(exe());
     command.args(args).current_dir(env!("CARGO_TARGET_TMPDIR"));
     for name in SCRUBBED_ENV {
         command.env_remove(name);
