@@ -128,7 +128,7 @@ start_index() {
 PREREQ_OK=1
 step setup bash "$HERE/setup.sh" || PREREQ_OK=0
 if [ "$PREREQ_OK" = 1 ]; then
-  if command -v cargo >/dev/null; then step cargo-build cargo build --release --locked -p openai-trigger || PREREQ_OK=0
+  if command -v cargo >/dev/null; then step cargo-build cargo build --release --locked -p openai-trigger -p openai-mock || PREREQ_OK=0
   else not_run cargo-build "cargo not on PATH"; PREREQ_OK=0; fi
 else not_run cargo-build "a prerequisite failed"; fi
 if [ "$PREREQ_OK" = 1 ]; then

@@ -201,6 +201,14 @@ start_daemon() {
   local work="$STATE/daemon"
   mkdir -p "$work/cwd" "$work/storage" "$work/assets"
   if pid_alive "$work/daemon.pid"; then log "daemon already running (pid $(cat "$work/daemon.pid"))"; return; fi
+  # The daemon's uv cache (<PLUGIN_WORKING_PATH>/.uv-cache) keeps wheels by name and version, and it
+  # reuses an installed plugin's venv by package checksum; our wheel keeps version 0.1.0 from one
+  # local run to the next. Forget both, so every run installs the wheel it just built (users never
+  # meet this: a release changes the version).
+  rm -rf "$work/cwd/hookwright"
+  if [ -d "$work/cwd/.uv-cache" ]; then
+    find "$work/cwd/.uv-cache" -depth -iname '*hookwright*openai*trigger*' -exec rm -rf {} + 2>/dev/null || true
+  fi
   port_open "$HOST" "$HTTP_PORT" && die "port $HTTP_PORT (daemon http) is taken by another process"
   port_open "$HOST" "$DEBUG_PORT" && die "port $DEBUG_PORT (daemon debugging) is taken by another process"
   [ -x "$CLI_BIN" ] || die "daemon CLI $CLI_BIN missing; run setup.sh"

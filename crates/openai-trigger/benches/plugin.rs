@@ -214,7 +214,7 @@ fn in_process(n: usize) -> Duration {
         .collect();
     let started = Instant::now();
     for request in &requests {
-        let chunk = plugin.handle_request(request).expect("dispatch");
+        let chunk = plugin.dispatch_request(request).expect("dispatch");
         assert!(chunk.get().contains("response_completed"));
     }
     started.elapsed() / n as u32

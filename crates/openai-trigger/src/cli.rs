@@ -133,8 +133,29 @@ pub fn main() -> ExitCode {
 
 /// Runs the plugin the way `method` asks, until the daemon stops it.
 async fn serve(method: InstallMethod) -> Result<(), RunError> {
-    let plugin = Arc::new(OpenAiTrigger::with_system_clock());
+    let plugin = Arc::new(OpenAiTrigger::with_system_clock().with_api_budget(api_budget()));
     dify_plugin::run_as(method, plugin, &declarations::declaration(), ServeOptions::default()).await
+}
+
+/// `OPENAI_TRIGGER_API_TIMEOUT`: seconds one action may spend on OpenAI's API (fetching an event's
+/// details, creating or checking an endpoint), 1–120 (default 20). A value outside that is
+/// reported and the default used.
+fn api_budget() -> std::time::Duration {
+    let default = crate::provider::DEFAULT_API_BUDGET;
+    match std::env::var("OPENAI_TRIGGER_API_TIMEOUT") {
+        Err(_) => default,
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(seconds @ 1..=120) => std::time::Duration::from_secs(seconds),
+            _ => {
+                tracing::warn!(
+                    "OPENAI_TRIGGER_API_TIMEOUT={:?} is not 1-120 seconds; using {} s",
+                    dify_plugin::wire::truncate(&text, 16),
+                    default.as_secs()
+                );
+                default
+            }
+        },
+    }
 }
 
 /// Logs go to stderr, never stdout (stdout is the protocol). `OPENAI_TRIGGER_LOG` sets the level;

@@ -14,12 +14,19 @@ pub enum PluginError {
     /// own message can quote values, and a misplaced secret must never be echoed back.
     #[error("{action} request has a field of the wrong type (JSON line {line}, column {column})")]
     WrongShape { action: Action, line: usize, column: usize },
-    /// A constructor action of a provider that only has manual subscriptions.
-    #[error(
-        "{action} is not available: this provider uses manual subscriptions. Create the webhook endpoint in OpenAI \
-         (Settings → Project → Webhooks), then paste its whsec_ signing secret into the subscription"
-    )]
-    ManualSubscriptionOnly { action: Action },
+    /// `validate_trigger_credentials` refused the credentials; the UI shows the message.
+    #[error("{message}")]
+    CredentialsRejected { message: String },
+    /// `subscribe_trigger` could not create the endpoint (OpenAI's message, or the fix for a
+    /// callback URL OpenAI cannot reach).
+    #[error("{message}")]
+    Subscription { message: String },
+    /// `fetch_parameter_options` could not list the options.
+    #[error("{message}")]
+    Options { message: String },
+    /// `fetch_parameter_options` for a parameter that is not a dynamic select of this provider.
+    #[error("{action:?} has no dynamic-select parameter {parameter:?}")]
+    UnknownParameter { action: String, parameter: String },
     /// An action this provider does not serve.
     #[error("unknown action {action:?}")]
     UnknownAction { action: String },
@@ -43,7 +50,11 @@ impl PluginError {
             PluginError::MissingField { action: Action::DispatchTriggerEvent, .. }
             | PluginError::WrongShape { action: Action::DispatchTriggerEvent, .. } => "TriggerDispatchError",
             PluginError::MissingField { .. } | PluginError::WrongShape { .. } => "TriggerError",
-            PluginError::ManualSubscriptionOnly { .. } | PluginError::UnknownEvent { .. } => "TriggerError",
+            PluginError::UnknownEvent { .. } | PluginError::Options { .. } | PluginError::UnknownParameter { .. } => {
+                "TriggerError"
+            }
+            PluginError::CredentialsRejected { .. } => "TriggerProviderCredentialValidationError",
+            PluginError::Subscription { .. } => "SubscriptionError",
             PluginError::UnknownAction { .. } => "NotImplementedError",
             PluginError::Encoding { .. } => "InternalError",
         }

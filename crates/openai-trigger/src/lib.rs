@@ -9,6 +9,10 @@ openai-trigger: a Dify trigger plugin that turns OpenAI webhooks into workflow r
 - [`signature`]: Standard Webhooks verification (OpenAI's `webhook-signature`).
 - [`body`]: the webhook body checked once by the rules its echo must meet (JSON, depth, numbers).
 - [`dedupe`]: bounded, time-limited memory of accepted `webhook-id`s (claimed, then confirmed).
+- [`constructor`]: API-key subscriptions: the OpenAI webhook endpoint created, checked, repaired,
+  rotated and deleted through OpenAI's API.
+- [`enrich`]: the object an event is about, fetched in invoke and added to the variables.
+- [`openai`]: the outbound HTTPS client (rustls, proxies, retries within a time budget).
 - [`events`]: the event table (name ⇄ OpenAI type ⇄ declaration ⇄ family code ⇄ parameters).
 - [`declarations`]: the embedded manifest, provider and event declarations.
 - [`samples`]: realistic signed OpenAI deliveries for the demo, `send`, tests and benchmarks.
@@ -23,14 +27,17 @@ line through the runtime's single writer.
 pub mod body;
 pub mod cli;
 pub mod console;
+pub mod constructor;
 pub mod declarations;
 pub mod dedupe;
 mod demo;
 mod dev;
 pub mod digest;
+pub mod enrich;
 pub mod error;
 pub mod events;
 pub mod launcher;
+pub mod openai;
 pub mod provider;
 pub mod raw_http;
 pub mod samples;

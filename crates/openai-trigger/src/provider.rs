@@ -1,11 +1,14 @@
 /*!
-The OpenAI trigger provider: the six trigger actions (triggers.md §4) as a [`dify_plugin::Plugin`].
-Dispatch verifies and routes a webhook and answers the sender; invoke turns one routed event into
-workflow variables. Nothing here does IO: the clock is injected.
+The OpenAI trigger provider: the trigger actions (triggers.md §4) as a [`dify_plugin::Plugin`].
+Dispatch verifies and routes a webhook and answers the sender, without IO and without waiting;
+invoke turns one routed event into workflow variables and, where the node asks for it, adds the
+object the event is about from OpenAI ([`crate::enrich`]); the constructor actions create, check
+and delete the OpenAI webhook endpoint of API-key subscriptions ([`crate::constructor`]).
 */
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dify_plugin::{Action, ErrorData, Plugin, Reply, Request, Session};
 use serde::{Deserialize, Serialize};
@@ -13,9 +16,12 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::body::{self, BodyError};
+use crate::constructor::{self, Constructor};
 use crate::dedupe::{Claim, ReplayGuard, Sighting};
+use crate::enrich::{self, KeySource};
 use crate::error::PluginError;
 use crate::events::{self, Delivery, Outcome};
+use crate::openai::{Account, Budget, OpenAi};
 use crate::raw_http::{self, HttpRequest, HttpResponse};
 use crate::signature::{self, SecretError, SecretSet, VerifyError, WebhookHeaders};
 
@@ -24,56 +30,85 @@ pub const PROVIDER: &str = "openai_trigger";
 /// OpenAI's payloads are thin (a few hundred bytes); anything near this is not an OpenAI event,
 /// and it keeps the dispatch line (which echoes the body) far below the daemon's 5 MiB limit.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// What one action may spend on OpenAI (an invoke fetching details, a subscribe, a refresh…), all
+/// attempts and waits included, unless `OPENAI_TRIGGER_API_TIMEOUT` says otherwise. Well inside the
+/// daemon's own timeout.
+pub const DEFAULT_API_BUDGET: Duration = Duration::from_secs(20);
+/// An invoke answer larger than this drops the whole fetched objects (the line limit is 4 MiB).
+const MAX_VARIABLES_BYTES: usize = 3584 * 1024;
 
 /// Seconds since the Unix epoch; injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// The provider: its replay memory and its clock.
+/// The provider: its replay memory, its clock and its OpenAI client.
 pub struct OpenAiTrigger {
     replay: ReplayGuard,
     clock: Clock,
+    api: OpenAi,
+    api_budget: Duration,
 }
 
 impl OpenAiTrigger {
     pub fn new(clock: Clock) -> Self {
-        OpenAiTrigger { replay: ReplayGuard::default(), clock }
+        OpenAiTrigger { replay: ReplayGuard::default(), clock, api: OpenAi::default(), api_budget: DEFAULT_API_BUDGET }
     }
 
     pub fn with_system_clock() -> Self {
         Self::new(Arc::new(unix_now))
     }
 
+    /// The time one action may spend on OpenAI (all retries and waits included).
+    pub fn with_api_budget(mut self, budget: Duration) -> Self {
+        self.api_budget = budget;
+        self
+    }
+
     /// Runs one action: the reply chunk, or why there is none.
-    pub fn handle_request(&self, request: &Request) -> Result<Box<RawValue>, PluginError> {
+    pub async fn handle_request(&self, request: &Request) -> Result<Box<RawValue>, PluginError> {
         let Some(action) = request.action() else {
             return Err(PluginError::MissingField { action: Action::Other(String::new()), field: "action" });
         };
+        let constructor = Constructor { api: &self.api, now: (self.clock)(), budget: self.api_budget };
         match action {
-            Action::DispatchTriggerEvent => {
-                let data: DispatchRequest<'_> =
-                    request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?;
-                let raw = data
-                    .raw_http_request
-                    .ok_or(PluginError::MissingField { action: action.clone(), field: "raw_http_request" })?;
-                let subscription = data.subscription.unwrap_or_default();
-                to_raw(&self.dispatch(&raw, &subscription))
-            }
+            Action::DispatchTriggerEvent => self.dispatch_request(request),
             Action::InvokeTriggerEvent => {
                 let data: InvokeRequest = request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?;
-                to_raw(&invoke(data)?)
+                to_raw(&self.invoke(data).await?)
             }
-            Action::ValidateTriggerCredentials
-            | Action::SubscribeTrigger
-            | Action::UnsubscribeTrigger
-            | Action::RefreshTrigger => Err(PluginError::ManualSubscriptionOnly { action: action.clone() }),
+            Action::ValidateTriggerCredentials => to_raw(
+                &constructor.validate(request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?).await?,
+            ),
+            Action::SubscribeTrigger => to_raw(
+                &constructor.subscribe(request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?).await?,
+            ),
+            Action::UnsubscribeTrigger => {
+                let data = request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?;
+                to_raw(&UnsubscribeResponse { subscription: constructor.unsubscribe(data).await })
+            }
+            Action::RefreshTrigger => to_raw(
+                &constructor.refresh(request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?).await?,
+            ),
+            Action::FetchParameterOptions => to_raw(
+                &constructor.options(request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?).await?,
+            ),
             other => Err(PluginError::UnknownAction { action: other.as_str().to_owned() }),
         }
+    }
+
+    /// `dispatch_trigger_event` alone, synchronously: it does no IO and never waits.
+    pub fn dispatch_request(&self, request: &Request) -> Result<Box<RawValue>, PluginError> {
+        let action = Action::DispatchTriggerEvent;
+        let data: DispatchRequest<'_> = request.parse().map_err(|err| PluginError::wrong_shape(&action, &err))?;
+        let raw = data.raw_http_request.ok_or(PluginError::MissingField { action, field: "raw_http_request" })?;
+        let subscription = data.subscription.unwrap_or_default();
+        to_raw(&self.dispatch(&raw, &subscription))
     }
 
     fn dispatch(&self, raw_hex: &str, subscription: &Subscription) -> DispatchResponse {
         let secret_text = subscription.properties.get("webhook_secret").and_then(Value::as_str).unwrap_or("");
         let endpoint = subscription.endpoint.as_deref().unwrap_or("");
-        let verdict = self.check(raw_hex, secret_text, endpoint);
+        let subscribed = constructor::subscribed_types(&subscription.properties);
+        let verdict = self.check_subscribed(raw_hex, secret_text, endpoint, subscribed.as_deref());
         if let Verdict::Rejected(rejection) = &verdict {
             tracing::info!(status = rejection.status(), code = rejection.code(), "rejected a webhook delivery");
         }
@@ -84,6 +119,18 @@ impl OpenAiTrigger {
     /// processed right now, or rejected. `endpoint` is the subscription's callback URL, which keeps
     /// subscriptions apart in the replay memory (a digest of the secrets does where it is empty).
     pub fn check(&self, raw_hex: &str, secret_text: &str, endpoint: &str) -> Verdict<'_> {
+        self.check_subscribed(raw_hex, secret_text, endpoint, None)
+    }
+
+    /// [`check`](Self::check) for a subscription that fires only the OpenAI types `subscribed`
+    /// (a constructor subscription; None: every type).
+    pub fn check_subscribed(
+        &self,
+        raw_hex: &str,
+        secret_text: &str,
+        endpoint: &str,
+        subscribed: Option<&[&str]>,
+    ) -> Verdict<'_> {
         let request = match HttpRequest::from_hex(raw_hex, MAX_BODY_BYTES) {
             Ok(request) => request,
             Err(raw_http::Error::BodyTooLarge { bytes, .. }) => {
@@ -142,6 +189,9 @@ impl OpenAiTrigger {
         match self.replay.claim(&scope, &verified.webhook_id, now) {
             Sighting::Duplicate => Verdict::Duplicate,
             Sighting::InProgress => Verdict::InProgress,
+            Sighting::New(claim) if subscribed.is_some_and(|types| !types.contains(&event.openai_type.as_str())) => {
+                Verdict::NotSubscribed { claim }
+            }
             Sighting::New(claim) => {
                 let payload = Payload {
                     webhook_id: verified.webhook_id,
@@ -167,7 +217,7 @@ fn single_value<'a>(request: &'a HttpRequest, name: &'static str) -> Result<Opti
 
 impl Plugin for OpenAiTrigger {
     async fn handle(&self, request: Request, _session: &Session) -> Reply {
-        self.handle_request(&request).map_err(ErrorData::from)
+        self.handle_request(&request).await.map_err(ErrorData::from)
     }
 }
 
@@ -230,6 +280,8 @@ pub enum Verdict<'a> {
     /// Verified and new: these events fire with this payload; the sender gets 200 `ok`. The claim
     /// on its id is confirmed once that answer is built.
     Accepted { events: Vec<&'static str>, payload: Payload, claim: Claim<'a> },
+    /// Verified, but of a type this subscription did not subscribe to: nothing fires; 200 `ignored`.
+    NotSubscribed { claim: Claim<'a> },
     /// Verified, but this `webhook-id` was already accepted: nothing fires; 200 `duplicate`.
     Duplicate,
     /// Verified, and the same `webhook-id` is being processed right now: nothing fires; 409, so the
@@ -308,6 +360,12 @@ impl Verdict<'_> {
                 claim.confirm();
                 (events, Some(payload), http)
             }
+            Verdict::NotSubscribed { claim } => {
+                let http =
+                    HttpResponse::json(200, &br#"{"status":"ignored","reason":"event type not subscribed"}"#[..]);
+                claim.confirm();
+                (Vec::new(), None, http)
+            }
             Verdict::Duplicate => (Vec::new(), None, HttpResponse::json(200, &br#"{"status":"duplicate"}"#[..])),
             Verdict::InProgress => {
                 let body = br#"{"status":"retry","error":"delivery_in_progress","message":"this webhook-id is being processed; retry later"}"#;
@@ -334,6 +392,16 @@ struct InvokeRequest {
     payload: Option<Map<String, Value>>,
     #[serde(default)]
     raw_http_request: Option<String>,
+    #[serde(default)]
+    subscription: Option<Subscription>,
+    #[serde(default, deserialize_with = "object_or_null")]
+    credentials: Map<String, Value>,
+}
+
+/// `unsubscribe_trigger`'s answer: the result under `subscription` (triggers.md §4.5).
+#[derive(Serialize)]
+struct UnsubscribeResponse {
+    subscription: constructor::Unsubscribed,
 }
 
 #[derive(Serialize)]
@@ -342,44 +410,95 @@ struct InvokeResponse {
     cancelled: bool,
 }
 
-fn invoke(request: InvokeRequest) -> Result<InvokeResponse, PluginError> {
-    let name = request.event.ok_or(PluginError::MissingField { action: Action::InvokeTriggerEvent, field: "event" })?;
-    let spec = events::by_name(&name).ok_or_else(|| PluginError::UnknownEvent { event: name.clone() })?;
-    let payload = request.payload.unwrap_or_default();
-    let raw = request.raw_http_request.as_deref().and_then(|hex| HttpRequest::from_hex(hex, MAX_BODY_BYTES).ok());
-    let header = |name: &str| raw.as_ref().and_then(|r| r.header_str(name)).map(str::to_owned);
+impl OpenAiTrigger {
+    async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse, PluginError> {
+        let name =
+            request.event.ok_or(PluginError::MissingField { action: Action::InvokeTriggerEvent, field: "event" })?;
+        let spec = events::by_name(&name).ok_or_else(|| PluginError::UnknownEvent { event: name.clone() })?;
+        let payload = request.payload.unwrap_or_default();
+        let raw = request.raw_http_request.as_deref().and_then(|hex| HttpRequest::from_hex(hex, MAX_BODY_BYTES).ok());
+        let header = |name: &str| raw.as_ref().and_then(|r| r.header_str(name)).map(str::to_owned);
 
-    // Our dispatch wraps the event; a payload stored by the Python plugin is the bare event; as a
-    // last resort the stored request's body is read again.
-    let from_body;
-    let event = match payload.get("event") {
-        Some(Value::Object(event)) => event,
-        _ if payload.get("type").is_some_and(Value::is_string) => &payload,
-        _ => {
-            from_body = raw.as_ref().and_then(|r| serde_json::from_slice::<Map<String, Value>>(r.body()).ok());
-            match &from_body {
-                Some(event) => event,
-                None => return Ok(cancelled(&name, "payload holds no OpenAI event")),
+        // Our dispatch wraps the event; a payload stored by the Python plugin is the bare event; as a
+        // last resort the stored request's body is read again.
+        let from_body;
+        let event = match payload.get("event") {
+            Some(Value::Object(event)) => event,
+            _ if payload.get("type").is_some_and(Value::is_string) => &payload,
+            _ => {
+                from_body = raw.as_ref().and_then(|r| serde_json::from_slice::<Map<String, Value>>(r.body()).ok());
+                match &from_body {
+                    Some(event) => event,
+                    None => return Ok(cancelled(&name, "payload holds no OpenAI event")),
+                }
             }
+        };
+        let webhook_id = payload
+            .get("webhook_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| header(signature::HEADER_ID))
+            .unwrap_or_default();
+        let webhook_timestamp = payload
+            .get("webhook_timestamp")
+            .and_then(Value::as_i64)
+            .or_else(|| header(signature::HEADER_TIMESTAMP).and_then(|t| t.parse().ok()))
+            .unwrap_or(0);
+        let delivery = Delivery { event, webhook_id: &webhook_id, webhook_timestamp };
+        let parameters = request.parameters.unwrap_or_default();
+        let mut variables = match events::variables(spec, &delivery, &parameters) {
+            Outcome::Fire(variables) => variables,
+            Outcome::Ignore(reason) => return Ok(cancelled(&name, &reason)),
+        };
+        if enrich::is_enrichable(spec.family) {
+            let properties = request.subscription.map(|s| s.properties).unwrap_or_default();
+            let key = key_source(&request.credentials, &properties);
+            let empty = Map::new();
+            let data = event.get("data").and_then(Value::as_object).unwrap_or(&empty);
+            let budget = Budget::new(self.api_budget);
+            enrich::add_details(&self.api, &key, spec.family, data, &parameters, &budget, &mut variables).await;
+            fit_line(&mut variables);
         }
-    };
-    let webhook_id = payload
-        .get("webhook_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| header(signature::HEADER_ID))
-        .unwrap_or_default();
-    let webhook_timestamp = payload
-        .get("webhook_timestamp")
-        .and_then(Value::as_i64)
-        .or_else(|| header(signature::HEADER_TIMESTAMP).and_then(|t| t.parse().ok()))
-        .unwrap_or(0);
-    let delivery = Delivery { event, webhook_id: &webhook_id, webhook_timestamp };
-    let parameters = request.parameters.unwrap_or_default();
-    Ok(match events::variables(spec, &delivery, &parameters) {
-        Outcome::Fire(variables) => InvokeResponse { variables, cancelled: false },
-        Outcome::Ignore(reason) => cancelled(&name, &reason),
-    })
+        Ok(InvokeResponse { variables, cancelled: false })
+    }
+}
+
+/// The key enrichment uses: the constructor's credentials, else a manual subscription's optional
+/// `api_key` property.
+fn key_source(credentials: &Map<String, Value>, properties: &Map<String, Value>) -> KeySource {
+    for settings in [credentials, properties] {
+        match Account::from_settings(settings) {
+            Ok(Some(account)) => return KeySource::Found(account),
+            Ok(None) => {}
+            Err(err) => return KeySource::Invalid(err.to_string()),
+        }
+    }
+    KeySource::Missing
+}
+
+/// Keeps the invoke answer under the line limit: past [`MAX_VARIABLES_BYTES`] the whole fetched
+/// objects and downloaded lines go (their summary fields stay), and `details_error` says so.
+fn fit_line(variables: &mut Map<String, Value>) {
+    let size = serde_json::to_string(variables).map(|text| text.len()).unwrap_or(usize::MAX);
+    if size <= MAX_VARIABLES_BYTES {
+        return;
+    }
+    for key in ["response", "batch", "job", "run", "alert", "case", "output_lines", "output_text"] {
+        if let Some(value) = variables.get_mut(key) {
+            *value = match value {
+                Value::Array(_) => Value::Array(Vec::new()),
+                Value::String(_) => Value::String(String::new()),
+                _ => Value::Object(Map::new()),
+            };
+        }
+    }
+    if variables.contains_key("output_truncated") {
+        variables.insert("output_truncated".into(), Value::Bool(true));
+    }
+    variables.insert(
+        "details_error".into(),
+        Value::String(format!("the details were {size} bytes, over the {MAX_VARIABLES_BYTES} bytes one run can carry; the whole objects were left out")),
+    );
 }
 
 fn cancelled(event: &str, reason: &str) -> InvokeResponse {

@@ -13,6 +13,7 @@ mod agent;
 mod any;
 mod batch;
 mod call;
+pub mod details;
 mod eval;
 mod fine_tuning;
 mod params;
@@ -51,7 +52,9 @@ impl Family {
             Family::Call(_) => call::PARAMETERS,
             Family::AgentSession(session) => agent::parameters(session),
             Family::Any => any::PARAMETERS,
-            Family::Response | Family::Batch | Family::FineTuning | Family::Eval | Family::Safety(_) => &[],
+            Family::Response | Family::Batch | Family::FineTuning | Family::Eval | Family::Safety(_) => {
+                details::parameters_of(self)
+            }
             Family::AgentEnvironment => &[],
         }
     }
@@ -128,6 +131,12 @@ pub fn by_name(name: &str) -> Option<&'static EventSpec> {
 /// The event that fires for OpenAI type `openai_type`.
 pub fn by_openai_type(openai_type: &str) -> Option<&'static EventSpec> {
     EVENTS.iter().find(|spec| spec.openai_type == Some(openai_type))
+}
+
+/// The event's `identity.label` (an I18n object) from its declaration.
+pub fn label(spec: &EventSpec) -> Option<Value> {
+    let declaration: Value = serde_json::from_str(spec.json).ok()?;
+    declaration.get("identity")?.get("label").cloned()
 }
 
 /// The OpenAI types this release knows, in declaration order.

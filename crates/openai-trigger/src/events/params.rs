@@ -17,6 +17,12 @@ pub enum ParameterKind {
     Select { options: &'static [&'static str], multiple: bool },
     /// `type: select` whose options are every OpenAI type this release knows.
     KnownTypes { multiple: bool },
+    /// `type: boolean` with this default.
+    Boolean { default: bool },
+    /// `type: number` with this default and range.
+    Number { default: i64, min: i64, max: i64 },
+    /// `type: dynamic-select`: options come from `fetch_parameter_options` (triggers.md §4.8).
+    DynamicSelect,
 }
 
 /// One parameter an event declares and its family's code reads.
@@ -36,6 +42,9 @@ impl Parameter {
         match self.kind {
             ParameterKind::Text => "string",
             ParameterKind::Select { .. } | ParameterKind::KnownTypes { .. } => "select",
+            ParameterKind::Boolean { .. } => "boolean",
+            ParameterKind::Number { .. } => "number",
+            ParameterKind::DynamicSelect => "dynamic-select",
         }
     }
 

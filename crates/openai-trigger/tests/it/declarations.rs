@@ -431,6 +431,24 @@ fn declared_parameters_are_the_ones_the_code_reads() {
                 ParameterKind::Text => (Vec::new(), false),
                 ParameterKind::Select { options, multiple } => (options.to_vec(), multiple),
                 ParameterKind::KnownTypes { multiple } => (events::known_openai_types().collect(), multiple),
+                ParameterKind::Boolean { default } => {
+                    if yaml["default"] != Value::Bool(default) {
+                        problems.push(format!(
+                            "{here}: YAML default {} but the code defaults to {default}",
+                            yaml["default"]
+                        ));
+                    }
+                    (Vec::new(), false)
+                }
+                ParameterKind::Number { default, min, max } => {
+                    for (key, want) in [("default", default), ("min", min), ("max", max)] {
+                        if yaml[key].as_i64() != Some(want) {
+                            problems.push(format!("{here}: YAML {key} {} but the code uses {want}", yaml[key]));
+                        }
+                    }
+                    (Vec::new(), false)
+                }
+                ParameterKind::DynamicSelect => (Vec::new(), false),
             };
             if options != want_options {
                 problems.push(format!("{here}: YAML options {options:?}, the code expects {want_options:?}"));
@@ -453,4 +471,93 @@ fn rfc3339_checker_itself() {
     {
         assert!(!is_rfc3339_with_zone(bad), "{bad}");
     }
+}
+
+/// Every variable enrichment adds is declared and required in the event's `output_schema` with the
+/// type the code gives it, and described in the four languages (`description` for Dify's editor,
+/// `description_i18n` for all four); events that are not enriched declare none of the two common ones.
+#[test]
+fn enrichment_variables_are_declared_in_four_languages() {
+    let mut problems = Vec::new();
+    for spec in EVENTS {
+        let document = load(spec.path);
+        let properties = document["output_schema"]["properties"].as_object().cloned().unwrap_or_default();
+        let required: Vec<&str> =
+            document["output_schema"]["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let added = openai_trigger::enrich::variables_of(spec.family);
+        if added.is_empty() {
+            if properties.contains_key("details_error") {
+                problems.push(format!("{}: declares details_error but is not enriched", spec.path));
+            }
+            continue;
+        }
+        for (name, kind) in added {
+            let here = format!("{}: output_schema.properties.{name}", spec.path);
+            let Some(property) = properties.get(name) else {
+                problems.push(format!("{here} is missing"));
+                continue;
+            };
+            if property["type"] != kind.schema_type() {
+                problems.push(format!(
+                    "{here} has type {} but the code sets a {}",
+                    property["type"],
+                    kind.schema_type()
+                ));
+            }
+            if !required.contains(&name) {
+                problems.push(format!("{here} is not required (the code always sets it)"));
+            }
+            let english = property["description"].as_str().unwrap_or_default();
+            if english.is_empty() || property["description_i18n"]["en_US"].as_str() != Some(english) {
+                problems.push(format!("{here}: description and description_i18n.en_US must be the same text"));
+            }
+            for language in ["zh_Hans", "ja_JP", "pt_BR"] {
+                if property["description_i18n"][language].as_str().is_none_or(str::is_empty) {
+                    problems.push(format!("{here}: no {language} description"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The constructor's declaration matches the code: the credentials it reads, the parameters it
+/// reads, and `events` as a multiple dynamic select (triggers.md §2.2, §4.8).
+#[test]
+fn the_subscription_constructor_declares_what_the_code_reads() {
+    use openai_trigger::constructor::parameter;
+    let provider = load("provider/openai_trigger.yaml");
+    let constructor = &provider["subscription_constructor"];
+    let credentials: Vec<&str> =
+        constructor["credentials_schema"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(credentials, ["api_key", "organization", "project", "base_url"]);
+    let api_key = &constructor["credentials_schema"][0];
+    assert_eq!((api_key["type"].as_str(), api_key["required"].as_bool()), (Some("secret-input"), Some(true)));
+    for config in constructor["credentials_schema"].as_array().unwrap() {
+        assert!(config["url"].as_str().is_some_and(|url| url.starts_with("https://platform.openai.com/")), "{config}");
+    }
+    let parameters = constructor["parameters"].as_array().unwrap();
+    let names: Vec<&str> = parameters.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, [parameter::EVENTS, parameter::ROTATE_SECRET_DAYS]);
+    assert_eq!(parameters[0]["type"], "dynamic-select");
+    assert_eq!(parameters[0]["multiple"], true);
+    assert_eq!(parameters[1]["type"], "number");
+    assert_eq!(parameters[1]["max"].as_i64(), Some(openai_trigger::constructor::MAX_ROTATION_DAYS));
+    // Manual subscriptions: the secret, plus the optional key enrichment uses.
+    let manual: Vec<(&str, bool)> = provider["subscription_schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap_or(""), c["required"].as_bool().unwrap_or(false)))
+        .collect();
+    assert_eq!(
+        manual,
+        [
+            ("webhook_secret", true),
+            ("api_key", false),
+            ("organization", false),
+            ("project", false),
+            ("base_url", false)
+        ]
+    );
 }

@@ -120,6 +120,15 @@ fn expected_variable(openai_type: &str, name: &str, data: &Value) -> Value {
         let headers = joined_sip_headers(data);
         json!(headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(wanted)).map(|(_, v)| v.clone()).unwrap_or(json!("")))
     };
+    // Enrichment without a key: every detail variable empty, and details_error says why.
+    let family = openai_trigger::events::by_openai_type(openai_type).map(|spec| spec.family);
+    let added = family.map(openai_trigger::enrich::variables_of).unwrap_or_default();
+    if name == "details_error" && !added.is_empty() {
+        return json!(openai_trigger::enrich::NO_KEY_MESSAGE);
+    }
+    if let Some((_, kind)) = added.iter().find(|(added, _)| *added == name) {
+        return kind.empty();
+    }
     match name {
         "response_id" | "batch_id" | "fine_tuning_job_id" | "eval_run_id" | "alert_id" | "case_id"
         | "agent_session_id" | "resource_id" => text(&data["id"]),
@@ -609,36 +618,44 @@ fn missing_payload_falls_back_to_the_raw_request_body() {
     assert!(invoked.cancelled);
 }
 
-/// The provider declares no constructor: the four constructor actions say so (triggers.md §4.3–4.6).
+/// Constructor actions without an API key say what is missing, and never reach for the network:
+/// validate and subscribe need the key; a subscription that manages no endpoint (a manual one)
+/// has nothing to delete and is never refreshed again (triggers.md §4.3–4.6).
 #[test]
-fn constructor_actions_point_to_manual_subscriptions() {
+fn constructor_actions_without_a_key_say_what_is_missing() {
     let base = |action: &str| json!({"action": action, "type": "trigger", "user_id": "acct-1", "provider": PROVIDER});
-    let mut requests = Vec::new();
+    let mut plugin = Plugin::start();
+
     let mut validate = base("validate_trigger_credentials");
-    validate["credentials"] = json!({"api_key": "sk-test"});
-    requests.push(validate);
+    validate["credentials"] = json!({"api_key": "  "});
+    let error = plugin.call(&validate).unwrap_err();
+    assert_eq!(error["error_type"], "TriggerProviderCredentialValidationError");
+    assert!(error["message"].as_str().unwrap().starts_with("api_key is required"), "{error}");
+
     let mut subscribe = base("subscribe_trigger");
     subscribe["endpoint"] = json!(ENDPOINT);
     subscribe["parameters"] = json!({});
     subscribe["credentials"] = Value::Null;
     subscribe["credential_type"] = json!("api-key");
-    requests.push(subscribe);
-    for action in ["unsubscribe_trigger", "refresh_trigger"] {
-        let mut request = base(action);
-        request["subscription"] = subscription(SECRET, ENDPOINT);
-        request["credentials"] = json!({});
-        requests.push(request);
-    }
-    let mut plugin = Plugin::start();
-    for request in &requests {
-        let action = request["action"].as_str().unwrap();
-        let error = plugin.call(request).unwrap_err();
-        assert_eq!(error["error_type"], "TriggerError", "{action}");
-        let message = error["message"].as_str().unwrap();
-        assert!(message.starts_with(&format!("{action} is not available")), "{message}");
-        assert!(message.contains("manual subscriptions"), "{message}");
-        assert!(!message.contains(SECRET) && !message.contains("sk-test"), "{message}");
-    }
+    let error = plugin.call(&subscribe).unwrap_err();
+    assert_eq!(error["error_type"], "SubscriptionError");
+    assert!(error["message"].as_str().unwrap().contains("api_key is required"), "{error}");
+
+    let mut unsubscribe = base("unsubscribe_trigger");
+    unsubscribe["subscription"] = subscription(SECRET, ENDPOINT);
+    unsubscribe["credentials"] = json!({});
+    let result = plugin.call(&unsubscribe).unwrap();
+    assert_eq!(result["subscription"]["success"], true, "{result}");
+    assert!(result["subscription"]["message"].as_str().unwrap().contains("nothing to delete"));
+
+    let mut refresh = base("refresh_trigger");
+    refresh["subscription"] = subscription(SECRET, ENDPOINT);
+    refresh["credentials"] = json!({});
+    let result = plugin.call(&refresh).unwrap();
+    assert_eq!(result["subscription"]["expires_at"], -1, "{result}");
+    assert_eq!(result["subscription"]["properties"]["webhook_secret"], SECRET);
+    assert_eq!(result["subscription"]["parameters"], json!({}), "parameters are never null");
+    assert!(!result.to_string().contains("sk-"), "{result}");
 }
 
 /// Malformed action data is reported by field position, never by quoting the value.

@@ -190,11 +190,13 @@ fn thousands_of_mutated_requests_never_stop_the_plugin() {
 #[test]
 fn no_mutated_request_makes_an_action_panic() {
     let plugin = OpenAiTrigger::with_system_clock();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let now = unix_now();
     for i in 0..2_000 {
         let data = dify_plugin::Request::from_data(&mutated_request(&mut rng, i, now));
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plugin.handle_request(&data)));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(plugin.handle_request(&data))));
         assert!(outcome.is_ok(), "iteration {i} panicked");
     }
 }

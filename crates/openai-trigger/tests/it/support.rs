@@ -51,6 +51,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "REMOTE_INSTALL_KEY",
     "OPENAI_WEBHOOK_SECRET",
     "OPENAI_TRIGGER_LOG",
+    "OPENAI_TRIGGER_API_TIMEOUT",
 ];
 
 /// The binary with `args`, run from a scratch directory (no stray `.env`) with a clean environment.
@@ -60,7 +61,18 @@ pub fn command(args: &[&str]) -> Command {
     for name in SCRUBBED_ENV {
         command.env_remove(name);
     }
+    no_internet(&mut command);
     command
+}
+
+/// Tests talk only to loopback: any HTTP(S) call the plugin makes to another host goes to a proxy
+/// address where nothing listens, so it fails at once instead of reaching the internet. Loopback
+/// (the mock OpenAI API) is reached directly.
+pub fn no_internet(command: &mut Command) {
+    for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        command.env(name, "http://127.0.0.1:9");
+    }
+    command.env("NO_PROXY", "127.0.0.1,localhost,::1").env("no_proxy", "127.0.0.1,localhost,::1");
 }
 
 pub fn unix_now() -> i64 {

@@ -1,0 +1,758 @@
+/*!
+The subscription constructor: API-key subscriptions whose OpenAI webhook endpoint the plugin
+creates, checks, repairs, rotates and deletes itself (triggers.md §4.3–§4.6, §4.8, §5.5–§5.6;
+openai-webhooks.md §3.2).
+
+What a constructor subscription stores in `properties` (Dify encrypts `webhook_secret`, declared
+`secret-input` in `subscription_schema`, so dispatch verifies exactly as for manual ones):
+
+| Key | Value |
+| --- | --- |
+| `webhook_secret` | the endpoint's signing secret; during a rotation's overlap, the new one then the old one, space-separated |
+| `endpoint_id` | OpenAI's `whe_…` id |
+| `subscribed_event_types` | the OpenAI types the endpoint subscribes to, comma-separated: dispatch fires only these |
+| `secret_created_at` | when the current secret was issued (Unix seconds) |
+| `previous_secret_expires_at` | when the old secret stops being valid (0: no old secret kept) |
+
+Refresh: subscribe answers `expires_at` [`REFRESH_PERIOD`] ahead, so Dify calls `refresh_trigger`
+about daily (its beat runs every minute and refreshes what has expired, §4.6). Refresh puts back the
+URL and types when they changed on OpenAI's side, creates the endpoint again when it was deleted
+(storing the new secret), rotates the secret when the subscription asked for it, and drops an old
+secret once its 24 hours are over. A fault that may pass (network, timeout, 429, 5xx) or a refused
+key never fails the subscription: the properties stay as they are and refresh runs again in
+[`RETRY_PERIOD`].
+*/
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::PluginError;
+use crate::events;
+use crate::openai::{Account, ApiError, Budget, OpenAi, is_loopback_host};
+
+/// How far ahead a healthy subscription's `expires_at` is: refresh checks the endpoint this often.
+pub const REFRESH_PERIOD: i64 = 24 * 3600;
+/// After a fault, refresh runs again this soon.
+pub const RETRY_PERIOD: i64 = 3600;
+/// How long OpenAI keeps an old secret valid after a rotation with the overlap asked for.
+pub const ROTATION_OVERLAP: i64 = 24 * 3600;
+/// The most days between rotations a subscription may ask for.
+pub const MAX_ROTATION_DAYS: i64 = 365;
+
+/// Property names (see the module documentation).
+pub mod property {
+    pub const SECRET: &str = "webhook_secret";
+    pub const ENDPOINT_ID: &str = "endpoint_id";
+    pub const EVENT_TYPES: &str = "subscribed_event_types";
+    pub const SECRET_CREATED_AT: &str = "secret_created_at";
+    pub const PREVIOUS_SECRET_EXPIRES_AT: &str = "previous_secret_expires_at";
+}
+
+/// Constructor parameter names (`subscription_constructor.parameters`).
+pub mod parameter {
+    pub const EVENTS: &str = "events";
+    pub const ROTATE_SECRET_DAYS: &str = "rotate_secret_days";
+}
+
+/// Types OpenAI delivers only to endpoints configured in its dashboard (the Live API's SIP calls,
+/// organization-level safety notices): a constructor cannot subscribe to them.
+pub const MANUAL_ONLY_TYPES: &[&str] = &[
+    "live.transport.incoming",
+    "live.call.incoming",
+    "safety.org_alert.created",
+    "safety.warning_issued",
+    "safety.deactivation_issued",
+];
+
+/// The types a project can subscribe to through the API, when `GET /webhook_event_types` cannot be
+/// asked: every type this release declares except [`MANUAL_ONLY_TYPES`], plus the deprecated
+/// video types (which fire `any_event`).
+pub fn fallback_types() -> Vec<&'static str> {
+    events::known_openai_types()
+        .filter(|t| !MANUAL_ONLY_TYPES.contains(t))
+        .chain(["video.completed", "video.failed"])
+        .collect()
+}
+
+/// The constructor actions, with the process's OpenAI client, the time, and what one action may
+/// spend on OpenAI.
+pub struct Constructor<'a> {
+    pub api: &'a OpenAi,
+    pub now: i64,
+    pub budget: Duration,
+}
+
+/// `validate_trigger_credentials` data: the credentials typed into the form.
+#[derive(Deserialize, Default)]
+pub struct ValidateRequest {
+    #[serde(default)]
+    credentials: Option<Map<String, Value>>,
+}
+
+/// `subscribe_trigger` data: Dify's callback URL, the constructor parameters, the credentials.
+#[derive(Deserialize, Default)]
+pub struct SubscribeRequest {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    credentials: Option<Map<String, Value>>,
+}
+
+/// `unsubscribe_trigger` and `refresh_trigger`: the stored subscription and its credentials.
+#[derive(Deserialize, Default)]
+pub struct StoredRequest {
+    #[serde(default)]
+    subscription: Option<StoredSubscription>,
+    #[serde(default)]
+    credentials: Option<Map<String, Value>>,
+}
+
+/// The stored subscription as Dify sends it (properties decrypted).
+#[derive(Deserialize, Default)]
+pub struct StoredSubscription {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+/// `fetch_parameter_options` data (triggers.md §4.8).
+#[derive(Deserialize, Default)]
+pub struct OptionsRequest {
+    #[serde(default)]
+    provider_action: Option<String>,
+    #[serde(default)]
+    parameter: Option<String>,
+    #[serde(default)]
+    credentials: Option<Map<String, Value>>,
+}
+
+/// A subscription as `subscribe_trigger` and `refresh_trigger` answer it (triggers.md §4.4):
+/// `parameters` is never null.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct SubscriptionOut {
+    pub expires_at: i64,
+    pub endpoint: String,
+    pub parameters: Map<String, Value>,
+    pub properties: Map<String, Value>,
+}
+
+/// `unsubscribe_trigger`'s result, which Dify reads under the key `subscription` (§4.5).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Unsubscribed {
+    pub success: bool,
+    pub message: String,
+}
+
+/// One option of a dynamic select (§4.8).
+#[derive(Serialize, Debug)]
+pub struct SelectOption {
+    pub value: String,
+    pub label: Value,
+}
+
+fn account_of(credentials: Option<&Map<String, Value>>) -> Result<Option<Account>, crate::openai::AccountError> {
+    match credentials {
+        Some(settings) => Account::from_settings(settings),
+        None => Ok(None),
+    }
+}
+
+impl Constructor<'_> {
+    /// `validate_trigger_credentials`: one cheap authenticated call. Errors are
+    /// `TriggerProviderCredentialValidationError`s the UI shows as they are.
+    pub async fn validate(&self, request: ValidateRequest) -> Result<Value, PluginError> {
+        let rejected = |message: String| PluginError::CredentialsRejected { message };
+        let account =
+            account_of(request.credentials.as_ref()).map_err(|err| rejected(err.to_string()))?.ok_or_else(|| {
+                rejected("api_key is required: an OpenAI API key of the project that owns the webhooks".into())
+            })?;
+        let budget = Budget::new(self.budget);
+        match self.api.get(&account, "webhook_endpoints", &[("limit", "1")], &budget).await {
+            Ok(_) => Ok(json!({"result": true})),
+            Err(err @ ApiError::Status { status: 401 | 403, .. }) => {
+                Err(rejected(format!("OpenAI refused this API key: {}", err_message(&err))))
+            }
+            Err(err @ ApiError::Status { status: 404, .. }) => {
+                Err(rejected(format!("{} has no webhook endpoint API ({err}); check base_url", account.base_url())))
+            }
+            Err(err) => Err(rejected(format!("could not check the key: {err}"))),
+        }
+    }
+
+    /// `subscribe_trigger`: creates (or adopts) the endpoint for Dify's callback URL and answers the
+    /// subscription with its secret. Errors are `SubscriptionError`s carrying OpenAI's message.
+    pub async fn subscribe(&self, request: SubscribeRequest) -> Result<Value, PluginError> {
+        let failed = |message: String| PluginError::Subscription { message };
+        let account = account_of(request.credentials.as_ref())
+            .map_err(|err| failed(err.to_string()))?
+            .ok_or_else(|| failed("api_key is required to create the OpenAI webhook endpoint".into()))?;
+        let callback = request.endpoint.unwrap_or_default();
+        check_callback(&callback).map_err(failed)?;
+        let parameters = request.parameters.unwrap_or_default();
+        let requested = requested_types(&parameters).map_err(failed)?;
+        let rotate_days = rotation_days(&parameters).map_err(failed)?;
+        let budget = Budget::new(self.budget);
+        let types =
+            if requested.is_empty() { self.available_types(&account, &budget).await.0 } else { requested.clone() };
+
+        let name = endpoint_name(&callback);
+        let body = json!({"name": name, "url": callback, "event_types": types});
+        // A subscription built again (Dify's rebuild, or a retry after a lost answer) must not
+        // leave a second endpoint delivering to the same URL: adopt one that already does.
+        let created = match self.find_by_url(&account, &callback, &budget).await {
+            Some(id) => {
+                let update = json!({"name": name, "event_types": types});
+                self.api.post(&account, &format!("webhook_endpoints/{id}"), &update, &budget).await.map_err(|err| {
+                    failed(format!("OpenAI refused to update the existing endpoint {id}: {}", err_message(&err)))
+                })?;
+                let rotate = json!({"keep_old_secret_active_for_24_hours": false});
+                self.api.post(&account, &format!("webhook_endpoints/{id}/rotate_secret"), &rotate, &budget).await
+            }
+            None => self.api.post(&account, "webhook_endpoints", &body, &budget).await,
+        }
+        .map_err(|err| failed(format!("OpenAI refused to create the webhook endpoint: {}", err_message(&err))))?;
+        let (id, secret) = endpoint_secret(&created).map_err(failed)?;
+
+        let mut properties = Map::new();
+        properties.insert(property::SECRET.into(), Value::String(secret));
+        properties.insert(property::ENDPOINT_ID.into(), Value::String(id.clone()));
+        properties.insert(property::EVENT_TYPES.into(), Value::String(types.join(",")));
+        properties.insert(property::SECRET_CREATED_AT.into(), Value::from(self.now));
+        properties.insert(property::PREVIOUS_SECRET_EXPIRES_AT.into(), Value::from(0));
+        let mut echoed = Map::new();
+        echoed.insert(parameter::EVENTS.into(), json!(requested));
+        echoed.insert(parameter::ROTATE_SECRET_DAYS.into(), Value::from(rotate_days));
+        tracing::info!(endpoint_id = %id, types = types.len(), "created the OpenAI webhook endpoint");
+        let out = SubscriptionOut {
+            expires_at: self.next_check(&properties, rotate_days),
+            endpoint: callback,
+            parameters: echoed,
+            properties,
+        };
+        Ok(json!({ "subscription": out }))
+    }
+
+    /// `unsubscribe_trigger`: deletes the endpoint; one already gone counts as deleted.
+    pub async fn unsubscribe(&self, request: StoredRequest) -> Unsubscribed {
+        let properties = request.subscription.and_then(|s| s.properties).unwrap_or_default();
+        let Some(id) = text(&properties, property::ENDPOINT_ID) else {
+            return Unsubscribed {
+                success: true,
+                message: "no OpenAI webhook endpoint is managed by this subscription; nothing to delete".into(),
+            };
+        };
+        let account = match account_of(request.credentials.as_ref()) {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                return Unsubscribed {
+                    success: false,
+                    message: format!(
+                        "no API key to delete OpenAI webhook endpoint {id}; delete it in OpenAI's dashboard"
+                    ),
+                };
+            }
+            Err(err) => return Unsubscribed { success: false, message: err.to_string() },
+        };
+        let budget = Budget::new(self.budget);
+        match self.api.delete(&account, &format!("webhook_endpoints/{id}"), &budget).await {
+            Ok(_) => Unsubscribed { success: true, message: format!("deleted OpenAI webhook endpoint {id}") },
+            Err(err) if err.is_not_found() => {
+                Unsubscribed { success: true, message: format!("OpenAI webhook endpoint {id} was already deleted") }
+            }
+            Err(err) => Unsubscribed {
+                success: false,
+                message: format!("could not delete OpenAI webhook endpoint {id}: {}", err_message(&err)),
+            },
+        }
+    }
+
+    /// `refresh_trigger`: checks and repairs the endpoint, rotates or retires secrets, and says
+    /// when to look again. Never an error for a fault that may pass (see the module docs).
+    pub async fn refresh(&self, request: StoredRequest) -> Result<Value, PluginError> {
+        let subscription = request.subscription.unwrap_or_default();
+        let callback = subscription.endpoint.clone().unwrap_or_default();
+        let parameters = subscription.parameters.clone().unwrap_or_default();
+        let mut properties = subscription.properties.clone().unwrap_or_default();
+        let answer = |expires_at: i64, properties: Map<String, Value>| {
+            json!({"subscription": SubscriptionOut {
+                expires_at,
+                endpoint: callback.clone(),
+                parameters: parameters.clone(),
+                properties,
+            }})
+        };
+        let Some(id) = text(&properties, property::ENDPOINT_ID) else {
+            // Not ours to manage (a manual subscription): never refresh it again.
+            return Ok(answer(-1, properties));
+        };
+        let rotate_days = rotation_days(&parameters).unwrap_or(0);
+        let later = |reason: &str, properties: Map<String, Value>| {
+            tracing::warn!(endpoint_id = %id, "refresh postponed by {} s: {reason}", RETRY_PERIOD);
+            answer(self.now + RETRY_PERIOD, properties)
+        };
+        let account = match account_of(request.credentials.as_ref()) {
+            Ok(Some(account)) => account,
+            Ok(None) => return Ok(later("the subscription has no API key", properties)),
+            Err(err) => return Ok(later(&err.to_string(), properties)),
+        };
+        let budget = Budget::new(self.budget);
+        let mut types: Vec<String> = text(&properties, property::EVENT_TYPES)
+            .map(|list| list.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        if types.is_empty() {
+            types = self.available_types(&account, &budget).await.0;
+            properties.insert(property::EVENT_TYPES.into(), Value::String(types.join(",")));
+        }
+
+        match self.api.get(&account, &format!("webhook_endpoints/{id}"), &[], &budget).await {
+            Ok(endpoint) => {
+                let url = endpoint.get("url").and_then(Value::as_str).unwrap_or_default();
+                let mut have: Vec<&str> = string_list(endpoint.get("event_types"));
+                let mut want: Vec<&str> = types.iter().map(String::as_str).collect();
+                have.sort_unstable();
+                have.dedup();
+                want.sort_unstable();
+                want.dedup();
+                if url != callback || have != want {
+                    let change = json!({"url": callback, "event_types": types});
+                    if let Err(err) =
+                        self.api.post(&account, &format!("webhook_endpoints/{id}"), &change, &budget).await
+                    {
+                        return Ok(later(&format!("could not put back the URL and types: {err}"), properties));
+                    }
+                    tracing::info!(endpoint_id = %id, "put back the endpoint's URL and event types changed on OpenAI's side");
+                }
+            }
+            Err(err) if err.is_not_found() => {
+                let body = json!({"name": endpoint_name(&callback), "url": callback, "event_types": types});
+                let created = match self.api.post(&account, "webhook_endpoints", &body, &budget).await {
+                    Ok(created) => created,
+                    Err(err) => {
+                        return Ok(later(&format!("could not create the deleted endpoint again: {err}"), properties));
+                    }
+                };
+                let Ok((new_id, secret)) = endpoint_secret(&created) else {
+                    return Ok(later("OpenAI's answer to the create call had no id or signing_secret", properties));
+                };
+                tracing::info!(old = %id, endpoint_id = %new_id, "created the endpoint deleted on OpenAI's side again");
+                properties.insert(property::ENDPOINT_ID.into(), Value::String(new_id));
+                properties.insert(property::SECRET.into(), Value::String(secret));
+                properties.insert(property::SECRET_CREATED_AT.into(), Value::from(self.now));
+                properties.insert(property::PREVIOUS_SECRET_EXPIRES_AT.into(), Value::from(0));
+                let next = self.next_check(&properties, rotate_days);
+                return Ok(answer(next, properties));
+            }
+            Err(err) => return Ok(later(&err.to_string(), properties)),
+        }
+
+        // An old secret past its 24 hours is no longer valid anywhere: keep only the current one.
+        let previous_expiry = number(&properties, property::PREVIOUS_SECRET_EXPIRES_AT);
+        if previous_expiry > 0 && self.now >= previous_expiry {
+            let current =
+                text(&properties, property::SECRET).and_then(|s| s.split_whitespace().next().map(str::to_owned));
+            if let Some(current) = current {
+                properties.insert(property::SECRET.into(), Value::String(current));
+            }
+            properties.insert(property::PREVIOUS_SECRET_EXPIRES_AT.into(), Value::from(0));
+        }
+
+        if rotate_days > 0 && self.now >= number(&properties, property::SECRET_CREATED_AT) + rotate_days * 86_400 {
+            let rotate = json!({"keep_old_secret_active_for_24_hours": true});
+            match self.api.post(&account, &format!("webhook_endpoints/{id}/rotate_secret"), &rotate, &budget).await {
+                Ok(rotated) => match endpoint_secret(&rotated) {
+                    Ok((_, secret)) => {
+                        let old = text(&properties, property::SECRET)
+                            .and_then(|s| s.split_whitespace().next().map(str::to_owned));
+                        let both = match old {
+                            Some(old) => format!("{secret} {old}"),
+                            None => secret,
+                        };
+                        properties.insert(property::SECRET.into(), Value::String(both));
+                        properties.insert(property::SECRET_CREATED_AT.into(), Value::from(self.now));
+                        properties.insert(
+                            property::PREVIOUS_SECRET_EXPIRES_AT.into(),
+                            Value::from(self.now + ROTATION_OVERLAP),
+                        );
+                        tracing::info!(endpoint_id = %id, "rotated the signing secret; the old one stays valid for 24 h");
+                    }
+                    Err(_) => return Ok(later("OpenAI's rotate answer had no signing_secret", properties)),
+                },
+                Err(err) => return Ok(later(&format!("could not rotate the signing secret: {err}"), properties)),
+            }
+        }
+        let next = self.next_check(&properties, rotate_days);
+        Ok(answer(next, properties))
+    }
+
+    /// `fetch_parameter_options` (§4.8): the constructor's `events`, and the eval events' `eval_id`.
+    pub async fn options(&self, request: OptionsRequest) -> Result<Value, PluginError> {
+        let action = request.provider_action.unwrap_or_default();
+        let parameter_name = request.parameter.unwrap_or_default();
+        let account = account_of(request.credentials.as_ref()).ok().flatten();
+        let budget = Budget::new(self.budget);
+        let options = match (action.as_str(), parameter_name.as_str()) {
+            ("provider", parameter::EVENTS) => {
+                let types = match &account {
+                    Some(account) => self.available_types(account, &budget).await.0,
+                    None => fallback_types().into_iter().map(str::to_owned).collect(),
+                };
+                types.iter().map(|t| type_option(t)).collect::<Vec<_>>()
+            }
+            (event, events::details::EVAL_ID)
+                if events::by_name(event).is_some_and(|s| s.family == events::Family::Eval) =>
+            {
+                // Manual subscriptions have no credentials here (Dify sends the builder's or the
+                // subscription's credentials only): nothing to list, and the run is found by a scan.
+                let Some(account) = account else { return Ok(json!({"options": []})) };
+                let page =
+                    self.api.get(&account, "evals", &[("order", "desc"), ("limit", "100")], &budget).await.map_err(
+                        |err| PluginError::Options {
+                            message: format!("could not list the project's evals: {}", err_message(&err)),
+                        },
+                    )?;
+                page.get("data")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|eval| {
+                        let id = eval.get("id").and_then(Value::as_str).filter(|id| !id.is_empty())?;
+                        let name = eval.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).unwrap_or(id);
+                        Some(SelectOption { value: id.to_owned(), label: json!({"en_US": format!("{name} ({id})")}) })
+                    })
+                    .collect()
+            }
+            _ => {
+                return Err(PluginError::UnknownParameter {
+                    action: dify_plugin::wire::truncate(&action, 64).into(),
+                    parameter: dify_plugin::wire::truncate(&parameter_name, 64).into(),
+                });
+            }
+        };
+        Ok(json!({ "options": options }))
+    }
+
+    /// The types this project may subscribe to, and whether OpenAI said so (else the fallback).
+    async fn available_types(&self, account: &Account, budget: &Budget) -> (Vec<String>, bool) {
+        match self.api.get(account, "webhook_event_types", &[], budget).await {
+            Ok(list) => {
+                let types: Vec<String> = string_list(list.get("data")).into_iter().map(str::to_owned).collect();
+                if !types.is_empty() {
+                    return (types, true);
+                }
+                tracing::warn!("GET /webhook_event_types listed no types; using the built-in list");
+            }
+            Err(err) => tracing::warn!("GET /webhook_event_types failed ({err}); using the built-in list"),
+        }
+        (fallback_types().into_iter().map(str::to_owned).collect(), false)
+    }
+
+    /// The endpoint already delivering to `url`, from the first pages of the list (newest first).
+    async fn find_by_url(&self, account: &Account, url: &str, budget: &Budget) -> Option<String> {
+        let mut after: Option<String> = None;
+        for _ in 0..5 {
+            let mut query = vec![("limit", "100")];
+            if let Some(after) = after.as_deref() {
+                query.push(("after", after));
+            }
+            let page = self.api.get(account, "webhook_endpoints", &query, budget).await.ok()?;
+            let data = page.get("data").and_then(Value::as_array)?;
+            if let Some(found) = data.iter().find(|e| e.get("url").and_then(Value::as_str) == Some(url)) {
+                return found.get("id").and_then(Value::as_str).map(str::to_owned);
+            }
+            if page.get("has_more").and_then(Value::as_bool) != Some(true) {
+                return None;
+            }
+            after = page.get("last_id").and_then(Value::as_str).map(str::to_owned);
+            after.as_ref()?;
+        }
+        None
+    }
+
+    /// When refresh should run next: a day ahead, or sooner when an old secret expires or a
+    /// rotation falls due before that.
+    fn next_check(&self, properties: &Map<String, Value>, rotate_days: i64) -> i64 {
+        let mut next = self.now + REFRESH_PERIOD;
+        let previous_expiry = number(properties, property::PREVIOUS_SECRET_EXPIRES_AT);
+        if previous_expiry > 0 {
+            next = next.min(previous_expiry);
+        }
+        if rotate_days > 0 {
+            next = next.min(number(properties, property::SECRET_CREATED_AT) + rotate_days * 86_400);
+        }
+        next.max(self.now + 60)
+    }
+}
+
+/// OpenAI's message of a refusal, or the whole error for other faults.
+fn err_message(err: &ApiError) -> String {
+    match err {
+        ApiError::Status { status, message, .. } => format!("{message} ({status})"),
+        other => other.to_string(),
+    }
+}
+
+/// Dify's callback URL must be one OpenAI can deliver to: https, and a public host name.
+pub fn check_callback(url: &str) -> Result<(), String> {
+    let fix = "Set TRIGGER_URL in Dify's environment (docker/.env; a local Dify has http://localhost) to the public \
+               https:// address of this Dify, restart Dify, then create the subscription again. A manual subscription \
+               works behind a tunnel too";
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| format!("Dify sent no usable callback URL ({:?}). {fix}", dify_plugin::wire::truncate(url, 80)))?;
+    let host = parsed.host_str().unwrap_or("");
+    let reason = if parsed.scheme() != "https" {
+        Some("OpenAI only delivers to https:// URLs")
+    } else if host.is_empty() || is_loopback_host(host) {
+        Some("it points at this machine")
+    } else if is_private(host) {
+        Some("it is a private address OpenAI cannot reach")
+    } else if !host.contains('.') && !host.contains(':') {
+        Some("a host name without a domain is not reachable from the internet")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(format!("Dify's callback URL {url} cannot receive OpenAI webhooks: {reason}. {fix}")),
+        None => Ok(()),
+    }
+}
+
+fn is_private(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if [".local", ".internal", ".lan", ".home.arpa"].iter().any(|suffix| bare.to_ascii_lowercase().ends_with(suffix)) {
+        return true;
+    }
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64)
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00 || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
+    }
+}
+
+/// The `events` parameter as OpenAI types: a list or a comma-separated string, Dify event names
+/// accepted for their type, duplicates dropped. Empty means "every type available".
+fn requested_types(parameters: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let raw: Vec<&str> = match parameters.get(parameter::EVENTS) {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(list)) => list.split(',').collect(),
+        _ => Vec::new(),
+    };
+    let mut types: Vec<String> = Vec::new();
+    for item in raw.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        let openai_type = match events::by_name(item).and_then(|spec| spec.openai_type) {
+            Some(known) => known,
+            None => item,
+        };
+        if openai_type == events::ANY_EVENT {
+            continue;
+        }
+        if MANUAL_ONLY_TYPES.contains(&openai_type) {
+            return Err(format!(
+                "{openai_type} cannot be subscribed through the API: OpenAI delivers it only to endpoints created in its \
+                 dashboard. Create a manual subscription for it"
+            ));
+        }
+        if !openai_type.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_') {
+            return Err(format!("{:?} is not an OpenAI event type", dify_plugin::wire::truncate(openai_type, 64)));
+        }
+        if !types.iter().any(|t| t == openai_type) {
+            types.push(openai_type.to_owned());
+        }
+    }
+    Ok(types)
+}
+
+/// `rotate_secret_days`: 0 (never) to [`MAX_ROTATION_DAYS`]; a number or a numeric string.
+fn rotation_days(parameters: &Map<String, Value>) -> Result<i64, String> {
+    let days = match parameters.get(parameter::ROTATE_SECRET_DAYS) {
+        None | Some(Value::Null) => return Ok(0),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(0),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    match days {
+        Some(days) if days.fract() == 0.0 && (0.0..=MAX_ROTATION_DAYS as f64).contains(&days) => Ok(days as i64),
+        _ => Err(format!("rotate_secret_days must be a whole number from 0 (never) to {MAX_ROTATION_DAYS}")),
+    }
+}
+
+/// "Dify dify.example.com · subscription 3f8e2c1a-…": which Dify and which subscription, ≤ 256 chars.
+fn endpoint_name(callback: &str) -> String {
+    let parsed = reqwest::Url::parse(callback).ok();
+    let host = parsed.as_ref().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+    let id = callback.rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
+    let name = format!("Dify {host} · subscription {id}");
+    name.chars().take(256).collect()
+}
+
+/// The `id` and `signing_secret` of a create or rotate answer.
+fn endpoint_secret(answer: &Value) -> Result<(String, String), String> {
+    let id = answer.get("id").and_then(Value::as_str).filter(|id| !id.is_empty());
+    let secret = answer.get("signing_secret").and_then(Value::as_str).filter(|s| !s.is_empty());
+    match (id, secret) {
+        (Some(id), Some(secret)) => Ok((id.to_owned(), secret.to_owned())),
+        _ => Err("OpenAI's answer carried no endpoint id or signing_secret".into()),
+    }
+}
+
+fn type_option(openai_type: &str) -> SelectOption {
+    let label = match events::by_openai_type(openai_type).and_then(events::label) {
+        Some(Value::Object(languages)) => {
+            let mut out = Map::new();
+            for (language, text) in languages {
+                if let Some(text) = text.as_str() {
+                    out.insert(language, Value::String(format!("{text} ({openai_type})")));
+                }
+            }
+            Value::Object(out)
+        }
+        _ => json!({ "en_US": openai_type }),
+    };
+    SelectOption { value: openai_type.to_owned(), label }
+}
+
+fn text(map: &Map<String, Value>, key: &str) -> Option<String> {
+    map.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+fn number(map: &Map<String, Value>, key: &str) -> i64 {
+    match map.get(key) {
+        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).unwrap_or(0),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn string_list(value: Option<&Value>) -> Vec<&str> {
+    value.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect()
+}
+
+/// The event types a subscription's dispatch fires: those a constructor subscribed to; None (all)
+/// for manual subscriptions.
+pub fn subscribed_types(properties: &Map<String, Value>) -> Option<Vec<&str>> {
+    properties.get(property::ENDPOINT_ID)?;
+    let list = properties.get(property::EVENT_TYPES)?.as_str()?;
+    let types: Vec<&str> = list.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    (!types.is_empty()).then_some(types)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_fallback_is_the_27_subscribable_types() {
+        let types = fallback_types();
+        assert_eq!(types.len(), 27);
+        for manual in MANUAL_ONLY_TYPES {
+            assert!(!types.contains(manual));
+        }
+        assert!(types.contains(&"video.completed") && types.contains(&"response.completed"));
+    }
+
+    #[test]
+    fn callback_urls_must_be_public_https() {
+        check_callback("https://dify.example.com/triggers/plugin/3f8e2c1a").unwrap();
+        check_callback("https://203.0.113.7/triggers/plugin/x").unwrap();
+        for (url, why) in [
+            ("http://localhost/triggers/plugin/x", "https://"),
+            ("http://dify.example.com/triggers/plugin/x", "https://"),
+            ("https://localhost/triggers/plugin/x", "this machine"),
+            ("https://127.0.0.1:5001/triggers/plugin/x", "this machine"),
+            ("https://192.168.1.20/triggers/plugin/x", "private"),
+            ("https://10.1.2.3/x", "private"),
+            ("https://[fd00::1]/x", "private"),
+            ("https://dify.local/x", "private"),
+            ("https://api/triggers/plugin/x", "domain"),
+            ("3f8e2c1a-7b4d-4e9f", "no usable"),
+        ] {
+            let err = check_callback(url).unwrap_err();
+            assert!(err.contains(why), "{url}: {err}");
+            assert!(err.contains("TRIGGER_URL"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn requested_types_accept_types_names_and_strings() {
+        assert_eq!(requested_types(&params(json!({}))).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            requested_types(&params(
+                json!({"events": ["batch.completed", "batch_completed", "response_failed", "any_event"]})
+            ))
+            .unwrap(),
+            vec!["batch.completed", "response.failed"]
+        );
+        assert_eq!(
+            requested_types(&params(json!({"events": "video.completed, batch.failed"}))).unwrap(),
+            vec!["video.completed", "batch.failed"]
+        );
+        assert!(
+            requested_types(&params(json!({"events": ["safety.warning_issued"]}))).unwrap_err().contains("dashboard")
+        );
+        assert!(requested_types(&params(json!({"events": ["Batch Completed!"]}))).is_err());
+    }
+
+    #[test]
+    fn rotation_days_are_bounded_whole_numbers() {
+        assert_eq!(rotation_days(&params(json!({}))), Ok(0));
+        assert_eq!(rotation_days(&params(json!({"rotate_secret_days": 30}))), Ok(30));
+        assert_eq!(rotation_days(&params(json!({"rotate_secret_days": "7"}))), Ok(7));
+        assert_eq!(rotation_days(&params(json!({"rotate_secret_days": ""}))), Ok(0));
+        for bad in [json!(-1), json!(1.5), json!(366), json!("soon"), json!([1])] {
+            assert!(rotation_days(&params(json!({"rotate_secret_days": bad}))).is_err());
+        }
+    }
+
+    #[test]
+    fn endpoint_names_say_which_dify_and_subscription() {
+        assert_eq!(
+            endpoint_name("https://dify.example.com/triggers/plugin/3f8e2c1a-7b4d"),
+            "Dify dify.example.com · subscription 3f8e2c1a-7b4d"
+        );
+        assert!(endpoint_name(&format!("https://{}.example.com/x", "a".repeat(300))).chars().count() <= 256);
+    }
+
+    #[test]
+    fn only_constructor_subscriptions_filter_types() {
+        assert_eq!(subscribed_types(&params(json!({"webhook_secret": "whsec_x"}))), None);
+        assert_eq!(
+            subscribed_types(&params(
+                json!({"endpoint_id": "whe_1", "subscribed_event_types": "batch.completed,response.failed"})
+            )),
+            Some(vec!["batch.completed", "response.failed"])
+        );
+        assert_eq!(subscribed_types(&params(json!({"endpoint_id": "whe_1", "subscribed_event_types": ""}))), None);
+    }
+
+    #[test]
+    fn next_check_is_a_day_or_sooner() {
+        let api = OpenAi::default();
+        let c = Constructor { api: &api, now: 1_000_000, budget: Duration::from_secs(1) };
+        let mut props = params(json!({"secret_created_at": 1_000_000, "previous_secret_expires_at": 0}));
+        assert_eq!(c.next_check(&props, 0), 1_000_000 + REFRESH_PERIOD);
+        props.insert("previous_secret_expires_at".into(), json!(1_000_000 + 3600));
+        assert_eq!(c.next_check(&props, 0), 1_000_000 + 3600);
+        let props = params(json!({"secret_created_at": 1_000_000 - 86_400 * 7 + 600}));
+        assert_eq!(c.next_check(&props, 7), 1_000_000 + 600);
+        let overdue = params(json!({"secret_created_at": 0}));
+        assert_eq!(c.next_check(&overdue, 1), 1_000_000 + 60);
+    }
+}

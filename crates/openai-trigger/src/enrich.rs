@@ -1,0 +1,473 @@
+/*!
+Enrichment: the object an event is about, fetched from OpenAI in `invoke_trigger_event` and added
+to the workflow variables (openai-webhooks.md §4). Dispatch never calls OpenAI, so enrichment never
+delays the answer to OpenAI or other deliveries.
+
+Each enrichable family has a `fetch_details` node parameter (default on) and a fixed set of
+variables ([`variables_of`]), always present with empty values ("", 0, false, {}, []) so a
+workflow can reference them whatever happened. `details_fetched` says whether they hold OpenAI's
+answer; `details_error` says why not (no key, 404 for test events, 401/403, 429 after retries,
+timeout, a malformed or oversized answer). A failure never fails the run: the plain variables are
+delivered either way. One invoke spends at most its budget on OpenAI (20 s by default,
+`OPENAI_TRIGGER_API_TIMEOUT`).
+*/
+
+use serde_json::{Map, Value, json};
+
+use crate::events::details::{
+    DEFAULT_OUTPUT_BYTES, DOWNLOAD_OUTPUT, EVAL_ID, FETCH_DETAILS, MAX_OUTPUT_BYTES, MIN_OUTPUT_BYTES, OUTPUT_MAX_BYTES,
+};
+use crate::events::{Family, Parameter, ParameterKind, Parameters, SafetySubject};
+
+pub use crate::events::details::parameters_of;
+use crate::openai::{Account, ApiError, Budget, OpenAi};
+
+/// `details_error` when no key is available.
+pub const NO_KEY_MESSAGE: &str = "no OpenAI API key: add one to this subscription (manual subscriptions have an optional API key field) to receive details";
+
+/// Evals probed when the run's eval is not configured (plus one list call).
+pub const MAX_EVAL_PROBES: usize = 10;
+
+/// The JSON type of an added variable, as its `output_schema` declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarType {
+    String,
+    Integer,
+    Boolean,
+    Object,
+    Array,
+}
+
+impl VarType {
+    pub fn schema_type(self) -> &'static str {
+        match self {
+            VarType::String => "string",
+            VarType::Integer => "integer",
+            VarType::Boolean => "boolean",
+            VarType::Object => "object",
+            VarType::Array => "array",
+        }
+    }
+
+    /// The value a variable of this type has when there is nothing to put in it.
+    pub fn empty(self) -> Value {
+        match self {
+            VarType::String => json!(""),
+            VarType::Integer => json!(0),
+            VarType::Boolean => json!(false),
+            VarType::Object => json!({}),
+            VarType::Array => json!([]),
+        }
+    }
+}
+
+use VarType::{Array, Boolean, Integer, Object, String as Str};
+
+const COMMON: &[(&str, VarType)] = &[("details_fetched", Boolean), ("details_error", Str)];
+const RESPONSE: &[(&str, VarType)] = &[
+    ("status", Str),
+    ("model", Str),
+    ("output_text", Str),
+    ("usage", Object),
+    ("metadata", Object),
+    ("error", Object),
+    ("incomplete_details", Object),
+    ("response", Object),
+];
+const BATCH: &[(&str, VarType)] = &[
+    ("status", Str),
+    ("request_counts", Object),
+    ("output_file_id", Str),
+    ("error_file_id", Str),
+    ("endpoint", Str),
+    ("metadata", Object),
+    ("batch", Object),
+    ("output_lines", Array),
+    ("output_truncated", Boolean),
+];
+const FINE_TUNING: &[(&str, VarType)] = &[
+    ("status", Str),
+    ("fine_tuned_model", Str),
+    ("model", Str),
+    ("trained_tokens", Integer),
+    ("error", Object),
+    ("job", Object),
+];
+const EVAL: &[(&str, VarType)] = &[
+    ("status", Str),
+    ("report_url", Str),
+    ("result_counts", Object),
+    ("per_testing_criteria_results", Array),
+    ("eval_id", Str),
+    ("error", Object),
+    ("run", Object),
+];
+const ALERT: &[(&str, VarType)] = &[
+    ("error_type", Str),
+    ("reason", Str),
+    ("model", Str),
+    ("request_id", Str),
+    ("response_id", Str),
+    ("request_paused", Boolean),
+    ("detailed_explanation", Str),
+    ("alert", Object),
+];
+const CASE: &[(&str, VarType)] = &[("entity_identifier", Str), ("reason", Str), ("notice", Object), ("case", Object)];
+
+/// The variables enrichment adds to `family`'s events (the common two first); empty when the
+/// family is not enrichable.
+pub fn variables_of(family: Family) -> Vec<(&'static str, VarType)> {
+    let specific = match family {
+        Family::Response => RESPONSE,
+        Family::Batch => BATCH,
+        Family::FineTuning => FINE_TUNING,
+        Family::Eval => EVAL,
+        Family::Safety(SafetySubject::Alert) => ALERT,
+        Family::Safety(SafetySubject::Case) => CASE,
+        _ => return Vec::new(),
+    };
+    COMMON.iter().chain(specific).copied().collect()
+}
+
+/// Whether `family`'s events fetch details.
+pub fn is_enrichable(family: Family) -> bool {
+    !variables_of(family).is_empty()
+}
+
+/// What the key for enrichment comes from.
+#[derive(Debug)]
+pub enum KeySource {
+    Found(Account),
+    Missing,
+    Invalid(String),
+}
+
+/// Adds `family`'s detail variables for the object `data.id` names to `vars`.
+pub async fn add_details(
+    api: &OpenAi,
+    key: &KeySource,
+    family: Family,
+    data: &Map<String, Value>,
+    parameters: &Parameters,
+    budget: &Budget,
+    vars: &mut Map<String, Value>,
+) {
+    let declared = variables_of(family);
+    for (name, kind) in &declared {
+        vars.insert((*name).to_owned(), kind.empty());
+    }
+    if !flag(parameters, &FETCH_DETAILS) {
+        return;
+    }
+    let account = match key {
+        KeySource::Found(account) => account,
+        KeySource::Missing => {
+            vars.insert("details_error".into(), json!(NO_KEY_MESSAGE));
+            return;
+        }
+        KeySource::Invalid(reason) => {
+            vars.insert("details_error".into(), json!(reason));
+            return;
+        }
+    };
+    let id = data.get("id").and_then(Value::as_str).unwrap_or_default();
+    if id.is_empty() || id.contains(['/', '?', '#']) || id.contains("..") {
+        vars.insert("details_error".into(), json!("the event names no usable object id"));
+        return;
+    }
+    let fetched = match family {
+        Family::Response => response(api, account, id, budget).await,
+        Family::Batch => batch(api, account, id, parameters, budget).await,
+        Family::FineTuning => {
+            fetch_into(api, account, &format!("fine_tuning/jobs/{id}"), "job", FINE_TUNING, budget).await
+        }
+        Family::Eval => eval_run(api, account, id, parameters, budget).await,
+        Family::Safety(SafetySubject::Alert) => {
+            fetch_into(api, account, &format!("safety/alerts/{id}"), "alert", ALERT, budget).await
+        }
+        Family::Safety(SafetySubject::Case) => {
+            fetch_into(api, account, &format!("safety/cases/{id}"), "case", CASE, budget).await
+        }
+        _ => return,
+    };
+    match fetched {
+        Ok(details) => {
+            for (name, value) in details {
+                vars.insert(name, value);
+            }
+            vars.insert("details_fetched".into(), json!(true));
+        }
+        Err(reason) => {
+            tracing::info!(family = ?family, "event details not fetched: {reason}");
+            vars.insert("details_error".into(), json!(reason));
+        }
+    }
+}
+
+/// A boolean node parameter: true/false, "true"/"false", or its default when unset.
+fn flag(parameters: &Parameters, parameter: &Parameter) -> bool {
+    let default = matches!(parameter.kind, ParameterKind::Boolean { default: true });
+    match parameters.get(parameter.name) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => default,
+        },
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|n| n != 0.0),
+        _ => default,
+    }
+}
+
+fn output_cap(parameters: &Parameters) -> usize {
+    let asked = match parameters.get(OUTPUT_MAX_BYTES.name) {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match asked {
+        Some(n) if n.is_finite() && n > 0.0 => (n as usize).clamp(MIN_OUTPUT_BYTES, MAX_OUTPUT_BYTES),
+        _ => DEFAULT_OUTPUT_BYTES,
+    }
+}
+
+type Details = Vec<(String, Value)>;
+
+fn why(err: &ApiError) -> String {
+    err.summary()
+}
+
+/// The named fields of `object` (null → the type's empty value), plus the whole object as `whole`.
+fn pick(object: &Value, whole: &str, fields: &[(&str, VarType)]) -> Details {
+    let mut out = Vec::new();
+    for (name, kind) in fields {
+        if *name == whole {
+            out.push((whole.to_owned(), object.clone()));
+            continue;
+        }
+        let value = match object.get(*name) {
+            Some(value) if json_type_matches(value, *kind) => value.clone(),
+            _ => kind.empty(),
+        };
+        out.push(((*name).to_owned(), value));
+    }
+    out
+}
+
+fn json_type_matches(value: &Value, kind: VarType) -> bool {
+    match kind {
+        Str => value.is_string(),
+        Integer => value.is_i64() || value.is_u64(),
+        Boolean => value.is_boolean(),
+        Object => value.is_object(),
+        Array => value.is_array(),
+    }
+}
+
+async fn fetch_into(
+    api: &OpenAi,
+    account: &Account,
+    path: &str,
+    whole: &str,
+    fields: &[(&str, VarType)],
+    budget: &Budget,
+) -> Result<Details, String> {
+    let object = api.get(account, path, &[], budget).await.map_err(|err| why(&err))?;
+    Ok(pick(&object, whole, fields))
+}
+
+async fn response(api: &OpenAi, account: &Account, id: &str, budget: &Budget) -> Result<Details, String> {
+    let object = api.get(account, &format!("responses/{id}"), &[], budget).await.map_err(|err| why(&err))?;
+    let mut details = pick(&object, "response", RESPONSE);
+    for (name, value) in &mut details {
+        if name == "output_text" {
+            *value = Value::String(output_text(&object));
+        }
+    }
+    Ok(details)
+}
+
+/// The text of a response: the `text` of every `output_text` part of every `message` item in
+/// `output[]`, in order (the SDKs' `output_text` convenience; the API has no such field).
+pub fn output_text(response: &Value) -> String {
+    let mut text = String::new();
+    let items = response.get("output").and_then(Value::as_array).into_iter().flatten();
+    for item in items.filter(|item| item.get("type").and_then(Value::as_str) == Some("message")) {
+        let parts = item.get("content").and_then(Value::as_array).into_iter().flatten();
+        for part in parts.filter(|part| part.get("type").and_then(Value::as_str) == Some("output_text")) {
+            if let Some(piece) = part.get("text").and_then(Value::as_str) {
+                text.push_str(piece);
+            }
+        }
+    }
+    text
+}
+
+async fn batch(
+    api: &OpenAi,
+    account: &Account,
+    id: &str,
+    parameters: &Parameters,
+    budget: &Budget,
+) -> Result<Details, String> {
+    let object = api.get(account, &format!("batches/{id}"), &[], budget).await.map_err(|err| why(&err))?;
+    let mut details = pick(&object, "batch", BATCH);
+    let file =
+        object.get("output_file_id").and_then(Value::as_str).filter(|f| !f.is_empty() && !f.contains(['/', '?', '#']));
+    if flag(parameters, &DOWNLOAD_OUTPUT) {
+        if let Some(file) = file {
+            let cap = output_cap(parameters);
+            let (bytes, cut) = api
+                .download(account, &format!("files/{file}/content"), cap, budget)
+                .await
+                .map_err(|err| format!("the batch was fetched, but its output file was not: {}", why(&err)))?;
+            let lines = jsonl_lines(&bytes, cut);
+            for (name, value) in &mut details {
+                match name.as_str() {
+                    "output_lines" => *value = Value::Array(lines.clone()),
+                    "output_truncated" => *value = Value::Bool(cut),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(details)
+}
+
+/// The complete lines of a JSONL file as objects; a line that is not a JSON object is kept as
+/// `{"invalid_line": text}`. When `cut`, the last (partial) line is dropped.
+pub fn jsonl_lines(bytes: &[u8], cut: bool) -> Vec<Value> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if cut || text.ends_with('\n') {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| match serde_json::from_str::<Value>(line) {
+            Ok(object @ Value::Object(_)) => object,
+            _ => json!({"invalid_line": dify_plugin::wire::truncate(line, 1000)}),
+        })
+        .collect()
+}
+
+async fn eval_run(
+    api: &OpenAi,
+    account: &Account,
+    run_id: &str,
+    parameters: &Parameters,
+    budget: &Budget,
+) -> Result<Details, String> {
+    let configured = parameters.get(EVAL_ID).and_then(Value::as_str).map(str::trim).filter(|e| !e.is_empty());
+    let run = match configured {
+        Some(eval_id) => {
+            if eval_id.contains(['/', '?', '#']) {
+                return Err("eval_id is not an eval id".into());
+            }
+            api.get(account, &format!("evals/{eval_id}/runs/{run_id}"), &[], budget)
+                .await
+                .map_err(|err| format!("run {run_id} of eval {eval_id}: {}", why(&err)))?
+        }
+        None => scan_evals(api, account, run_id, budget).await?,
+    };
+    Ok(pick(&run, "run", EVAL))
+}
+
+/// The webhook does not name the eval: probe the project's most recent ones.
+async fn scan_evals(api: &OpenAi, account: &Account, run_id: &str, budget: &Budget) -> Result<Value, String> {
+    let limit = MAX_EVAL_PROBES.to_string();
+    let page = api
+        .get(account, "evals", &[("order", "desc"), ("limit", limit.as_str())], budget)
+        .await
+        .map_err(|err| format!("could not list the project's evals: {}", why(&err)))?;
+    let ids: Vec<&str> = page
+        .get("data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|eval| eval.get("id").and_then(Value::as_str))
+        .filter(|id| !id.is_empty() && !id.contains(['/', '?', '#']))
+        .take(MAX_EVAL_PROBES)
+        .collect();
+    for eval_id in &ids {
+        match api.get(account, &format!("evals/{eval_id}/runs/{run_id}"), &[], budget).await {
+            Ok(run) => return Ok(run),
+            Err(err) if err.is_not_found() => continue,
+            Err(err) => return Err(format!("run {run_id} of eval {eval_id}: {}", why(&err))),
+        }
+    }
+    Err(format!("run {run_id} is not in the project's {} most recent evals: set this node's eval_id", ids.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_text_joins_output_text_parts_of_messages_in_order() {
+        let response = json!({"output": [
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "no"}]},
+            {"type": "message", "content": [
+                {"type": "output_text", "text": "Hello"},
+                {"type": "refusal", "refusal": "no"},
+                {"type": "output_text", "text": ", world"}]},
+            {"type": "function_call", "arguments": "{}"},
+            {"type": "message", "content": [{"type": "output_text", "text": "!"}]}
+        ]});
+        assert_eq!(output_text(&response), "Hello, world!");
+        assert_eq!(output_text(&json!({"output": null})), "");
+        assert_eq!(output_text(&json!({})), "");
+    }
+
+    #[test]
+    fn jsonl_lines_keep_whole_lines_only() {
+        let text = b"{\"a\":1}\n{\"b\":2}\nnot json\n{\"c\":";
+        assert_eq!(
+            jsonl_lines(text, true),
+            vec![json!({"a": 1}), json!({"b": 2}), json!({"invalid_line": "not json"})]
+        );
+        assert_eq!(jsonl_lines(b"{\"a\":1}\r\n{\"b\":2}", false), vec![json!({"a": 1}), json!({"b": 2})]);
+        assert_eq!(jsonl_lines(b"", false), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn pick_keeps_declared_types() {
+        let object =
+            json!({"status": "completed", "model": null, "usage": {"total_tokens": 3}, "error": null, "metadata": "x"});
+        let details: Map<String, Value> = pick(&object, "response", RESPONSE).into_iter().collect();
+        assert_eq!(details["status"], "completed");
+        assert_eq!(details["model"], "");
+        assert_eq!(details["usage"], json!({"total_tokens": 3}));
+        assert_eq!(details["error"], json!({}));
+        assert_eq!(details["metadata"], json!({}));
+        assert_eq!(details["response"], object);
+    }
+
+    #[test]
+    fn flags_and_caps_read_loose_values() {
+        let params = |v: Value| v.as_object().cloned().unwrap();
+        assert!(flag(&params(json!({})), &FETCH_DETAILS));
+        assert!(!flag(&params(json!({"fetch_details": false})), &FETCH_DETAILS));
+        assert!(!flag(&params(json!({"fetch_details": "false"})), &FETCH_DETAILS));
+        assert!(!flag(&params(json!({})), &DOWNLOAD_OUTPUT));
+        assert!(flag(&params(json!({"download_output": "true"})), &DOWNLOAD_OUTPUT));
+        assert_eq!(output_cap(&params(json!({}))), DEFAULT_OUTPUT_BYTES);
+        assert_eq!(output_cap(&params(json!({"output_max_bytes": 10}))), MIN_OUTPUT_BYTES);
+        assert_eq!(output_cap(&params(json!({"output_max_bytes": 1e12}))), MAX_OUTPUT_BYTES);
+        assert_eq!(output_cap(&params(json!({"output_max_bytes": "2048"}))), 2048);
+    }
+
+    #[test]
+    fn every_enrichable_family_reads_fetch_details() {
+        for family in
+            [Family::Response, Family::Batch, Family::FineTuning, Family::Eval, Family::Safety(SafetySubject::Case)]
+        {
+            assert!(is_enrichable(family));
+            assert_eq!(parameters_of(family)[0], FETCH_DETAILS);
+            assert_eq!(variables_of(family)[0].0, "details_fetched");
+        }
+        assert!(!is_enrichable(Family::Any));
+    }
+}
