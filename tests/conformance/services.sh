@@ -7,6 +7,9 @@
 #   bash tests/conformance/services.sh stop      # stops daemon (+ the plugin processes it launched), redis, postgres
 #   bash tests/conformance/services.sh stop-daemon     # stop only the daemon (+ its plugin processes); `start` restarts it
 #   bash tests/conformance/services.sh restart-daemon  # stop + start only the daemon (postgres/redis keep state)
+#   bash tests/conformance/services.sh start-node2   # a second daemon node on the same PostgreSQL, Redis and
+#                                                    # plugin storage (a two-node cluster); needs `start` first
+#   bash tests/conformance/services.sh stop-node2
 #   bash tests/conformance/services.sh clean     # stop + delete $STATE
 #   bash tests/conformance/services.sh env       # print the env file path
 #
@@ -14,6 +17,7 @@
 #   OPENAI_TRIGGER_CACHE           cache dir used by setup.sh (default ~/.cache/openai-trigger)
 #   OPENAI_TRIGGER_CONFORMANCE_DIR state dir (default ${TMPDIR:-/tmp}/openai-trigger-conformance)
 #   OT_PG_PORT OT_REDIS_PORT OT_DAEMON_HTTP_PORT OT_DAEMON_DEBUG_PORT   ports (55432 56379 55002 55003)
+#   OT_DAEMON2_HTTP_PORT           the second node's HTTP port (55012)
 #   OT_PLUGIN_MAX_EXECUTION_TIMEOUT  daemon-side per-request timeout in s (default 120; daemon default 600)
 #   OT_PIP_MIRROR_URL              the daemon's PIP_MIRROR_URL: where `uv pip install -i` finds requirements (run.sh
 #                                  serves dist/pypi on loopback there, standing in for PyPI)
@@ -36,6 +40,7 @@ PG_PORT="${OT_PG_PORT:-55432}"
 REDIS_PORT="${OT_REDIS_PORT:-56379}"
 HTTP_PORT="${OT_DAEMON_HTTP_PORT:-55002}"
 DEBUG_PORT="${OT_DAEMON_DEBUG_PORT:-55003}"
+HTTP_PORT2="${OT_DAEMON2_HTTP_PORT:-55012}"
 HOST=127.0.0.1
 
 # Fixed, test-only secrets (everything listens on loopback only).
@@ -120,21 +125,25 @@ daemon_path() { # PATH for the daemon and everything it spawns (uv, plugins): 3.
 
 daemon_env() {
   # Every variable the daemon validates as required (internal/types/app/config.go), plus what we pin.
-  local work="$STATE/daemon"
+  # Node 2 (`daemon_env 2`) shares PostgreSQL, Redis and the plugin storage root (installed packages,
+  # and the plugins' persistent storage) with node 1, and has its own port and working directory.
+  local node="${1:-1}"
+  local work="$STATE/daemon" port="$HTTP_PORT" remote=true
+  if [ "$node" = 2 ]; then work="$STATE/daemon2"; port="$HTTP_PORT2"; remote=false; fi
   cat <<EOF
 SERVER_HOST=$HOST
-SERVER_PORT=$HTTP_PORT
+SERVER_PORT=$port
 SERVER_KEY=$SERVER_KEY
 SERVER_TZ=UTC
 GIN_MODE=release
 PLATFORM=local
 DIFY_INNER_API_URL=http://$HOST:9
 DIFY_INNER_API_KEY=$INNER_API_KEY
-PLUGIN_REMOTE_INSTALLING_ENABLED=true
+PLUGIN_REMOTE_INSTALLING_ENABLED=$remote
 PLUGIN_REMOTE_INSTALLING_HOST=$HOST
 PLUGIN_REMOTE_INSTALLING_PORT=$DEBUG_PORT
 PLUGIN_STORAGE_TYPE=local
-PLUGIN_STORAGE_LOCAL_ROOT=$work/storage
+PLUGIN_STORAGE_LOCAL_ROOT=$STATE/daemon/storage
 PLUGIN_INSTALLED_PATH=plugin
 PLUGIN_WORKING_PATH=$work/cwd
 PLUGIN_PACKAGE_CACHE_PATH=plugin_packages
@@ -236,6 +245,45 @@ start_daemon() {
   log "daemon up: http $HOST:$HTTP_PORT, debugging tcp $HOST:$DEBUG_PORT (pid $(cat "$work/daemon.pid"), log $work/daemon.log)"
 }
 
+start_node2() {
+  local work="$STATE/daemon2"
+  mkdir -p "$work/cwd" "$work/assets"
+  if pid_alive "$work/daemon.pid"; then log "node 2 already running (pid $(cat "$work/daemon.pid"))"; return; fi
+  rm -rf "$work/cwd/hookwright"
+  if [ -d "$work/cwd/.uv-cache" ]; then
+    find "$work/cwd/.uv-cache" -depth -iname '*hookwright*openai*trigger*' -exec rm -rf {} + 2>/dev/null || true
+  fi
+  port_open "$HOST" "$HTTP_PORT2" && die "port $HTTP_PORT2 (node 2 http) is taken by another process"
+  daemon_env 2 > "$work/daemon.env"
+  (
+    cd "$work"
+    exec setsid env -i PATH="$(daemon_path)" HOME="$HOME" LANG=C.UTF-8 \
+      bash -c 'set -a; . ./daemon.env; set +a; exec "$0"' "$DAEMON_BIN" >>"$work/daemon.log" 2>&1 </dev/null
+  ) &
+  echo $! > "$work/daemon.pid"
+  sleep 0.2
+  ps -o pgid= -p "$(cat "$work/daemon.pid")" | tr -d ' ' > "$work/daemon.pgid" || true
+  if ! wait_for 90 "node 2 http" curl -fsS --noproxy '*' -o /dev/null --max-time 2 "http://$HOST:$HTTP_PORT2/health/check"; then
+    tail -40 "$work/daemon.log" >&2; die "node 2 did not answer /health/check on $HOST:$HTTP_PORT2 (log: $work/daemon.log)"
+  fi
+  log "node 2 up: http $HOST:$HTTP_PORT2 (pid $(cat "$work/daemon.pid"), log $work/daemon.log)"
+}
+
+stop_node2() {
+  local work="$STATE/daemon2"
+  [ -f "$work/daemon.pid" ] || return 0
+  local pid; pid=$(cat "$work/daemon.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    local pg; pg=$(cat "$work/daemon.pgid" 2>/dev/null || true); [ -n "$pg" ] || pg=$pid
+    [ "$pg" = "$(ps -o pgid= -p $$ | tr -d ' ')" ] && pg=$pid
+    kill -TERM -- "-$pg" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    wait_for 15 "node 2 exit" bash -c "! kill -0 $pid 2>/dev/null" || kill -KILL "$pid" 2>/dev/null || true
+    kill -KILL -- "-$pg" 2>/dev/null || true
+    log "node 2 stopped"
+  fi
+  rm -f "$work/daemon.pid" "$work/daemon.pgid"
+}
+
 write_env() {
   cat > "$ENV_FILE" <<EOF
 # written by tests/conformance/services.sh start — KEY=VALUE, no quoting, '#' comments; bash-sourceable
@@ -255,6 +303,9 @@ DIFY_DAEMON_PY312_SUBSTITUTE=$([ -f "$CACHE/PY312_SUBSTITUTE" ] && echo true || 
 DIFY_DAEMON_FORCE_VERIFYING_SIGNATURE=$([ "${OT_VERIFY_SIGNATURES:-0}" = 1 ] && echo true || echo false)
 DIFY_DAEMON_THIRD_PARTY_PUBLIC_KEYS=${OT_THIRD_PARTY_PUBLIC_KEYS:-}
 DIFY_DAEMON_PIP_MIRROR_URL=${OT_PIP_MIRROR_URL:-}
+DIFY_DAEMON2_HTTP_PORT=$HTTP_PORT2
+DIFY_DAEMON2_LOG=$STATE/daemon2/daemon.log
+DIFY_DAEMON2_WORKING_PATH=$STATE/daemon2/cwd
 REDIS_HOST=$HOST
 REDIS_PORT=$REDIS_PORT
 REDIS_PASSWORD=$REDIS_PASSWORD
@@ -285,6 +336,7 @@ stop_daemon() {
 }
 
 stop_all() {
+  stop_node2
   stop_daemon
   if pid_alive "$STATE/redis/redis.pid"; then
     local rpid; rpid=$(cat "$STATE/redis/redis.pid")
@@ -340,6 +392,14 @@ case "${1:-}" in
     start_daemon
     write_env
     ;;
+  start-node2)
+    [ "$(id -u)" = 0 ] || die "run as root"
+    [ -f "$ENV_FILE" ] || die "services are not started (no $ENV_FILE); run: $0 start"
+    inherit_signature_mode
+    inherit_pip_mirror
+    start_node2
+    ;;
+  stop-node2) stop_node2 ;;
   clean) stop_all; rm -rf "$STATE"; log "removed $STATE" ;;
   status) status ;;
   env) echo "$ENV_FILE" ;;

@@ -1024,6 +1024,139 @@ def section_api_key(ctx: "Ctx", label: str) -> None:
 
 
 
+# ============================================================================================ shared replay memory
+
+
+def is_duplicate(answer) -> bool:
+    return bool(answer) and answer.get("events") == [] and bytes.fromhex(answer["response"]).endswith(
+        b'{"status":"duplicate"}')
+
+
+def http_status(answer) -> int | None:
+    try:
+        return parse_http_response(answer["response"])[0]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def section_restart_remote(ctx: "Ctx") -> None:
+    """A delivery, a restart of the plugin process, the same delivery again: a duplicate, remembered
+    through the daemon's plugin storage (src/shared_dedupe.rs)."""
+    c, api = ctx.c, ctx.api
+    c.section("3d. shared replay memory: a retry after the plugin process restarted is a duplicate")
+    sub = subscription(ctx.secret, ctx.endpoint + "/restart")
+    ev = sample_event("batch.completed", 400)
+    w = Webhook(compact(ev), ctx.key)
+    first = sse_chunk(api.dispatch(dispatch_data(w, sub)))
+    if not c.check("restart: the delivery fires on the first process", first and first.get("events") == [
+            "batch_completed", ANY], first):
+        return
+    old = ctx.remote
+    old.stop()
+    ensure_not_installed(ctx, "restart: the first process stopped")
+    p = ctx.start(["remote", "--url", ctx.debug_addr(), "--key", api.d.debugging_key()], "remote-restarted")
+    ctx.remote = p
+    if not c.check("restart: a new process registered", wait_until(lambda: api.installation() is not None, 30),
+                   p.stderr()[-600:]):
+        return
+    again = wait_until(lambda: sse_chunk(api.dispatch(dispatch_data(w, sub), timeout=20)), 30, 1.0)
+    c.check("restart: the same delivery to the new process → 200 duplicate, nothing fires (learnt from storage)",
+            is_duplicate(again), again)
+    fresh = Webhook(compact(sample_event("batch.completed", 401)), ctx.key)
+    got = sse_chunk(api.dispatch(dispatch_data(fresh, sub)))
+    c.check("restart: a new delivery still fires", got and got.get("events") == ["batch_completed", ANY], got)
+    warn = [l for l in p.stderr().splitlines() if "plugin storage unusable" in l]
+    c.check("restart: no storage trouble through the real daemon (no warning on stderr)", not warn, warn)
+
+
+def section_package_restart(ctx: "Ctx", kind: str, pid, first: Webhook, sub: dict) -> None:
+    """The daemon-launched process dies; the daemon starts it again; the delivery it already fired is a
+    duplicate for the new process (through the plugin storage)."""
+    c, api = ctx.c, ctx.api
+    if pid is None:
+        c.fail(f"{kind} package: restart", "no pid of the daemon-launched process")
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError as e:
+        c.fail(f"{kind} package: kill the plugin process", repr(e))
+        return
+    t0 = time.time()
+    probe = Webhook(compact(sample_event("batch.completed", 450)), ctx.key)
+    back = wait_until(lambda: sse_chunk(api.dispatch(dispatch_data(probe, sub), timeout=20)), 120, 1.0)
+    c.check(f"{kind} package: the daemon started our process again after it was killed ({time.time() - t0:.0f} s)",
+            back is not None and back.get("events") == ["batch_completed", ANY], back)
+    again = sse_chunk(api.dispatch(dispatch_data(first, sub)))
+    c.check(f"{kind} package: after the restart, the delivery fired before → 200 duplicate (plugin storage)",
+            is_duplicate(again), again)
+
+
+def section_two_nodes(ctx: "Ctx", kind: str, sub: dict) -> None:
+    """Two daemon nodes on one PostgreSQL, Redis and plugin storage, each running our package: a delivery
+    fires once, one node after the other; at the same moment, how often both fire is measured."""
+    c, api = ctx.c, ctx.api
+    c.section(f"4b. {kind} package on two daemon nodes sharing PostgreSQL, Redis and plugin storage")
+    t0 = time.time()
+    r = subprocess.run(["bash", SERVICES, "start-node2"], capture_output=True, text=True, timeout=180)
+    if not c.check("services.sh start-node2", r.returncode == 0, r.stderr[-800:]):
+        return
+    try:
+        env2 = dict(api.env, DIFY_DAEMON_HTTP_PORT=api.env["DIFY_DAEMON2_HTTP_PORT"],
+                    DIFY_DAEMON_LOG=api.env.get("DIFY_DAEMON2_LOG", ""))
+        node2 = Api(env2)
+        # Node 2 launches installed plugins on its own (every 30 s, and it builds the venv first).
+        probe = Webhook(compact(sample_event("batch.completed", 500)), ctx.key)
+        ready = wait_until(lambda: sse_chunk(node2.dispatch(dispatch_data(probe, sub), timeout=20)), 240, 2.0)
+        if not c.check(f"node 2 runs our {kind} package and answers a dispatch ({time.time() - t0:.0f} s)",
+                       ready is not None, node2.daemon_log_since(0)[-1500:]):
+            return
+        c.check("node 2: its first delivery fires", ready.get("events") == ["batch_completed", ANY], ready)
+        back = sse_chunk(api.dispatch(dispatch_data(probe, sub)))
+        c.check("node 1: node 2's delivery again → duplicate (the shared storage remembers it)", is_duplicate(back), back)
+        seq_ok = 0
+        for n in range(10):
+            w = Webhook(compact(sample_event("batch.completed", 510 + n)), ctx.key)
+            a = sse_chunk(api.dispatch(dispatch_data(w, sub)))
+            b = sse_chunk(node2.dispatch(dispatch_data(w, sub)))
+            seq_ok += int(bool(a and a.get("events")) and is_duplicate(b))
+        c.check("one node after the other, 10 deliveries: each fires on node 1, node 2 answers duplicate",
+                seq_ok == 10, f"{seq_ok}/10")
+        # The same delivery to both nodes at the same moment.
+        rounds, both, retried, lost, fires = 40, 0, 0, 0, 0
+        for n in range(rounds):
+            w = Webhook(compact(sample_event("batch.completed", 600 + n)), ctx.key)
+            out = [None, None]
+            barrier = threading.Barrier(2)
+
+            def send(i, target):
+                barrier.wait()
+                out[i] = sse_chunk(target.dispatch(dispatch_data(w, sub)))
+
+            threads = [threading.Thread(target=send, args=(0, api)), threading.Thread(target=send, args=(1, node2))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            fired = [bool(x and x.get("events")) for x in out]
+            fires += sum(fired)
+            both += int(all(fired))
+            lost += int(not any(fired))
+            for i, x in enumerate(out):
+                if x and not fired[i] and http_status(x) == 409:
+                    retried += 1
+                    again = sse_chunk((api, node2)[i].dispatch(dispatch_data(w, sub)))
+                    if not is_duplicate(again):
+                        c.fail(f"two nodes: the retry after a 409 is a duplicate (round {n})", again)
+        print(f"       two nodes, {rounds} simultaneous deliveries: both fired {both}, a 409 then a duplicate "
+              f"{retried}, none fired {lost}")
+        c.check(f"two nodes at the same moment: every delivery fired at least once ({rounds - lost}/{rounds})", lost == 0)
+        c.check(f"two nodes at the same moment: both fired in {both} of {rounds} (the residual window of a storage "
+                "without compare-and-set; must stay rare)", both * 10 <= rounds, both)
+    finally:
+        r = subprocess.run(["bash", SERVICES, "stop-node2"], capture_output=True, text=True, timeout=60)
+        c.check("services.sh stop-node2", r.returncode == 0, r.stderr[-400:])
+
+
 def count_connected(text: str) -> int:
     return len(re.findall(r"debugging runtime connected plugin=" + re.escape(PLUGIN_ID) + ":", text))
 
@@ -1419,6 +1552,9 @@ def section_package(ctx: Ctx, kind: str, path: str) -> None:
                 got and got.get("events") == ["batch_completed", ANY]
                 and (got.get("payload") or {}).get("event") == big, (got or {}).get("events"))
         section_api_key(ctx, f"{kind} package")
+        section_package_restart(ctx, kind, pid, fw, sub)
+        if kind == "marketplace":
+            section_two_nodes(ctx, kind, sub)
 
     # uninstall
     inst = api.installation()
@@ -1474,6 +1610,7 @@ def main() -> int:
         registered = run("remote registration", section_remote, ctx)
         if registered:
             run("actions", section_actions, ctx)
+            run("restart", section_restart_remote, ctx)
             run("reconnection", section_reconnect, ctx)
         else:
             c.fail("sections 2 (actions) and 3 (reconnection) cannot run: the remote registration failed")

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::Path;
 
-use dify_plugin::host::{PluginProcess, StorageMode, trigger};
+use dify_plugin::host::{MemoryStorage, PluginProcess, StorageMode, trigger};
 use openai_trigger::provider::{PROVIDER, unix_now};
 use openai_trigger::samples::{DEMO_SECRET, SignedDelivery, sample_body};
 use serde_json::json;
@@ -13,7 +13,8 @@ use serde_json::json;
 pub(crate) fn one_session(command: tokio::process::Command) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let plugin = PluginProcess::spawn(command, StorageMode::Denied).await?;
+        let storage = MemoryStorage::with_quota(openai_trigger::shared_dedupe::MANIFEST_STORAGE_BYTES);
+        let plugin = PluginProcess::spawn(command, StorageMode::Memory(storage)).await?;
         let now = unix_now();
         let delivery =
             SignedDelivery::new(DEMO_SECRET, "wh_smoke_1", now, sample_body("batch.completed", "evt_smoke", now));

@@ -23,15 +23,38 @@ use crate::wire::ErrorData;
 /// How long [`PluginProcess::call`] waits for a session's `end` by default.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Key-value storage answering backwards `storage` calls, as the daemon's persistence does.
+/// Key-value storage answering backwards `storage` calls, as the daemon's persistence does
+/// (daemon-protocol.md §4.2): the same key rules, a missing key's `get` is an error, and with a quota
+/// a `set` that would take the stored bytes past it is refused with the daemon's message.
 #[derive(Clone, Default)]
 pub struct MemoryStorage {
     values: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    quota: Option<usize>,
 }
 
 impl MemoryStorage {
     pub fn new() -> Self {
         MemoryStorage::default()
+    }
+
+    /// A storage that holds at most `bytes` of values (the manifest's `permission.storage.size`).
+    pub fn with_quota(bytes: usize) -> Self {
+        MemoryStorage { quota: Some(bytes), ..MemoryStorage::default() }
+    }
+
+    /// Bytes of all values stored (what the daemon counts against the quota).
+    pub fn bytes(&self) -> usize {
+        self.values.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+    }
+
+    /// The value under `key`, as stored.
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.values.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    /// Stores `value` under `key` directly (e.g. to plant a garbled value).
+    pub fn put(&self, key: &str, value: &[u8]) {
+        self.values.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), value.to_vec());
     }
 
     /// Number of keys stored.
@@ -67,6 +90,12 @@ impl MemoryStorage {
             },
             Some("set") => {
                 let value = request["value"].as_str().and_then(|v| hex::decode(v).ok()).ok_or("decode data failed")?;
+                if let Some(quota) = self.quota {
+                    let others: usize = values.iter().filter(|(k, _)| k.as_str() != key).map(|(_, v)| v.len()).sum();
+                    if others + value.len() > quota {
+                        return Err("save data failed: allocated size is greater than max storage size".into());
+                    }
+                }
                 values.insert(key.to_owned(), value);
                 Ok(json!({"data": "ok"}))
             }
@@ -89,6 +118,12 @@ pub enum StorageMode {
     Denied,
     /// Never answers (a daemon too old or too busy to).
     Silent,
+    /// Answers from this storage, each answer `delay` late (a slow database or object store).
+    Slow(MemoryStorage, Duration),
+    /// Answers every storage call with this error message (the storage backend is down).
+    Failing(String),
+    /// Answers every storage call with a `response` whose data does not have the documented shape.
+    Garbled,
 }
 
 type Waiters = Arc<Mutex<HashMap<String, Pending>>>;
@@ -106,11 +141,15 @@ pub struct PluginProcess {
     next_session: AtomicU64,
     heartbeats: watch::Receiver<u64>,
     backwards_calls: Arc<AtomicU64>,
+    stderr: Arc<Mutex<Vec<u8>>>,
 }
+
+/// The most stderr kept (the first bytes; the daemon records stderr lines as warnings).
+const MAX_STDERR: usize = 1 << 20;
 
 impl PluginProcess {
     /// Starts `command` with piped stdio and `INSTALL_METHOD=local`, and waits for its first
-    /// heartbeat (the daemon's readiness signal, §1.4). stderr is inherited.
+    /// heartbeat (the daemon's readiness signal, §1.4). stderr is collected ([`stderr`](Self::stderr)).
     ///
     /// Errors: the spawn error, or no heartbeat within 10 s, or an exit before one.
     pub async fn spawn(mut command: Command, storage: StorageMode) -> std::io::Result<Self> {
@@ -118,10 +157,26 @@ impl PluginProcess {
             .env("INSTALL_METHOD", "local")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = stderr.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut kept = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    let room = MAX_STDERR.saturating_sub(kept.len()).min(n);
+                    kept.extend_from_slice(&buf[..room]);
+                }
+            });
+        }
         let stdin = Arc::new(AsyncMutex::new(child.stdin.take()));
         let waiters: Waiters = Arc::default();
         let (beat_tx, mut heartbeats) = watch::channel(0u64);
@@ -133,7 +188,20 @@ impl PluginProcess {
             .await
             .map_err(|_| std::io::Error::other("plugin sent no heartbeat within 10 s"))?
             .map_err(|_| std::io::Error::other("plugin exited before its first heartbeat"))?;
-        Ok(PluginProcess { child, stdin, waiters, next_session: AtomicU64::new(1), heartbeats, backwards_calls })
+        Ok(PluginProcess {
+            child,
+            stdin,
+            waiters,
+            next_session: AtomicU64::new(1),
+            heartbeats,
+            backwards_calls,
+            stderr,
+        })
+    }
+
+    /// What the plugin wrote to stderr so far (its first MiB).
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
 
     /// Heartbeats received so far.
@@ -215,24 +283,51 @@ async fn answer_backwards(
                 Ok(data) => vec![("response", "struct".to_owned(), data), end],
                 Err(message) => vec![("error", message, Value::Null), end],
             },
+            (StorageMode::Slow(store, delay), "storage") => {
+                // Answered later on its own task, so one slow answer does not hold up the others.
+                let (store, delay, stdin) = (store.clone(), *delay, stdin.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let answers = match store.answer(&invoke.request) {
+                        Ok(data) => vec![("response", "struct".to_owned(), data), ("end", String::new(), Value::Null)],
+                        Err(message) => vec![("error", message, Value::Null), ("end", String::new(), Value::Null)],
+                    };
+                    let _ = send_answers(&stdin, &invoke, answers).await;
+                });
+                continue;
+            }
+            (StorageMode::Failing(message), "storage") => vec![("error", message.clone(), Value::Null), end],
+            (StorageMode::Garbled, "storage") => {
+                vec![("response", "struct".to_owned(), json!({"data": ["not", "a", "value"], "exist_num": "x"})), end]
+            }
             (_, kind) => {
                 let message = format!("permission denied, you need to enable {kind} access in plugin manifest");
                 vec![("error", message, Value::Null), end]
             }
         };
-        for (event, message, data) in answers {
-            let line = json!({
-                "session_id": invoke.session_id, "conversation_id": null, "message_id": null, "app_id": null,
-                "endpoint_id": null, "context": null, "event": "backwards_response",
-                "data": {"backwards_request_id": invoke.id, "event": event, "message": message, "data": data},
-            });
-            let mut bytes = line.to_string().into_bytes();
-            bytes.push(b'\n');
-            if write_line(&stdin, &bytes).await.is_err() {
-                return;
-            }
+        if send_answers(&stdin, &invoke, answers).await.is_err() {
+            return;
         }
     }
+}
+
+/// Writes the `backwards_response` events of one call.
+async fn send_answers(
+    stdin: &Arc<AsyncMutex<Option<ChildStdin>>>,
+    invoke: &Invoke,
+    answers: Vec<(&str, String, Value)>,
+) -> std::io::Result<()> {
+    for (event, message, data) in answers {
+        let line = json!({
+            "session_id": invoke.session_id, "conversation_id": null, "message_id": null, "app_id": null,
+            "endpoint_id": null, "context": null, "event": "backwards_response",
+            "data": {"backwards_request_id": invoke.id, "event": event, "message": message, "data": data},
+        });
+        let mut bytes = line.to_string().into_bytes();
+        bytes.push(b'\n');
+        write_line(stdin, &bytes).await?;
+    }
+    Ok(())
 }
 
 async fn read_answers<R: tokio::io::AsyncBufRead + Unpin>(

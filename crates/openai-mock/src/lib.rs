@@ -151,6 +151,9 @@ pub struct Fault {
     /// A `Retry-After` header value.
     #[serde(default)]
     pub retry_after: Option<String>,
+    /// A `retry-after-ms` header value (OpenAI's own, in milliseconds).
+    #[serde(default)]
+    pub retry_after_ms: Option<String>,
     /// Wait this long before answering.
     #[serde(default)]
     pub delay_ms: u64,
@@ -458,6 +461,9 @@ async fn handle(request: Request<Incoming>, state: Arc<Mutex<State>>, release: A
             let mut response = raw(status, "application/json", body.into_bytes());
             if let Some(value) = fault.retry_after.as_deref().and_then(|v| v.parse().ok()) {
                 response.headers_mut().insert("retry-after", value);
+            }
+            if let Some(value) = fault.retry_after_ms.as_deref().and_then(|v| v.parse().ok()) {
+                response.headers_mut().insert("retry-after-ms", value);
             }
             return response;
         }

@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::PluginError;
 use crate::events;
-use crate::openai::{Account, ApiError, Budget, OpenAi, is_loopback_host};
+use crate::openai::{Account, ApiError, Budget, OpenAi, is_loopback_host, is_safe_id};
 
 /// How far ahead a healthy subscription's `expires_at` is: refresh checks the endpoint this often.
 pub const REFRESH_PERIOD: i64 = 24 * 3600;
@@ -202,23 +202,9 @@ impl Constructor<'_> {
         let types =
             if requested.is_empty() { self.available_types(&account, &budget).await.0 } else { requested.clone() };
 
-        let name = endpoint_name(&callback);
-        let body = json!({"name": name, "url": callback, "event_types": types});
         // A subscription built again (Dify's rebuild, or a retry after a lost answer) must not
-        // leave a second endpoint delivering to the same URL: adopt one that already does.
-        let created = match self.find_by_url(&account, &callback, &budget).await {
-            Some(id) => {
-                let update = json!({"name": name, "event_types": types});
-                self.api.post(&account, &format!("webhook_endpoints/{id}"), &update, &budget).await.map_err(|err| {
-                    failed(format!("OpenAI refused to update the existing endpoint {id}: {}", err_message(&err)))
-                })?;
-                let rotate = json!({"keep_old_secret_active_for_24_hours": false});
-                self.api.post(&account, &format!("webhook_endpoints/{id}/rotate_secret"), &rotate, &budget).await
-            }
-            None => self.api.post(&account, "webhook_endpoints", &body, &budget).await,
-        }
-        .map_err(|err| failed(format!("OpenAI refused to create the webhook endpoint: {}", err_message(&err))))?;
-        let (id, secret) = endpoint_secret(&created).map_err(failed)?;
+        // leave a second endpoint delivering to the same URL: ensure_endpoint adopts one that does.
+        let (id, secret) = self.ensure_endpoint(&account, &callback, &types, &budget).await.map_err(failed)?;
 
         let mut properties = Map::new();
         properties.insert(property::SECRET.into(), Value::String(secret));
@@ -239,7 +225,11 @@ impl Constructor<'_> {
         Ok(json!({ "subscription": out }))
     }
 
-    /// `unsubscribe_trigger`: deletes the endpoint; one already gone counts as deleted.
+    /// `unsubscribe_trigger`: deletes the endpoint; one already gone counts as deleted. A key that
+    /// cannot delete it (missing, revoked, without the permission) leaves the endpoint in place and
+    /// still answers success, naming it: failing would make Dify refuse to rebuild the subscription
+    /// (triggers.md §4.5), the very edit that gives it a working key, and the rebuild's subscribe
+    /// adopts the endpoint left behind.
     pub async fn unsubscribe(&self, request: StoredRequest) -> Unsubscribed {
         let properties = request.subscription.and_then(|s| s.properties).unwrap_or_default();
         let Some(id) = text(&properties, property::ENDPOINT_ID) else {
@@ -248,17 +238,13 @@ impl Constructor<'_> {
                 message: "no OpenAI webhook endpoint is managed by this subscription; nothing to delete".into(),
             };
         };
+        if !is_safe_id(&id) {
+            return left_behind("(unknown)", "its endpoint_id is not an OpenAI endpoint id");
+        }
         let account = match account_of(request.credentials.as_ref()) {
             Ok(Some(account)) => account,
-            Ok(None) => {
-                return Unsubscribed {
-                    success: false,
-                    message: format!(
-                        "no API key to delete OpenAI webhook endpoint {id}; delete it in OpenAI's dashboard"
-                    ),
-                };
-            }
-            Err(err) => return Unsubscribed { success: false, message: err.to_string() },
+            Ok(None) => return left_behind(&id, "the subscription has no API key"),
+            Err(err) => return left_behind(&id, &err.to_string()),
         };
         let budget = Budget::new(self.budget);
         match self.api.delete(&account, &format!("webhook_endpoints/{id}"), &budget).await {
@@ -266,6 +252,7 @@ impl Constructor<'_> {
             Err(err) if err.is_not_found() => {
                 Unsubscribed { success: true, message: format!("OpenAI webhook endpoint {id} was already deleted") }
             }
+            Err(err @ ApiError::Status { status: 401 | 403, .. }) => left_behind(&id, &err_message(&err)),
             Err(err) => Unsubscribed {
                 success: false,
                 message: format!("could not delete OpenAI webhook endpoint {id}: {}", err_message(&err)),
@@ -297,6 +284,20 @@ impl Constructor<'_> {
             tracing::warn!(endpoint_id = %id, "refresh postponed by {} s: {reason}", RETRY_PERIOD);
             answer(self.now + RETRY_PERIOD, properties)
         };
+        // An old secret past its 24 hours is valid nowhere: keep only the current one, whatever
+        // happens with OpenAI below.
+        let previous_expiry = number(&properties, property::PREVIOUS_SECRET_EXPIRES_AT);
+        if previous_expiry > 0 && self.now >= previous_expiry {
+            let current =
+                text(&properties, property::SECRET).and_then(|s| s.split_whitespace().next().map(str::to_owned));
+            if let Some(current) = current {
+                properties.insert(property::SECRET.into(), Value::String(current));
+            }
+            properties.insert(property::PREVIOUS_SECRET_EXPIRES_AT.into(), Value::from(0));
+        }
+        if !is_safe_id(&id) {
+            return Ok(later("its endpoint_id is not an OpenAI endpoint id", properties));
+        }
         let account = match account_of(request.credentials.as_ref()) {
             Ok(Some(account)) => account,
             Ok(None) => return Ok(later("the subscription has no API key", properties)),
@@ -331,17 +332,11 @@ impl Constructor<'_> {
                 }
             }
             Err(err) if err.is_not_found() => {
-                let body = json!({"name": endpoint_name(&callback), "url": callback, "event_types": types});
-                let created = match self.api.post(&account, "webhook_endpoints", &body, &budget).await {
-                    Ok(created) => created,
-                    Err(err) => {
-                        return Ok(later(&format!("could not create the deleted endpoint again: {err}"), properties));
-                    }
+                let (new_id, secret) = match self.ensure_endpoint(&account, &callback, &types, &budget).await {
+                    Ok(endpoint) => endpoint,
+                    Err(reason) => return Ok(later(&format!("the endpoint was deleted; {reason}"), properties)),
                 };
-                let Ok((new_id, secret)) = endpoint_secret(&created) else {
-                    return Ok(later("OpenAI's answer to the create call had no id or signing_secret", properties));
-                };
-                tracing::info!(old = %id, endpoint_id = %new_id, "created the endpoint deleted on OpenAI's side again");
+                tracing::info!(old = %id, endpoint_id = %new_id, "replaced the endpoint deleted on OpenAI's side");
                 properties.insert(property::ENDPOINT_ID.into(), Value::String(new_id));
                 properties.insert(property::SECRET.into(), Value::String(secret));
                 properties.insert(property::SECRET_CREATED_AT.into(), Value::from(self.now));
@@ -350,17 +345,6 @@ impl Constructor<'_> {
                 return Ok(answer(next, properties));
             }
             Err(err) => return Ok(later(&err.to_string(), properties)),
-        }
-
-        // An old secret past its 24 hours is no longer valid anywhere: keep only the current one.
-        let previous_expiry = number(&properties, property::PREVIOUS_SECRET_EXPIRES_AT);
-        if previous_expiry > 0 && self.now >= previous_expiry {
-            let current =
-                text(&properties, property::SECRET).and_then(|s| s.split_whitespace().next().map(str::to_owned));
-            if let Some(current) = current {
-                properties.insert(property::SECRET.into(), Value::String(current));
-            }
-            properties.insert(property::PREVIOUS_SECRET_EXPIRES_AT.into(), Value::from(0));
         }
 
         if rotate_days > 0 && self.now >= number(&properties, property::SECRET_CREATED_AT) + rotate_days * 86_400 {
@@ -442,7 +426,8 @@ impl Constructor<'_> {
     async fn available_types(&self, account: &Account, budget: &Budget) -> (Vec<String>, bool) {
         match self.api.get(account, "webhook_event_types", &[], budget).await {
             Ok(list) => {
-                let types: Vec<String> = string_list(list.get("data")).into_iter().map(str::to_owned).collect();
+                let types: Vec<String> =
+                    string_list(list.get("data")).into_iter().filter(|t| is_event_type(t)).map(str::to_owned).collect();
                 if !types.is_empty() {
                     return (types, true);
                 }
@@ -453,26 +438,61 @@ impl Constructor<'_> {
         (fallback_types().into_iter().map(str::to_owned).collect(), false)
     }
 
-    /// The endpoint already delivering to `url`, from the first pages of the list (newest first).
-    async fn find_by_url(&self, account: &Account, url: &str, budget: &Budget) -> Option<String> {
+    /// The endpoint already delivering to `url`, from the first five pages of the list (newest
+    /// first). Errors: the list call failed (then creating could leave a second endpoint).
+    async fn find_by_url(&self, account: &Account, url: &str, budget: &Budget) -> Result<Option<String>, ApiError> {
         let mut after: Option<String> = None;
         for _ in 0..5 {
             let mut query = vec![("limit", "100")];
             if let Some(after) = after.as_deref() {
                 query.push(("after", after));
             }
-            let page = self.api.get(account, "webhook_endpoints", &query, budget).await.ok()?;
-            let data = page.get("data").and_then(Value::as_array)?;
+            let page = self.api.get(account, "webhook_endpoints", &query, budget).await?;
+            let data = page.get("data").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             if let Some(found) = data.iter().find(|e| e.get("url").and_then(Value::as_str) == Some(url)) {
-                return found.get("id").and_then(Value::as_str).map(str::to_owned);
+                return Ok(found.get("id").and_then(Value::as_str).filter(|id| is_safe_id(id)).map(str::to_owned));
             }
             if page.get("has_more").and_then(Value::as_bool) != Some(true) {
-                return None;
+                return Ok(None);
             }
-            after = page.get("last_id").and_then(Value::as_str).map(str::to_owned);
-            after.as_ref()?;
+            after = page.get("last_id").and_then(Value::as_str).filter(|id| is_safe_id(id)).map(str::to_owned);
+            if after.is_none() {
+                return Ok(None);
+            }
         }
-        None
+        Ok(None)
+    }
+
+    /// An endpoint delivering `types` to `callback`, with a secret we know: the one already
+    /// delivering there (updated, its secret rotated without overlap, since nobody holds the old
+    /// one), or a new one. Answers its id and secret.
+    async fn ensure_endpoint(
+        &self,
+        account: &Account,
+        callback: &str,
+        types: &[String],
+        budget: &Budget,
+    ) -> Result<(String, String), String> {
+        let name = endpoint_name(callback);
+        let existing = self.find_by_url(account, callback, budget).await.map_err(|err| {
+            format!("could not look for an endpoint already delivering to this URL: {}", err_message(&err))
+        })?;
+        let answer = match existing {
+            Some(id) => {
+                let update = json!({"name": name, "url": callback, "event_types": types});
+                self.api.post(account, &format!("webhook_endpoints/{id}"), &update, budget).await.map_err(|err| {
+                    format!("OpenAI refused to update the existing endpoint {id}: {}", err_message(&err))
+                })?;
+                let rotate = json!({"keep_old_secret_active_for_24_hours": false});
+                self.api.post(account, &format!("webhook_endpoints/{id}/rotate_secret"), &rotate, budget).await
+            }
+            None => {
+                let body = json!({"name": name, "url": callback, "event_types": types});
+                self.api.post(account, "webhook_endpoints", &body, budget).await
+            }
+        }
+        .map_err(|err| format!("OpenAI refused to create the webhook endpoint: {}", err_message(&err)))?;
+        endpoint_secret(&answer)
     }
 
     /// When refresh should run next: a day ahead, or sooner when an old secret expires or a
@@ -487,6 +507,18 @@ impl Constructor<'_> {
             next = next.min(number(properties, property::SECRET_CREATED_AT) + rotate_days * 86_400);
         }
         next.max(self.now + 60)
+    }
+}
+
+/// `unsubscribe_trigger` when the key cannot delete the endpoint: done on Dify's side, with the
+/// endpoint to delete by hand named.
+fn left_behind(id: &str, reason: &str) -> Unsubscribed {
+    Unsubscribed {
+        success: true,
+        message: format!(
+            "OpenAI webhook endpoint {id} was left in place ({reason}); delete it in OpenAI's dashboard (Settings → \
+             Project → Webhooks) if nothing uses it"
+        ),
     }
 }
 
@@ -565,7 +597,7 @@ fn requested_types(parameters: &Map<String, Value>) -> Result<Vec<String>, Strin
                  dashboard. Create a manual subscription for it"
             ));
         }
-        if !openai_type.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_') {
+        if !is_event_type(openai_type) {
             return Err(format!("{:?} is not an OpenAI event type", dify_plugin::wire::truncate(openai_type, 64)));
         }
         if !types.iter().any(|t| t == openai_type) {
@@ -625,6 +657,12 @@ fn type_option(openai_type: &str) -> SelectOption {
     SelectOption { value: openai_type.to_owned(), label }
 }
 
+/// An OpenAI event type as the API spells them: `batch.completed`, `fine_tuning.job.succeeded`.
+fn is_event_type(text: &str) -> bool {
+    (1..=127).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
+}
+
 fn text(map: &Map<String, Value>, key: &str) -> Option<String> {
     map.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
 }
@@ -639,6 +677,17 @@ fn number(map: &Map<String, Value>, key: &str) -> i64 {
 
 fn string_list(value: Option<&Value>) -> Vec<&str> {
     value.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect()
+}
+
+/// The secrets dispatch verifies with: `webhook_secret`, but only its first (current) secret once
+/// a rotation's old one has expired, even if no refresh has dropped it yet.
+pub fn live_secrets(properties: &Map<String, Value>, now: i64) -> &str {
+    let all = properties.get(property::SECRET).and_then(Value::as_str).unwrap_or("");
+    let expiry = number(properties, property::PREVIOUS_SECRET_EXPIRES_AT);
+    if properties.contains_key(property::ENDPOINT_ID) && expiry > 0 && now >= expiry {
+        return all.split_whitespace().next().unwrap_or("");
+    }
+    all
 }
 
 /// The event types a subscription's dispatch fires: those a constructor subscribed to; None (all)

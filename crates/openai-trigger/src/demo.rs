@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use dify_plugin::host::{PluginProcess, StorageMode, trigger};
+use dify_plugin::host::{MemoryStorage, PluginProcess, StorageMode, trigger};
 
 use crate::console::say;
 use crate::events::{self, ANY_EVENT};
@@ -230,9 +230,11 @@ fn shorten(value: &str) -> String {
     }
 }
 
-/// Starts this very binary as `serve` over pipes, as the daemon would.
+/// Starts this very binary as `serve` over pipes, as the daemon would, with an in-memory plugin
+/// storage (the daemon's, for the shared replay memory) sized as the manifest asks.
 pub(crate) async fn spawn_plugin(exe: &std::path::Path) -> std::io::Result<PluginProcess> {
     let mut command = tokio::process::Command::new(exe);
     command.arg("serve").env_remove(crate::launcher::COPY_VAR);
-    PluginProcess::spawn(command, StorageMode::Denied).await
+    let storage = MemoryStorage::with_quota(crate::shared_dedupe::MANIFEST_STORAGE_BYTES);
+    PluginProcess::spawn(command, StorageMode::Memory(storage)).await
 }

@@ -20,10 +20,14 @@ use crate::events::details::{
 use crate::events::{Family, Parameter, ParameterKind, Parameters, SafetySubject};
 
 pub use crate::events::details::parameters_of;
-use crate::openai::{Account, ApiError, Budget, OpenAi};
+use crate::openai::{Account, ApiError, Budget, OpenAi, is_safe_id};
 
 /// `details_error` when no key is available.
 pub const NO_KEY_MESSAGE: &str = "no OpenAI API key: add one to this subscription (manual subscriptions have an optional API key field) to receive details";
+
+/// Output files downloaded at once, across all sessions.
+const MAX_CONCURRENT_DOWNLOADS: usize = 4;
+static DOWNLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_DOWNLOADS);
 
 /// Evals probed when the run's eval is not configured (plus one list call).
 pub const MAX_EVAL_PROBES: usize = 10;
@@ -171,7 +175,7 @@ pub async fn add_details(
         }
     };
     let id = data.get("id").and_then(Value::as_str).unwrap_or_default();
-    if id.is_empty() || id.contains(['/', '?', '#']) || id.contains("..") {
+    if !is_safe_id(id) {
         vars.insert("details_error".into(), json!("the event names no usable object id"));
         return;
     }
@@ -312,19 +316,24 @@ async fn batch(
 ) -> Result<Details, String> {
     let object = api.get(account, &format!("batches/{id}"), &[], budget).await.map_err(|err| why(&err))?;
     let mut details = pick(&object, "batch", BATCH);
-    let file =
-        object.get("output_file_id").and_then(Value::as_str).filter(|f| !f.is_empty() && !f.contains(['/', '?', '#']));
+    let file = object.get("output_file_id").and_then(Value::as_str).filter(|f| is_safe_id(f));
     if flag(parameters, &DOWNLOAD_OUTPUT) {
         if let Some(file) = file {
             let cap = output_cap(parameters);
+            // Output files are the one large thing read: a few at a time bounds the memory of many
+            // invokes at once (each holds its file's bytes and their JSON).
+            let Ok(_permit) = DOWNLOADS.acquire().await else {
+                return Err("the batch was fetched, but downloads are shut down".into());
+            };
             let (bytes, cut) = api
                 .download(account, &format!("files/{file}/content"), cap, budget)
                 .await
                 .map_err(|err| format!("the batch was fetched, but its output file was not: {}", why(&err)))?;
-            let lines = jsonl_lines(&bytes, cut);
+            let mut lines = Some(jsonl_lines(&bytes, cut));
+            drop(bytes);
             for (name, value) in &mut details {
                 match name.as_str() {
-                    "output_lines" => *value = Value::Array(lines.clone()),
+                    "output_lines" => *value = Value::Array(lines.take().unwrap_or_default()),
                     "output_truncated" => *value = Value::Bool(cut),
                     _ => {}
                 }
@@ -363,8 +372,8 @@ async fn eval_run(
     let configured = parameters.get(EVAL_ID).and_then(Value::as_str).map(str::trim).filter(|e| !e.is_empty());
     let run = match configured {
         Some(eval_id) => {
-            if eval_id.contains(['/', '?', '#']) {
-                return Err("eval_id is not an eval id".into());
+            if !is_safe_id(eval_id) {
+                return Err("this node's eval_id is not an eval id (eval_…)".into());
             }
             api.get(account, &format!("evals/{eval_id}/runs/{run_id}"), &[], budget)
                 .await
@@ -388,7 +397,7 @@ async fn scan_evals(api: &OpenAi, account: &Account, run_id: &str, budget: &Budg
         .into_iter()
         .flatten()
         .filter_map(|eval| eval.get("id").and_then(Value::as_str))
-        .filter(|id| !id.is_empty() && !id.contains(['/', '?', '#']))
+        .filter(|id| is_safe_id(id))
         .take(MAX_EVAL_PROBES)
         .collect();
     for eval_id in &ids {

@@ -9,6 +9,7 @@ openai-trigger: a Dify trigger plugin that turns OpenAI webhooks into workflow r
 - [`signature`]: Standard Webhooks verification (OpenAI's `webhook-signature`).
 - [`body`]: the webhook body checked once by the rules its echo must meet (JSON, depth, numbers).
 - [`dedupe`]: bounded, time-limited memory of accepted `webhook-id`s (claimed, then confirmed).
+- [`shared_dedupe`]: the same memory shared through the daemon's plugin storage (restarts, clusters).
 - [`constructor`]: API-key subscriptions: the OpenAI webhook endpoint created, checked, repaired,
   rotated and deleted through OpenAI's API.
 - [`enrich`]: the object an event is about, fetched in invoke and added to the variables.
@@ -41,4 +42,5 @@ pub mod openai;
 pub mod provider;
 pub mod raw_http;
 pub mod samples;
+pub mod shared_dedupe;
 pub mod signature;

@@ -55,8 +55,10 @@ impl std::fmt::Debug for Account {
 /// Why an account's settings cannot be used.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AccountError {
-    #[error("base_url {0:?} is not a URL")]
-    InvalidBaseUrl(String),
+    #[error("base_url is not an https:// URL (for example https://api.openai.com/v1)")]
+    InvalidBaseUrl,
+    #[error("base_url must not point at a link-local address (cloud metadata services live there)")]
+    LinkLocalBaseUrl,
     #[error(
         "base_url must be https:// (plain http:// only to this machine, 127.0.0.1 or localhost): the API key would \
          cross the network in clear text"
@@ -108,16 +110,26 @@ impl Account {
 /// https anywhere; http only to this machine (tests, a local gateway); nothing that could carry
 /// extra credentials.
 fn parse_base_url(text: &str) -> Result<Url, AccountError> {
-    let url =
-        Url::parse(text).map_err(|_| AccountError::InvalidBaseUrl(dify_plugin::wire::truncate(text, 64).into()))?;
+    let url = Url::parse(text).map_err(|_| AccountError::InvalidBaseUrl)?;
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
         return Err(AccountError::BaseUrlExtras);
+    }
+    let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    let link_local = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_link_local(),
+        Ok(IpAddr::V6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+        Err(_) => false,
+    };
+    if link_local {
+        return Err(AccountError::LinkLocalBaseUrl);
     }
     match url.scheme() {
         "https" => Ok(url),
         "http" if url.host_str().is_some_and(is_loopback_host) => Ok(url),
         "http" => Err(AccountError::InsecureBaseUrl),
-        _ => Err(AccountError::InvalidBaseUrl(dify_plugin::wire::truncate(text, 64).into())),
+        _ => Err(AccountError::InvalidBaseUrl),
     }
 }
 
@@ -128,6 +140,13 @@ pub fn is_loopback_host(host: &str) -> bool {
         return true;
     }
     bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `id` can go into a URL path as it is: 1–128 ASCII letters, digits, `_` or `-`, as
+/// OpenAI's ids are (`resp_…`, `batch_…`, `ftjob-…`, `file-…`, `whe_…`). Anything else (`/`, `%2e`,
+/// `\`, spaces, Unicode) could change which path is called.
+pub fn is_safe_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Masks every `sk-…` token in `text` (OpenAI quotes a wrong key's start and end in its 401).
@@ -298,7 +317,10 @@ impl OpenAi {
         body: Option<&Value>,
         budget: &Budget,
     ) -> Result<Value, ApiError> {
-        let (bytes, _) = self.call(account, method, path, query, body, budget, MAX_JSON_BYTES).await?;
+        let (bytes, cut) = self.call(account, method, path, query, body, budget, MAX_JSON_BYTES).await?;
+        if cut {
+            return Err(ApiError::TooLarge { limit: MAX_JSON_BYTES });
+        }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(value @ Value::Object(_)) => Ok(value),
             Ok(_) => Err(ApiError::Malformed { detail: "expected a JSON object".into() }),
@@ -317,8 +339,7 @@ impl OpenAi {
         self.call(account, Method::GET, path, &[], None, budget, limit).await
     }
 
-    /// One call with its retries. Answers the body (at most `limit` bytes, and whether it was cut;
-    /// JSON calls treat a cut as [`ApiError::TooLarge`]).
+    /// One call with its retries. Answers the body: at most `limit` bytes, and whether it was cut.
     #[allow(clippy::too_many_arguments, reason = "one private helper behind the public verbs")]
     async fn call(
         &self,
@@ -361,12 +382,7 @@ impl OpenAi {
                 Err(err) => Err(transport_error(account, &err, budget)),
             };
             let (error, wait) = match outcome {
-                Ok(Answer::Body(bytes, cut)) => {
-                    if cut && limit == MAX_JSON_BYTES {
-                        return Err(ApiError::TooLarge { limit });
-                    }
-                    return Ok((bytes, cut));
-                }
+                Ok(Answer::Body(bytes, cut)) => return Ok((bytes, cut)),
                 Ok(Answer::Refused { error, retry_after }) => (error, retry_after),
                 Err(error) => (error, None),
             };
@@ -413,7 +429,7 @@ enum Answer {
 
 async fn read(account: &Account, mut response: reqwest::Response, limit: usize) -> Result<Answer, ApiError> {
     let status = response.status();
-    let retry_after = retry_after(response.headers());
+    let retry_after = if status.is_success() { None } else { retry_after(response.headers()) };
     let read_limit = if status.is_success() { limit } else { 64 * 1024 };
     let mut bytes = Vec::new();
     let mut cut = false;
@@ -451,7 +467,7 @@ fn status_error(account: &Account, status: StatusCode, body: &[u8]) -> ApiError 
     let message = error
         .and_then(|e| e.get("message"))
         .and_then(Value::as_str)
-        .map(|m| account.redact(dify_plugin::wire::truncate(m, 600)))
+        .map(|m| dify_plugin::wire::truncate(&account.redact(m), 600).to_owned())
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
     let code = error.and_then(|e| e.get("code")).and_then(Value::as_str).map(str::to_owned);
     ApiError::Status { status: status.as_u16(), message, code }
@@ -462,13 +478,15 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     if let Some(ms) =
         headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
     {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
+        // A hostile or broken gateway may send anything: an absurd value is a long wait, never a panic.
+        return Some(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX));
     }
     let text = headers.get("retry-after")?.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
+    }
+    if text.parse::<f64>().is_ok() {
+        return None;
     }
     let date = httpdate::parse_http_date(text).ok()?;
     Some(date.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
@@ -560,8 +578,10 @@ mod tests {
             ("http://10.0.0.8/v1", AccountError::InsecureBaseUrl),
             ("https://user:pw@api.example.com/v1", AccountError::BaseUrlExtras),
             ("https://api.example.com/v1?key=1", AccountError::BaseUrlExtras),
-            ("ftp://api.example.com", AccountError::InvalidBaseUrl("ftp://api.example.com".into())),
-            ("api.openai.com", AccountError::InvalidBaseUrl("api.openai.com".into())),
+            ("ftp://api.example.com", AccountError::InvalidBaseUrl),
+            ("api.openai.com", AccountError::InvalidBaseUrl),
+            ("https://169.254.169.254/latest", AccountError::LinkLocalBaseUrl),
+            ("https://[fe80::1]/v1", AccountError::LinkLocalBaseUrl),
         ];
         for (base, want) in cases {
             let got = Account::from_settings(&settings(json!({"api_key": "sk-abc", "base_url": base})));
@@ -605,6 +625,14 @@ mod tests {
         let mut junk = reqwest::header::HeaderMap::new();
         junk.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&junk), None);
+        for absurd in ["1e30", "1e400", "-5", "NaN", "inf"] {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("retry-after-ms", absurd.parse().unwrap());
+            let _ = retry_after(&headers); // never a panic
+        }
+        let mut huge = reqwest::header::HeaderMap::new();
+        huge.insert("retry-after-ms", "1e30".parse().unwrap());
+        assert_eq!(retry_after(&huge), Some(Duration::MAX));
     }
 
     #[test]
@@ -612,6 +640,17 @@ mod tests {
         assert!(backoff(1) >= Duration::from_millis(500) && backoff(1) < Duration::from_millis(700));
         assert!(backoff(2) >= Duration::from_secs(1));
         assert!(backoff(30) <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn only_plain_ids_go_into_paths() {
+        for good in ["resp_123", "batch_abc", "ftjob-AbC", "file-9", "whe_1", "C-83cb61bc3953"] {
+            assert!(is_safe_id(good), "{good}");
+        }
+        let long = "a".repeat(129);
+        for bad in ["", "..", "a/b", "%2e%2e", "a\\b", ".\t.", "a?b", "a#b", "ünï", long.as_str()] {
+            assert!(!is_safe_id(bad), "{bad:?}");
+        }
     }
 
     #[test]

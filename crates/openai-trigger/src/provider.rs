@@ -23,6 +23,7 @@ use crate::error::PluginError;
 use crate::events::{self, Delivery, Outcome};
 use crate::openai::{Account, Budget, OpenAi};
 use crate::raw_http::{self, HttpRequest, HttpResponse};
+use crate::shared_dedupe::{Shared, SharedReplay};
 use crate::signature::{self, SecretError, SecretSet, VerifyError, WebhookHeaders};
 
 /// Provider name as declared in `plugin/provider/openai_trigger.yaml`.
@@ -40,9 +41,11 @@ const MAX_VARIABLES_BYTES: usize = 3584 * 1024;
 /// Seconds since the Unix epoch; injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// The provider: its replay memory, its clock and its OpenAI client.
+/// The provider: its replay memory (in process, and shared through the daemon's storage), its
+/// clock and its OpenAI client.
 pub struct OpenAiTrigger {
     replay: ReplayGuard,
+    shared: SharedReplay,
     clock: Clock,
     api: OpenAi,
     api_budget: Duration,
@@ -50,7 +53,13 @@ pub struct OpenAiTrigger {
 
 impl OpenAiTrigger {
     pub fn new(clock: Clock) -> Self {
-        OpenAiTrigger { replay: ReplayGuard::default(), clock, api: OpenAi::default(), api_budget: DEFAULT_API_BUDGET }
+        OpenAiTrigger {
+            replay: ReplayGuard::default(),
+            shared: SharedReplay::default(),
+            clock,
+            api: OpenAi::default(),
+            api_budget: DEFAULT_API_BUDGET,
+        }
     }
 
     pub fn with_system_clock() -> Self {
@@ -63,14 +72,23 @@ impl OpenAiTrigger {
         self
     }
 
-    /// Runs one action: the reply chunk, or why there is none.
+    /// Runs one action without a daemon to call back (no shared replay memory): the reply chunk,
+    /// or why there is none.
     pub async fn handle_request(&self, request: &Request) -> Result<Box<RawValue>, PluginError> {
+        self.handle_in(request, None).await
+    }
+
+    /// Runs one action in `session`, whose storage holds the replay memory shared by every process.
+    pub async fn handle_in(&self, request: &Request, session: Option<&Session>) -> Result<Box<RawValue>, PluginError> {
         let Some(action) = request.action() else {
             return Err(PluginError::MissingField { action: Action::Other(String::new()), field: "action" });
         };
         let constructor = Constructor { api: &self.api, now: (self.clock)(), budget: self.api_budget };
         match action {
-            Action::DispatchTriggerEvent => self.dispatch_request(request),
+            Action::DispatchTriggerEvent => match session {
+                Some(session) => self.dispatch_shared(request, session).await,
+                None => self.dispatch_request(request),
+            },
             Action::InvokeTriggerEvent => {
                 let data: InvokeRequest = request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?;
                 to_raw(&self.invoke(data).await?)
@@ -104,15 +122,44 @@ impl OpenAiTrigger {
         to_raw(&self.dispatch(&raw, &subscription))
     }
 
+    /// `dispatch_trigger_event` with the shared replay memory: a delivery new to this process is
+    /// looked up in (and recorded to) the daemon's storage before it fires (`crate::shared_dedupe`).
+    async fn dispatch_shared(&self, request: &Request, session: &Session) -> Result<Box<RawValue>, PluginError> {
+        let action = Action::DispatchTriggerEvent;
+        let data: DispatchRequest<'_> = request.parse().map_err(|err| PluginError::wrong_shape(&action, &err))?;
+        let raw = data.raw_http_request.ok_or(PluginError::MissingField { action, field: "raw_http_request" })?;
+        let subscription = data.subscription.unwrap_or_default();
+        let verdict = self.verdict(&raw, &subscription);
+        let verdict = match verdict {
+            Verdict::Accepted { events, payload, claim } => {
+                match self.shared.check_and_record(session, &claim.key(), (self.clock)()).await {
+                    Shared::Recorded | Shared::Unavailable(_) => Verdict::Accepted { events, payload, claim },
+                    Shared::Seen => {
+                        // Learnt from storage: the next copy is answered from memory.
+                        claim.confirm();
+                        Verdict::Duplicate
+                    }
+                    Shared::Lost => Verdict::InProgress,
+                }
+            }
+            other => other,
+        };
+        to_raw(&verdict.into_response())
+    }
+
     fn dispatch(&self, raw_hex: &str, subscription: &Subscription) -> DispatchResponse {
-        let secret_text = subscription.properties.get("webhook_secret").and_then(Value::as_str).unwrap_or("");
+        self.verdict(raw_hex, subscription).into_response()
+    }
+
+    fn verdict(&self, raw_hex: &str, subscription: &Subscription) -> Verdict<'_> {
+        let secret_text = constructor::live_secrets(&subscription.properties, (self.clock)());
         let endpoint = subscription.endpoint.as_deref().unwrap_or("");
         let subscribed = constructor::subscribed_types(&subscription.properties);
         let verdict = self.check_subscribed(raw_hex, secret_text, endpoint, subscribed.as_deref());
         if let Verdict::Rejected(rejection) = &verdict {
             tracing::info!(status = rejection.status(), code = rejection.code(), "rejected a webhook delivery");
         }
-        verdict.into_response()
+        verdict
     }
 
     /// Decides what a delivery is: accepted (with the events it fires), a duplicate, one being
@@ -216,8 +263,8 @@ fn single_value<'a>(request: &'a HttpRequest, name: &'static str) -> Result<Opti
 }
 
 impl Plugin for OpenAiTrigger {
-    async fn handle(&self, request: Request, _session: &Session) -> Reply {
-        self.handle_request(&request).await.map_err(ErrorData::from)
+    async fn handle(&self, request: Request, session: &Session) -> Reply {
+        self.handle_in(&request, Some(session)).await.map_err(ErrorData::from)
     }
 }
 

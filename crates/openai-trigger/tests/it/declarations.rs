@@ -248,6 +248,15 @@ fn manifest_follows_the_daemon_rules() {
             other => problems.push(format!("manifest {icon} {other:?} is not a file in _assets/")),
         }
     }
+    let storage = &manifest["resource"]["permission"]["storage"];
+    if storage["enabled"] != true
+        || storage["size"].as_u64() != Some(openai_trigger::shared_dedupe::MANIFEST_STORAGE_BYTES as u64)
+    {
+        problems.push(format!(
+            "resource.permission.storage must be enabled with size {} (shared_dedupe::MANIFEST_STORAGE_BYTES), is {storage}",
+            openai_trigger::shared_dedupe::MANIFEST_STORAGE_BYTES
+        ));
+    }
     if manifest["resource"]["memory"].as_u64().is_none_or(|memory| memory == 0) {
         problems.push("resource.memory must be set and non-zero".into());
     }

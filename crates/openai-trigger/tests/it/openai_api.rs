@@ -161,7 +161,7 @@ fn validate_refuses_unsafe_base_urls_without_sending_the_key() {
     for (base_url, expected) in [
         ("http://api.example.com/v1", "base_url must be https://"),
         ("https://user:pass@api.example.com/v1", "user name, password"),
-        ("not a url", "is not a URL"),
+        ("not a url", "base_url is not an https:// URL"),
     ] {
         let error = validate(&mut plugin, json!({"api_key": VALID_KEY, "base_url": base_url})).unwrap_err();
         assert!(error["message"].as_str().unwrap().contains(expected), "{base_url}: {error}");
@@ -339,10 +339,10 @@ fn unsubscribe_deletes_the_endpoint_and_already_gone_is_success() {
     assert_eq!(again["subscription"]["success"], true);
     assert_eq!(again["subscription"]["message"], format!("OpenAI webhook endpoint {id} was already deleted"));
 
-    mock.add_fault(Fault { path_prefix: "/v1/webhook_endpoints/".into(), status: Some(403), ..Fault::default() });
+    mock.add_fault(Fault { path_prefix: "/v1/webhook_endpoints/".into(), status: Some(400), ..Fault::default() });
     let refused = stored_action(&mut plugin, "unsubscribe_trigger", &subscription, &creds);
     assert_eq!(refused["subscription"]["success"], false);
-    assert!(refused["subscription"]["message"].as_str().unwrap().contains("(403)"), "{refused}");
+    assert!(refused["subscription"]["message"].as_str().unwrap().contains("(400)"), "{refused}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,9 +399,13 @@ fn refresh_creates_a_deleted_endpoint_again_with_a_new_secret() {
     let requests = mock.requests();
     assert_eq!(
         calls(&requests),
-        [format!("GET /v1/webhook_endpoints/{old_id}"), "POST /v1/webhook_endpoints".to_owned()]
+        [
+            format!("GET /v1/webhook_endpoints/{old_id}"),
+            "GET /v1/webhook_endpoints".to_owned(),
+            "POST /v1/webhook_endpoints".to_owned()
+        ]
     );
-    assert_eq!(requests[1].json()["event_types"], json!(["batch.completed"]));
+    assert_eq!(requests[2].json()["event_types"], json!(["batch.completed"]));
     let props = refreshed["subscription"]["properties"].as_object().unwrap();
     let endpoint = &mock.endpoints()[0];
     assert_eq!(props["endpoint_id"], endpoint["id"]);
@@ -943,4 +947,149 @@ fn outbound_calls_go_through_the_configured_proxy() {
     let requests = mock.requests();
     assert_eq!(calls(&requests), ["GET /v1/webhook_endpoints"]);
     assert_eq!(requests[0].header("host"), Some("localhost:9"), "the request was for the base URL's host");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What an adversarial review found (each failed before its fix).
+
+#[test]
+fn an_absurd_retry_after_ms_is_a_long_wait_not_a_crash() {
+    let mock = mock();
+    let mut plugin = Plugin::start();
+    mock.add_fault(Fault {
+        path_prefix: "/v1/responses/".into(),
+        status: Some(429),
+        retry_after_ms: Some("1e30".into()),
+        ..Fault::default()
+    });
+    let invoked = invoke_about(
+        &mut plugin,
+        "response_completed",
+        "response.completed",
+        ids::RESPONSE_COMPLETED,
+        json!({}),
+        &credentials(&mock),
+    );
+    let error = invoked.variables["details_error"].as_str().unwrap();
+    assert!(error.starts_with("OpenAI rate-limited the call (429) after 1 attempt(s)"), "{error}");
+}
+
+#[test]
+fn object_ids_cannot_steer_the_request_path() {
+    let mock = mock();
+    let mut plugin = Plugin::start();
+    for id in
+        ["%2e%2e\\organization\\audit_logs", ".\t.", "../../organization/audit_logs", "resp_1?x=1", &"r".repeat(200)]
+    {
+        let invoked =
+            invoke_about(&mut plugin, "response_completed", "response.completed", id, json!({}), &credentials(&mock));
+        assert_eq!(invoked.variables["details_error"], "the event names no usable object id", "{id:?}");
+    }
+    let eval = invoke_about(
+        &mut plugin,
+        "eval_run_succeeded",
+        "eval.run.succeeded",
+        ids::EVAL_RUN,
+        json!({"eval_id": ".."}),
+        &credentials(&mock),
+    );
+    assert!(eval.variables["details_error"].as_str().unwrap().contains("not an eval id"), "{:?}", eval.variables);
+    assert!(mock.requests().is_empty(), "{:?}", calls(&mock.requests()));
+}
+
+#[test]
+fn a_key_pasted_into_base_url_is_not_echoed() {
+    let mock = mock();
+    let mut plugin = Plugin::start();
+    let body = event_body("batch.completed", "evt_b", 1, &json!({"id": ids::BATCH_COMPLETED}));
+    let payload =
+        json!({"webhook_id": "wh_b", "webhook_timestamp": 1, "event": serde_json::from_str::<Value>(&body).unwrap()});
+    let mut data = invoke_data("batch_completed", b"", &payload, &json!({}));
+    data["subscription"]["properties"]["api_key"] = json!("x");
+    data["subscription"]["properties"]["base_url"] = json!("sk-proj-ABCDEFGHIJ");
+    let vars = plugin.invoke_data(&data).variables;
+    let error = vars["details_error"].as_str().unwrap();
+    assert!(error.starts_with("base_url is not an https:// URL"), "{error}");
+    assert!(!error.contains("ABCDEF"), "{error}");
+    assert!(mock.requests().is_empty());
+}
+
+#[test]
+fn a_download_cap_equal_to_the_json_limit_still_truncates() {
+    let mock = mock();
+    let mut plugin = Plugin::start();
+    let line = format!("{{\"id\": \"r\", \"pad\": \"{}\"}}\n", "x".repeat(1000));
+    let content: String = std::iter::repeat_n(line.as_str(), 2100).collect();
+    mock.insert("files", json!({"id": "file-2mib", "content": content}));
+    mock.insert(
+        "batches",
+        json!({"id": "batch_2mib", "object": "batch", "status": "completed", "output_file_id": "file-2mib"}),
+    );
+    let vars = invoke_about(
+        &mut plugin,
+        "batch_completed",
+        "batch.completed",
+        "batch_2mib",
+        json!({"download_output": true, "output_max_bytes": openai_trigger::openai::MAX_JSON_BYTES}),
+        &credentials(&mock),
+    )
+    .variables;
+    assert_eq!(vars["details_error"], "", "{vars:?}");
+    assert_eq!(vars["output_truncated"], true);
+    assert_eq!(vars["output_lines"].as_array().unwrap().len(), openai_trigger::openai::MAX_JSON_BYTES / line.len());
+}
+
+#[test]
+fn an_expired_old_secret_is_dropped_whatever_openai_answers() {
+    let mock = mock();
+    let mut plugin = Plugin::start();
+    let creds = credentials(&mock);
+    let answer = subscribe(&mut plugin, &creds, ENDPOINT, json!({"events": ["batch.completed"]})).unwrap();
+    let new_secret = secret_of(&answer);
+    let mut subscription = stored(&answer);
+    subscription["properties"]["webhook_secret"] = json!(format!("{new_secret} {OTHER_SECRET}"));
+    subscription["properties"]["previous_secret_expires_at"] = json!(unix_now() - 1);
+    // Dispatch stops accepting the old secret at its expiry, before any refresh.
+    let old = deliver(&mut plugin, &subscription, OTHER_SECRET, "batch.completed", "wh_expired_old");
+    assert_eq!(old.http.status, 401);
+    assert_eq!(deliver(&mut plugin, &subscription, &new_secret, "batch.completed", "wh_expired_new").http.status, 200);
+    // Refresh drops it even when OpenAI refuses the key.
+    let revoked = json!({"api_key": "sk-revoked-0000", "base_url": mock.base_url()});
+    let refreshed = stored_action(&mut plugin, "refresh_trigger", &subscription, &revoked);
+    assert_eq!(refreshed["subscription"]["properties"]["webhook_secret"], new_secret.as_str());
+    assert_eq!(refreshed["subscription"]["properties"]["previous_secret_expires_at"], 0);
+}
+
+#[test]
+fn unsubscribe_with_a_revoked_key_leaves_the_endpoint_and_lets_dify_rebuild() {
+    let mock = mock();
+    let mut plugin = Plugin::start();
+    let answer = subscribe(&mut plugin, &credentials(&mock), ENDPOINT, json!({})).unwrap();
+    let id = properties(&answer)["endpoint_id"].as_str().unwrap().to_owned();
+    let revoked = json!({"api_key": "sk-revoked-0000", "base_url": mock.base_url()});
+    let result = stored_action(&mut plugin, "unsubscribe_trigger", &stored(&answer), &revoked);
+    assert_eq!(result["subscription"]["success"], true, "{result}");
+    let message = result["subscription"]["message"].as_str().unwrap();
+    assert!(message.contains(&id) && message.contains("left in place") && message.contains("(401)"), "{message}");
+    assert_eq!(mock.endpoints().len(), 1);
+    // The rebuild's subscribe, with a working key, adopts it: still one endpoint.
+    subscribe(&mut plugin, &credentials(&mock), ENDPOINT, json!({})).unwrap();
+    assert_eq!(mock.endpoints().len(), 1);
+}
+
+#[test]
+fn refresh_adopts_an_endpoint_that_already_delivers_to_the_url() {
+    let mock = mock();
+    let mut plugin = Plugin::start();
+    let creds = credentials(&mock);
+    let first = subscribe(&mut plugin, &creds, ENDPOINT, json!({"events": ["batch.completed"]})).unwrap();
+    let first_id = properties(&first)["endpoint_id"].as_str().unwrap().to_owned();
+    // The stored endpoint is gone, but another one (say, from a lost refresh answer) delivers there.
+    assert!(mock.remove_endpoint(&first_id));
+    let other = subscribe(&mut plugin, &creds, ENDPOINT, json!({"events": ["batch.completed"]})).unwrap();
+    let other_id = properties(&other)["endpoint_id"].as_str().unwrap().to_owned();
+    let refreshed = stored_action(&mut plugin, "refresh_trigger", &stored(&first), &creds);
+    assert_eq!(refreshed["subscription"]["properties"]["endpoint_id"], other_id.as_str());
+    assert_eq!(mock.endpoints().len(), 1, "no second endpoint for the same URL");
+    assert_eq!(refreshed["subscription"]["properties"]["webhook_secret"], mock.endpoints()[0]["signing_secret"]);
 }

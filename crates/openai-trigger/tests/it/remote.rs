@@ -14,10 +14,12 @@ use crate::support::{self, ENDPOINT, PROVIDER, RawRequest, SECRET, event_body, u
 
 const KEY: &str = "9c3df1b4-6daf-4cb4-bcaa-3f05a2dbc3a1";
 
-/// One accepted debugging connection, read line by line.
+/// One accepted debugging connection, read line by line. Its storage answers the plugin's
+/// backwards `storage` calls, as the daemon's does over the same socket.
 struct Connection {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    storage: dify_plugin::host::MemoryStorage,
 }
 
 impl Connection {
@@ -28,9 +30,11 @@ impl Connection {
             match listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).unwrap();
+                    stream.set_nodelay(true).unwrap();
                     stream.set_read_timeout(Some(support::WAIT)).unwrap();
                     let writer = stream.try_clone().unwrap();
-                    return Connection { reader: BufReader::new(stream), writer };
+                    let storage = dify_plugin::host::MemoryStorage::new();
+                    return Connection { reader: BufReader::new(stream), writer, storage };
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
@@ -70,9 +74,28 @@ impl Connection {
         messages
     }
 
+    /// One line in one write, like the daemon (Go sockets have TCP_NODELAY on; without it, a
+    /// separate newline would wait out the peer's delayed ACK).
     fn send(&mut self, line: &str) {
-        self.writer.write_all(line.as_bytes()).unwrap();
-        self.writer.write_all(b"\n").unwrap();
+        self.writer.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// Answers a backwards storage call over the socket (daemon-protocol.md §4.1).
+    fn answer_storage(&mut self, message: &Value) {
+        let invoke = &message["data"]["data"];
+        assert_eq!(invoke["type"], "storage", "{message}");
+        let answers = match self.storage.answer(&invoke["request"]) {
+            Ok(data) => vec![("response", "struct", data)],
+            Err(text) => vec![("error", text.leak() as &str, Value::Null)],
+        };
+        for (event, text, data) in answers.into_iter().chain([("end", "", Value::Null)]) {
+            let line = json!({
+                "session_id": message["session_id"], "conversation_id": null, "message_id": null, "app_id": null,
+                "endpoint_id": null, "context": null, "event": "backwards_response",
+                "data": {"backwards_request_id": invoke["backwards_request_id"], "event": event, "message": text, "data": data},
+            });
+            self.send(&line.to_string());
+        }
     }
 
     /// The stream chunk of `session_id`, skipping heartbeats; panics on error or a missing end.
@@ -80,7 +103,12 @@ impl Connection {
         let mut chunk = None;
         loop {
             let message = self.next_json();
-            if message["event"] == "heartbeat" {
+            // Heartbeats, and the plugin's log lines (a storage answer that came too late is one).
+            if message["event"] == "heartbeat" || message["event"] == "log" {
+                continue;
+            }
+            if message["data"]["type"] == "invoke" {
+                self.answer_storage(&message);
                 continue;
             }
             assert_eq!(message["session_id"], session_id, "{message}");

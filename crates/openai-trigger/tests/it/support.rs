@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use dify_plugin::host::MemoryStorage;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
@@ -90,6 +91,10 @@ pub struct Plugin {
     pub transcript: Transcript,
     eof: bool,
     next_session: u64,
+    /// The daemon's plugin storage, as the harness answers the plugin's `storage` calls from it
+    /// (daemon-protocol.md §4.2). Shared between two `Plugin`s, it is one database behind two
+    /// processes.
+    pub storage: MemoryStorage,
 }
 
 impl Plugin {
@@ -134,7 +139,16 @@ impl Plugin {
             }
         });
         let stdin = child.stdin.take();
-        Plugin { child, stdin, lines, stderr, transcript: Transcript::default(), eof: false, next_session: 0 }
+        Plugin {
+            child,
+            stdin,
+            lines,
+            stderr,
+            transcript: Transcript::default(),
+            eof: false,
+            next_session: 0,
+            storage: MemoryStorage::with_quota(openai_trigger::shared_dedupe::MANIFEST_STORAGE_BYTES),
+        }
     }
 
     /// Spawns the plugin and waits for its readiness signal, as the daemon does before routing
@@ -208,12 +222,55 @@ impl Plugin {
             return Some(None);
         }
         match self.lines.recv_timeout(timeout) {
-            Ok(Some(raw)) => Some(Some(self.transcript.record(raw))),
+            Ok(Some(raw)) => {
+                let line = self.transcript.record(raw);
+                self.answer_backwards(&line);
+                Some(Some(line))
+            }
             Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 self.eof = true;
                 Some(None)
             }
             Err(mpsc::RecvTimeoutError::Timeout) => None,
+        }
+    }
+
+    /// Answers a backwards `storage` call the way the daemon does (others get its permission
+    /// error), while stdin is open. Once it is closed, pending calls end with the connection.
+    fn answer_backwards(&mut self, line: &str) {
+        let Ok(value) = serde_json::from_str::<Value>(line) else { return };
+        if value["event"] != "session" || value["data"]["type"] != "invoke" {
+            return;
+        }
+        let invoke = &value["data"]["data"];
+        let answers = match (invoke["type"].as_str(), self.storage.answer(&invoke["request"])) {
+            (Some("storage"), Ok(data)) => {
+                vec![("response", "struct".to_owned(), data), ("end", String::new(), Value::Null)]
+            }
+            (Some("storage"), Err(message)) => {
+                vec![("error", message, Value::Null), ("end", String::new(), Value::Null)]
+            }
+            (kind, _) => vec![
+                (
+                    "error",
+                    format!("permission denied, you need to enable {} access in plugin manifest", kind.unwrap_or("")),
+                    Value::Null,
+                ),
+                ("end", String::new(), Value::Null),
+            ],
+        };
+        let Some(stdin) = self.stdin.as_mut() else { return };
+        for (event, message, data) in answers {
+            let line = json!({
+                "session_id": value["session_id"], "conversation_id": null, "message_id": null, "app_id": null,
+                "endpoint_id": null, "context": null, "event": "backwards_response",
+                "data": {"backwards_request_id": invoke["backwards_request_id"], "event": event, "message": message, "data": data},
+            });
+            let mut bytes = line.to_string().into_bytes();
+            bytes.push(b'\n');
+            if stdin.write_all(&bytes).and_then(|()| stdin.flush()).is_err() {
+                return;
+            }
         }
     }
 
@@ -290,6 +347,8 @@ pub struct Transcript {
     pub lines: Vec<String>,
     pub heartbeats: usize,
     pub logs: Vec<Value>,
+    /// Backwards calls the plugin made.
+    pub invokes: usize,
     sessions: HashMap<String, SessionState>,
 }
 
@@ -344,6 +403,14 @@ impl Transcript {
         assert!(!state.ended, "session {id} got a message after its end: {line}");
         let payload = message["data"].clone();
         match message["type"].as_str() {
+            // A backwards call (daemon-protocol.md §4.1): the harness answers it; it is not a result.
+            Some("invoke") => {
+                assert!(state.result.is_none(), "session {id} called back after its result: {line}");
+                assert!(payload["type"].is_string(), "invoke type: {line}");
+                assert!(payload["backwards_request_id"].as_str().is_some_and(|id| !id.is_empty()), "invoke id: {line}");
+                assert!(payload["request"].is_object(), "invoke request: {line}");
+                self.invokes += 1;
+            }
             Some("stream") => {
                 assert!(state.result.is_none(), "session {id} got a second result: {line}");
                 state.result = Some(Ok(payload));
@@ -422,8 +489,15 @@ pub fn check_raw(stdin: &[u8], expected: &[&str]) {
     plugin.send_raw(stdin);
     let status = plugin.finish();
     assert!(status.success(), "exit status {status:?}; stderr: {}", plugin.stderr());
-    let actual: Vec<String> =
-        plugin.transcript.lines.iter().filter(|line| *line != HEARTBEAT).map(|line| zero_log_timestamp(line)).collect();
+    // Heartbeats and backwards calls (the storage of the shared replay memory) are not part of a
+    // golden transcript: the first are timing, the second are answered by the harness.
+    let actual: Vec<String> = plugin
+        .transcript
+        .lines
+        .iter()
+        .filter(|line| *line != HEARTBEAT && !line.contains(r#""data":{"type":"invoke","#))
+        .map(|line| zero_log_timestamp(line))
+        .collect();
     let expected: Vec<String> = expected.iter().map(|line| (*line).to_owned()).collect();
     let by_stream = |lines: &[String]| {
         let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
