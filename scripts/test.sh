@@ -2,7 +2,7 @@
 # The test command: everything CI runs, from a fresh Debian 12 machine with Rust, Python 3 and Go, as root.
 #
 #   bash scripts/test.sh                     # fmt, clippy, unit + integration tests, fuzzing (20 s per target),
-#                                            # a 300 000-request soak, then the conformance suite
+#                                            # a 300 000-request soak, a short benchmark run, then the conformance suite
 #   bash scripts/test.sh --no-conformance    # all but the conformance suite (no root, no daemon)
 #
 # Installs what the tests need (rustfmt/clippy components, openssl; the conformance suite installs PostgreSQL,
@@ -74,6 +74,11 @@ fi
 rm -f "$fuzz_log"
 log "soak: cargo xtask soak --requests 300000"
 if cargo xtask soak --requests 300000; then passed=$(( passed + 1 )); else failed=$(( failed + 1 )); fi
+# The benchmark runs from one command on a fresh machine (it installs the Python SDK plugin's venv itself).
+# One short run, one check: that it runs and every contestant answers. Its figures are not judged here:
+# targets are ratios read from full runs (`cargo xtask bench`), not from a shared CI machine.
+log "benchmark: cargo xtask bench --quick --runs 1"
+if cargo xtask bench --quick --runs 1; then passed=$(( passed + 1 )); else failed=$(( failed + 1 )); fi
 
 if [ "$conformance" = 1 ]; then
   log "conformance suite against the real Dify plugin daemon: bash tests/conformance/run.sh"

@@ -35,6 +35,8 @@ LOGS="${OT_LOG_DIR:-${TMPDIR:-/tmp}/openai-trigger-conformance-logs}"
 PY="${OT_PYTHON:-python3}"
 export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the work tree
 mkdir -p "$LOGS"
+# Logs of an earlier run would be shown as this run's when a step does not run.
+rm -f "$LOGS"/*.log "$LOGS"/*.env
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 secs() { printf '%d.%d' $(( $1 / 1000 )) $(( $1 % 1000 / 100 )); }   # ms -> "S.d"

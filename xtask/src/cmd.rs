@@ -8,3 +8,32 @@ pub(crate) fn run(command: &mut Command) -> io::Result<()> {
     let status = command.status().map_err(|err| io::Error::new(err.kind(), format!("{command:?}: {err}")))?;
     if status.success() { Ok(()) } else { Err(io::Error::other(format!("{command:?} failed: {status}"))) }
 }
+
+/// `cargo`, for a build nested in `cargo xtask`, in a [`clean_env`].
+pub(crate) fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    clean_env(&mut command);
+    command
+}
+
+/// Removes the variables `cargo run` set for xtask itself from a command that runs cargo (cargo,
+/// maturin). Build scripts track some of them (ring's tracks `CARGO_MANIFEST_DIR`), so inheriting
+/// them would rebuild the TLS stack on every switch between `cargo build` and `cargo xtask`.
+pub(crate) fn clean_env(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}

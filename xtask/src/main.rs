@@ -7,9 +7,11 @@ Release tooling, in the rust-analyzer manner: `cargo xtask <command>` (the alias
 - `build-static`: the wheels and the two static musl binaries in them, checked and smoke-tested.
 - `package`: the self-contained `.difypkg` alone (static binaries inside), smoke-tested.
 - `soak`: a long mixed load on the release binary, answers and resources checked.
+- `bench`: the plugin against the Python SDK plugin, the naive yardstick and `cat`, in one run.
 - `keygen`, `sign`, `verify`: RSA keys and the daemon's third-party package signature.
 */
 
+mod bench;
 mod cmd;
 mod index;
 mod marketplace;
@@ -100,6 +102,29 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
     },
+    /// Benchmark the plugin side by side with the Python SDK plugin (bench/python-sdk-plugin), the
+    /// naive native yardstick (../shared/bench/naive-plugin) and the pipe floor (`cat`), interleaved
+    /// run by run; prints medians and the targets as ratios, writes target/bench/latest.json.
+    Bench {
+        /// Runs of every contestant (the report shows medians).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// One short run (a smoke test of the benchmark, not figures to quote).
+        #[arg(long)]
+        quick: bool,
+        /// Also run our plugin with a daemon side that answers its storage calls (the shared replay memory).
+        #[arg(long)]
+        with_storage: bool,
+        /// Also drive our plugin through 1 000 000 pairs and sample its RSS.
+        #[arg(long)]
+        million: bool,
+        /// Only these contestants: ours, naive, python, cat (repeatable).
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+        /// Our binary [default: a fresh `cargo build --release -p openai-trigger`].
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
     /// Generate an RSA key pair for `sign`: NAME.private.pem (mode 0600) and NAME.public.pem.
     Keygen {
         /// Path and name of the key files, without the .private.pem / .public.pem suffix.
@@ -153,6 +178,9 @@ fn main() -> ExitCode {
             package_offline(binaries, out.as_deref(), !no_smoke)
         }
         Command::Soak { requests, in_flight, binary } => soak::soak(requests, in_flight.max(1), binary.as_deref()),
+        Command::Bench { runs, quick, with_storage, million, only, binary } => {
+            bench::bench(&workspace_root(), &bench::Options { runs, quick, with_storage, million, only, binary })
+        }
         Command::Keygen { out, bits } => package::keygen_command(&out, bits.into()),
         Command::Sign { package, key, category, out } => {
             package::sign_command(&package, &key, category, out.as_deref())

@@ -14,7 +14,10 @@ pub(crate) fn one_session(command: tokio::process::Command) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let storage = MemoryStorage::with_quota(openai_trigger::shared_dedupe::MANIFEST_STORAGE_BYTES);
-        let plugin = PluginProcess::spawn(command, StorageMode::Memory(storage)).await?;
+        let program = command.as_std().get_program().to_string_lossy().into_owned();
+        let plugin = PluginProcess::spawn(command, StorageMode::Memory(storage))
+            .await
+            .map_err(|err| io::Error::new(err.kind(), format!("cannot start {program}: {err}")))?;
         let now = unix_now();
         let delivery =
             SignedDelivery::new(DEMO_SECRET, "wh_smoke_1", now, sample_body("batch.completed", "evt_smoke", now));

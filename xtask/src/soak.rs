@@ -140,7 +140,7 @@ pub(crate) fn soak(requests: u64, in_flight: u64, binary: Option<&Path>) -> io::
     let binary = match binary {
         Some(path) => path.to_owned(),
         None => {
-            crate::cmd::run(Command::new("cargo").current_dir(crate::workspace_root()).args([
+            crate::cmd::run(crate::cmd::cargo().current_dir(crate::workspace_root()).args([
                 "build",
                 "--release",
                 "--locked",

@@ -38,7 +38,7 @@ pub(crate) fn build_static() -> io::Result<Built> {
     let wheels = crate::wheels::build(&crate::dist_dir().join("wheels"), &version)?;
     std::fs::create_dir_all(crate::dist_dir().join("bin"))?;
     for wheel in &wheels {
-        std::fs::write(binary_path(wheel.arch), &wheel.binary)?;
+        write_executable(&binary_path(wheel.arch), &wheel.binary)?;
     }
     let (amd64, arm64) = built_binaries()?;
     install_qemu()?;
@@ -46,6 +46,14 @@ pub(crate) fn build_static() -> io::Result<Built> {
         check_binary(arch, bytes)?;
     }
     Ok(Built { binaries: (amd64, arm64), wheels })
+}
+
+/// Writes `bytes` to `path` with mode 0755. `fs::write` alone keeps the mode of a file that was
+/// already there, so a first build on a clean clone would leave 0644 and fail to run.
+fn write_executable(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
 }
 
 /// A static ELF for `arch` that answers a serve session (natively or under qemu-user).

@@ -63,7 +63,7 @@ pub(crate) fn build(out: &Path, version: &str) -> io::Result<Vec<Wheel>> {
             std::fs::remove_file(stale)?;
         }
         say(&format!("==> maturin build --release --target {} --zig (wheel for {arch})", target(arch)));
-        run(Command::new(&maturin)
+        run(crate::cmd::clean_env(&mut Command::new(&maturin))
             .current_dir(&project)
             .args(["build", "--release", "--locked", "--zig", "--target", target(arch)])
             .args(["--compatibility", "pypi", "manylinux2014", "musllinux_1_2"])

@@ -212,6 +212,12 @@ fn expected_files(amd64: &[u8], arm64: &[u8]) -> BTreeMap<String, Vec<u8>> {
             }
         }
     }
+    // The user guide's translations (Marketplace layout: readme/README_<locale>.md).
+    for translation in fs::read_dir(root.join("readme")).unwrap() {
+        let path = translation.unwrap().path();
+        let name = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+        files.insert(name, fs::read(&path).unwrap());
+    }
     files.insert("bin/openai-trigger-linux-amd64".to_owned(), amd64.to_vec());
     files.insert("bin/openai-trigger-linux-arm64".to_owned(), arm64.to_vec());
     files

@@ -36,6 +36,6 @@ impl Plugin for EchoTrigger {
 #[tokio::main]
 async fn main() -> Result<(), dify_plugin::RunError> {
     let declaration =
-        Declaration { manifest: json!({}), kind: ProviderKind::Trigger, providers: vec![], assets: vec![] };
-    dify_plugin::run(Arc::new(EchoTrigger), &declaration, ServeOptions::default()).await
+        || Declaration { manifest: json!({}), kind: ProviderKind::Trigger, providers: vec![], assets: vec![] };
+    dify_plugin::run(Arc::new(EchoTrigger), declaration, ServeOptions::default()).await
 }

@@ -75,10 +75,15 @@ pub enum RunError {
 
 /// Runs `plugin` the way the environment asks (`INSTALL_METHOD` and its settings, from the
 /// environment or a `.env` file in the working directory, [`InstallMethod::from_env`]), until the
-/// daemon stops it. `declaration` is what remote debugging registers.
+/// daemon stops it. `declaration` builds what remote debugging registers; it is called only in
+/// that mode (a plugin started by the daemon never needs its declaration in memory).
 ///
 /// Errors: a bad setting, a rejected or impossible remote registration, or the transport's IO errors.
-pub async fn run<P: Plugin>(plugin: Arc<P>, declaration: &Declaration, options: ServeOptions) -> Result<(), RunError> {
+pub async fn run<P: Plugin>(
+    plugin: Arc<P>,
+    declaration: impl FnOnce() -> Declaration,
+    options: ServeOptions,
+) -> Result<(), RunError> {
     let method = InstallMethod::from_env(Path::new("."), |name| std::env::var(name).ok())?;
     run_as(method, plugin, declaration, options).await
 }
@@ -87,14 +92,14 @@ pub async fn run<P: Plugin>(plugin: Arc<P>, declaration: &Declaration, options: 
 pub async fn run_as<P: Plugin>(
     method: InstallMethod,
     plugin: Arc<P>,
-    declaration: &Declaration,
+    declaration: impl FnOnce() -> Declaration,
     options: ServeOptions,
 ) -> Result<(), RunError> {
     match method {
         InstallMethod::Local => {
             stdio::serve_stdio(plugin, options).await?;
         }
-        InstallMethod::Remote(config) => remote::run(config, declaration, plugin, options).await?,
+        InstallMethod::Remote(config) => remote::run(config, &declaration(), plugin, options).await?,
         InstallMethod::Serverless { host, port, lambda } => {
             serverless::serve_http(&host, port, lambda, plugin, options).await?;
         }

@@ -64,9 +64,14 @@ pub fn check(body: &str) -> Result<EventBody, BodyError> {
         Err(_) if too_deep.get() => return Err(BodyError::TooDeep),
         Err(err) => return Err(BodyError::NotJson { line: err.line(), column: err.column() }),
     };
-    let text = if body.contains(['\n', '\r']) { body.replace(['\n', '\r'], " ") } else { body.to_owned() };
-    let json = RawValue::from_string(text.trim().to_owned())
-        .map_err(|err| BodyError::NotJson { line: err.line(), column: err.column() })?;
+    let trimmed = body.trim();
+    let text = if memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_some() {
+        trimmed.replace(['\n', '\r'], " ")
+    } else {
+        trimmed.to_owned()
+    };
+    let json =
+        RawValue::from_string(text).map_err(|err| BodyError::NotJson { line: err.line(), column: err.column() })?;
     Ok(EventBody { openai_type, json })
 }
 

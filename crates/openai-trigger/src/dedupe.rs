@@ -1,7 +1,10 @@
 /*!
 Duplicate-delivery detection by `webhook-id` (openai-webhooks.md §3.1): OpenAI retries for up to
-72 h with the same id, and may send rare duplicates. Entries are fixed-size digests kept in
-insertion order, so memory is bounded by `capacity` whatever the ids look like.
+72 h with the same id, and may send rare duplicates. The memory is a fixed table of `capacity`
+slots of 12 bytes (8 bytes of the delivery's digest, its expiry in Unix seconds), in buckets of
+16: a new entry takes an empty or expired slot of its bucket, else the one that expires first. So
+memory is bounded by `capacity` (768 KiB at the default 65 536) whatever the ids look like, and it
+is only touched as it fills.
 
 A delivery is remembered only once it fired and was answered 200: [`ReplayGuard::claim`] reserves
 its id while dispatch works on it, and only [`Claim::confirm`] makes the reservation permanent; a
@@ -10,15 +13,18 @@ processed. While a claim is pending, the same id again is [`Sighting::InProgress
 retryable status, never as a duplicate, so a delivery whose first attempt then fails is not lost.
 */
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
 /// OpenAI's retry horizon.
 pub const RETENTION_SECONDS: i64 = 72 * 3600;
-/// About 3 MiB at most; far above the deliveries one Dify subscription sees in 72 h.
+/// 768 KiB at most; far above the deliveries one Dify subscription sees in 72 h.
 pub const DEFAULT_CAPACITY: usize = 65_536;
+/// Slots per bucket.
+const WAYS: usize = 16;
 
 /// A `(scope, webhook-id)` digest.
 pub type Key = [u8; 16];
@@ -35,16 +41,39 @@ pub enum Sighting<'a> {
 }
 
 pub struct ReplayGuard {
-    capacity: usize,
     retention: i64,
     state: Mutex<State>,
 }
 
+/// The digests are uniformly random: their first eight bytes are already a good hash.
 #[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
 struct State {
-    expiry_by_key: HashMap<Key, i64>,
-    order: VecDeque<(Key, i64)>,
-    pending: std::collections::HashSet<Key>,
+    /// `buckets × ways` slots: the first eight bytes of a digest, 0 when empty.
+    keys: Vec<u64>,
+    /// When each slot's entry expires (Unix seconds; 0 = empty).
+    expiries: Vec<u32>,
+    buckets: usize,
+    ways: usize,
+    /// Claims in flight.
+    pending: HashSet<u64, BuildHasherDefault<Identity>>,
 }
 
 /// A reservation of one delivery's id; forgotten when dropped unconfirmed.
@@ -67,8 +96,9 @@ impl Claim<'_> {
     pub fn confirm(mut self) {
         self.confirmed = true;
         let mut state = self.guard.lock();
-        state.pending.remove(&self.key);
-        self.guard.insert(&mut state, self.key, self.now);
+        let (short, _) = split(&self.key);
+        state.pending.remove(&short);
+        self.guard.insert(&mut state, &self.key, self.now);
     }
 
     /// The digest this claim reserves.
@@ -80,26 +110,45 @@ impl Claim<'_> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if !self.confirmed {
-            self.guard.lock().pending.remove(&self.key);
+            let (short, _) = split(&self.key);
+            self.guard.lock().pending.remove(&short);
         }
     }
 }
 
+/// The stored part of a digest (never 0: 0 marks an empty slot) and its bucket selector.
+fn split(key: &Key) -> (u64, u64) {
+    let short = u64::from_be_bytes([key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]]).max(1);
+    let selector = u64::from_be_bytes([key[8], key[9], key[10], key[11], key[12], key[13], key[14], key[15]]);
+    (short, selector)
+}
+
 impl ReplayGuard {
+    /// A guard remembering up to `capacity` ids (rounded up to whole buckets) for `retention` seconds.
     pub fn new(capacity: usize, retention: i64) -> Self {
-        ReplayGuard { capacity: capacity.max(1), retention, state: Mutex::new(State::default()) }
+        let ways = capacity.clamp(1, WAYS);
+        let buckets = capacity.max(1).div_ceil(ways);
+        // Zeroed memory: the pages are only touched as the table fills.
+        let state = State {
+            keys: vec![0; buckets * ways],
+            expiries: vec![0; buckets * ways],
+            buckets,
+            ways,
+            pending: HashSet::default(),
+        };
+        ReplayGuard { retention, state: Mutex::new(state) }
     }
 
     /// What `(scope, webhook_id)` is at `now`. `scope` keeps subscriptions apart (one plugin
     /// process serves every tenant, daemon-protocol.md §1.1); it must identify the subscription.
     pub fn claim(&self, scope: &str, webhook_id: &str, now: i64) -> Sighting<'_> {
         let key = digest(scope, webhook_id);
+        let (short, _) = split(&key);
         let mut state = self.lock();
-        self.expire(&mut state, now);
-        if state.expiry_by_key.get(&key).is_some_and(|&expiry| expiry > now) {
+        if Self::find(&state, &key, now).is_some() {
             return Sighting::Duplicate;
         }
-        if !state.pending.insert(key) {
+        if !state.pending.insert(short) {
             return Sighting::InProgress;
         }
         Sighting::New(Claim { guard: self, key, now, confirmed: false })
@@ -108,40 +157,57 @@ impl ReplayGuard {
     /// Remembers `key` as accepted at `now` (a sighting learnt elsewhere, e.g. from storage).
     pub fn remember(&self, key: Key, now: i64) {
         let mut state = self.lock();
-        self.insert(&mut state, key, now);
+        self.insert(&mut state, &key, now);
     }
 
-    /// Accepted ids remembered now.
+    /// Accepted ids remembered now (a scan of the table; for tests and diagnostics).
     pub fn len(&self) -> usize {
-        self.lock().expiry_by_key.len()
+        let now = i64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        )
+        .unwrap_or(0);
+        self.len_at(now)
+    }
+
+    /// Ids remembered and not yet expired at `now`.
+    pub fn len_at(&self, now: i64) -> usize {
+        let state = self.lock();
+        state.expiries.iter().filter(|&&expiry| expiry != 0 && i64::from(expiry) > now).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        let state = self.lock();
+        state.expiries.iter().all(|&expiry| expiry == 0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A poisoned lock only means another session panicked mid-update; the map is still usable.
+        // A poisoned lock only means another session panicked mid-update; the table is still usable.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn expire(&self, state: &mut State, now: i64) {
-        while let Some(&(old, expiry)) = state.order.front() {
-            if expiry > now && state.order.len() < self.capacity {
-                break;
-            }
-            state.order.pop_front();
-            if state.expiry_by_key.get(&old) == Some(&expiry) {
-                state.expiry_by_key.remove(&old);
-            }
-        }
+    fn bucket(state: &State, selector: u64) -> std::ops::Range<usize> {
+        let start = (selector % state.buckets as u64) as usize * state.ways;
+        start..start + state.ways
     }
 
-    fn insert(&self, state: &mut State, key: Key, now: i64) {
-        self.expire(state, now);
-        let expiry = now.saturating_add(self.retention);
-        state.expiry_by_key.insert(key, expiry);
-        state.order.push_back((key, expiry));
+    /// The slot holding `key`, live at `now`.
+    fn find(state: &State, key: &Key, now: i64) -> Option<usize> {
+        let (short, selector) = split(key);
+        Self::bucket(state, selector).find(|&slot| state.keys[slot] == short && i64::from(state.expiries[slot]) > now)
+    }
+
+    fn insert(&self, state: &mut State, key: &Key, now: i64) {
+        let (short, selector) = split(key);
+        let expiry = u32::try_from(now.saturating_add(self.retention)).unwrap_or(u32::MAX).max(1);
+        let range = Self::bucket(state, selector);
+        // The same key, else an empty or expired slot, else the one that expires first.
+        let slot = range
+            .clone()
+            .find(|&slot| state.keys[slot] == short)
+            .or_else(|| range.clone().find(|&slot| i64::from(state.expiries[slot]) <= now))
+            .unwrap_or_else(|| range.clone().min_by_key(|&slot| state.expiries[slot]).unwrap_or(range.start));
+        state.keys[slot] = short;
+        state.expiries[slot] = expiry;
     }
 }
 
@@ -199,12 +265,27 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_by_capacity() {
-        let guard = ReplayGuard::new(100, RETENTION_SECONDS);
+        let guard = ReplayGuard::new(128, RETENTION_SECONDS);
         for i in 0..10_000 {
-            assert!(accept(&guard, "s", &format!("wh_{i}"), 0));
+            assert!(accept(&guard, "s", &format!("wh_{i}"), i));
         }
-        assert_eq!(guard.len(), 100);
-        assert!(matches!(guard.claim("s", "wh_9999", 1), Sighting::Duplicate), "the newest ids are kept");
-        assert!(accept(&guard, "s", "wh_0", 1), "the oldest were evicted");
+        assert_eq!(guard.len_at(10_000), 128, "every slot holds one of the ids");
+        let kept = (9_900..10_000)
+            .filter(|i| matches!(guard.claim("s", &format!("wh_{i}"), 10_000), Sighting::Duplicate))
+            .count();
+        assert!(kept >= 64, "mostly the newest ids are kept: {kept} of the last 100");
+        assert!(accept(&guard, "s", "wh_0", 10_001), "the oldest were evicted");
+        assert_eq!(guard.state.lock().unwrap().keys.len(), 128, "the table never grows");
+    }
+
+    #[test]
+    fn expired_slots_are_reused_before_live_ones() {
+        let guard = ReplayGuard::new(16, 100);
+        for i in 0..16 {
+            assert!(accept(&guard, "s", &format!("old_{i}"), 0));
+        }
+        assert!(accept(&guard, "s", "fresh", 100), "all expired at 100");
+        assert!(matches!(guard.claim("s", "fresh", 101), Sighting::Duplicate));
+        assert_eq!(guard.len_at(101), 1);
     }
 }

@@ -25,17 +25,59 @@ use crate::signature::SecretSet;
 /// Twice the plugin's own body limit, so the plugin (not this stand-in) decides on large bodies.
 const MAX_REQUEST_BODY: usize = 2 * crate::provider::MAX_BODY_BYTES;
 
-pub(crate) async fn serve(secret: &str, bind: IpAddr, port: u16) -> std::io::Result<ExitCode> {
-    if let Err(err) = SecretSet::parse(secret) {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--secret: {err}")));
-    }
+/// `send`'s default `--url`: `dev`'s default endpoint.
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8787/";
+
+/// A fresh test signing secret: `whsec_` and the base64 of 32 bytes from the OS's random source,
+/// shaped like OpenAI's.
+pub(crate) fn fresh_secret() -> std::io::Result<String> {
+    use base64::Engine;
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    Ok(format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key)))
+}
+
+pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16) -> std::io::Result<ExitCode> {
+    let mut generated = false;
+    let secret = match secret {
+        Some(secret) => {
+            if let Err(err) = SecretSet::parse(&secret) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("--secret: {err} (for local tests, `openai-trigger secret` makes one)"),
+                ));
+            }
+            secret
+        }
+        None => {
+            generated = true;
+            fresh_secret()?
+        }
+    };
+    let listener = TcpListener::bind(SocketAddr::new(bind, port)).await.map_err(|err| {
+        let hint = match err.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another program (perhaps another `openai-trigger dev`) listens there; pick a free port with --port"
+            }
+            std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges; pick one above with --port",
+            std::io::ErrorKind::AddrNotAvailable => "this machine has no such address; --bind 127.0.0.1 is the usual",
+            _ => "check --bind and --port",
+        };
+        std::io::Error::new(err.kind(), format!("cannot listen on {}: {err}; {hint}", SocketAddr::new(bind, port)))
+    })?;
     let plugin = Arc::new(crate::demo::spawn_plugin(&std::env::current_exe()?).await?);
-    let listener = TcpListener::bind(SocketAddr::new(bind, port)).await?;
     let address = listener.local_addr()?;
     let endpoint = format!("http://{address}/");
-    tracing::info!(
-        "playing Dify at {endpoint}: point OpenAI (through a tunnel) or `openai-trigger send` here; Ctrl-C stops"
-    );
+    if generated {
+        say(&format!("No --secret given: using a fresh test secret, {secret}"));
+    }
+    say(&format!("Playing Dify at {endpoint} (Ctrl-C stops). In another terminal:"));
+    say(&format!(
+        "  openai-trigger send batch.completed --url {endpoint} --secret {}",
+        secret.split([' ', ',']).find(|s| !s.is_empty()).unwrap_or("whsec_…")
+    ));
+    say("Each delivery prints one JSON line per workflow run (its variables).");
     let secret: Arc<str> = Arc::from(secret);
     loop {
         let (stream, _) = tokio::select! {
@@ -109,7 +151,9 @@ async fn handle(
         return Ok(plain(StatusCode::BAD_REQUEST, "plugin response is not a raw HTTP response"));
     };
     if fired.is_empty() {
-        say(&json!({"events": [], "status": status, "response": String::from_utf8_lossy(&body)}).to_string());
+        let response = serde_json::from_slice::<serde_json::Value>(&body)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned().into());
+        say(&json!({"events": [], "status": status, "response": response}).to_string());
     }
     let mut response = Response::builder().status(status);
     for (name, value) in headers.iter().filter(|(name, _)| !name.eq_ignore_ascii_case("content-length")) {
@@ -126,30 +170,87 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-pub(crate) async fn send(
-    event_type: &str,
-    url: &str,
-    secret: &str,
-    webhook_id: Option<String>,
-    age: i64,
-) -> std::io::Result<ExitCode> {
-    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
-    let uri: hyper::Uri = url.parse().map_err(|err| invalid(format!("--url {url:?}: {err}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(invalid(format!("--url must be a plain http:// URL (got {url:?}); use a tunnel's local side")));
+/// `send`'s options besides the type, the URL and the secret.
+pub(crate) struct SendOptions {
+    pub(crate) webhook_id: Option<String>,
+    /// Seconds in the past (negative: the future).
+    pub(crate) age: i64,
+    /// Allow a type this release does not know.
+    pub(crate) any_type: bool,
+    /// One JSON object instead of a line of text.
+    pub(crate) json: bool,
+}
+
+/// The OpenAI type `send` posts for what the user typed: an OpenAI type, or a Dify event name.
+/// Anything else is refused with the nearest known type, unless `any_type`.
+pub(crate) fn resolve_type(typed: &str, any_type: bool) -> Result<String, String> {
+    if crate::events::by_openai_type(typed).is_some() {
+        return Ok(typed.to_owned());
     }
-    let secrets = SecretSet::parse(secret).map_err(|err| invalid(format!("--secret: {err}")))?;
-    let host = uri.host().ok_or_else(|| invalid("--url has no host".into()))?.trim_matches(['[', ']']).to_owned();
+    if let Some(openai_type) = crate::events::by_name(typed).and_then(|spec| spec.openai_type) {
+        return Ok(openai_type.to_owned());
+    }
+    if any_type {
+        return Ok(typed.to_owned());
+    }
+    let normalized = typed.trim().to_ascii_lowercase().replace(['_', '-', ' '], ".");
+    let nearest = crate::events::known_openai_types().min_by_key(|known| edit_distance(&normalized, known));
+    let hint = match nearest {
+        Some(known) if edit_distance(&normalized, known) <= 2 + known.len() / 10 => format!("did you mean {known}? "),
+        _ => String::new(),
+    };
+    Err(format!(
+        "unknown event type {typed:?}: {hint}`openai-trigger send --help` lists the known types; \
+         --any-type sends it anyway (it fires only any_event)"
+    ))
+}
+
+/// Levenshtein distance over bytes (the types are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            current[j + 1] = (previous[j] + usize::from(ca != cb)).min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+pub(crate) async fn send(event_type: &str, url: &str, secret: &str, options: SendOptions) -> std::io::Result<ExitCode> {
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    let event_type = resolve_type(event_type, options.any_type).map_err(invalid)?;
+    let uri: hyper::Uri = url.parse().map_err(|err| invalid(format!("--url {url:?} is not a URL: {err}")))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(invalid(format!(
+            "--url must be a plain http:// URL, like {DEFAULT_URL} (got {url:?}); for a public https:// endpoint, \
+             send to its local side"
+        )));
+    }
+    let secrets = SecretSet::parse(secret).map_err(|err| {
+        invalid(format!("--secret: {err} (for local tests: the secret `openai-trigger dev` printed)"))
+    })?;
+    let host =
+        uri.host().ok_or_else(|| invalid(format!("--url {url:?} has no host")))?.trim_matches(['[', ']']).to_owned();
     let port = uri.port_u16().unwrap_or(80);
     let now = crate::provider::unix_now();
     let nonce = format!("{:x}{:x}", now, std::process::id());
-    let webhook_id = webhook_id.unwrap_or_else(|| format!("wh_{nonce}"));
-    let body = sample_body(event_type, &format!("evt_{nonce}"), now - age);
-    let delivery = SignedDelivery::signed(&secrets, &webhook_id, now - age, body);
+    let webhook_id = options.webhook_id.unwrap_or_else(|| format!("wh_{nonce}"));
+    let signed_at = now.saturating_sub(options.age);
+    let body = sample_body(&event_type, &format!("evt_{nonce}"), signed_at);
+    let delivery = SignedDelivery::signed(&secrets, &webhook_id, signed_at, body);
 
-    let stream = TcpStream::connect((host.as_str(), port)).await?;
+    let unreachable = |err: &dyn std::fmt::Display| {
+        std::io::Error::other(format!(
+            "cannot send to {url} ({host}:{port}): {err}. Is `openai-trigger dev` running there? Start it in another \
+             terminal, or pass the --url it printed"
+        ))
+    };
+    let stream = TcpStream::connect((host.as_str(), port)).await.map_err(|err| unreachable(&err))?;
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|err| unreachable(&err))?;
     tokio::spawn(connection);
     let mut request = Request::builder()
         .method("POST")
@@ -159,9 +260,37 @@ pub(crate) async fn send(
         request = request.header(name, value);
     }
     let request = request.body(Full::new(Bytes::from(delivery.body.clone()))).map_err(std::io::Error::other)?;
-    let response = sender.send_request(request).await.map_err(std::io::Error::other)?;
+    let response = sender.send_request(request).await.map_err(|err| unreachable(&err))?;
     let status = response.status();
-    let body = response.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
-    say(&json!({"sent": event_type, "webhook_id": webhook_id, "status": status.as_u16(), "response": String::from_utf8_lossy(&body)}).to_string());
+    let body = response.into_body().collect().await.map_err(|err| unreachable(&err))?.to_bytes();
+    let answer: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    if options.json {
+        let response = answer.clone().unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned().into());
+        say(&json!({"sent": event_type, "webhook_id": webhook_id, "status": status.as_u16(), "response": response})
+            .to_string());
+    } else {
+        say(&send_summary(&event_type, &webhook_id, status, answer.as_ref(), &body));
+    }
     Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// One line for a person: what was sent, the status, and what it means.
+fn send_summary(
+    event_type: &str,
+    webhook_id: &str,
+    status: StatusCode,
+    answer: Option<&serde_json::Value>,
+    body: &[u8],
+) -> String {
+    let field = |key: &str| answer.and_then(|a| a[key].as_str()).unwrap_or("");
+    let meaning = match (status.as_u16(), field("status")) {
+        (200, "ok") => "accepted; its events fired (see dev's output)".to_owned(),
+        (200, "duplicate") => "a duplicate of a delivery already accepted: nothing fired".to_owned(),
+        (200, "ignored") => "ignored: the subscription did not choose this type".to_owned(),
+        (_, "rejected") => format!("rejected, {}: {}", field("error"), field("message")),
+        _ if answer.is_some() => format!("{}: {}", field("error"), field("message")),
+        _ => dify_plugin::wire::truncate(&String::from_utf8_lossy(body), 200).to_owned(),
+    };
+    let reason = status.canonical_reason().unwrap_or("");
+    format!("{event_type} (webhook-id {webhook_id}) → {} {reason}: {meaning}", status.as_u16())
 }

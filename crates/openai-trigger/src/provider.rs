@@ -7,7 +7,7 @@ and delete the OpenAI webhook endpoint of API-key subscriptions ([`crate::constr
 */
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use dify_plugin::{Action, ErrorData, Plugin, Reply, Request, Session};
@@ -84,31 +84,32 @@ impl OpenAiTrigger {
             return Err(PluginError::MissingField { action: Action::Other(String::new()), field: "action" });
         };
         let constructor = Constructor { api: &self.api, now: (self.clock)(), budget: self.api_budget };
+        let shape = |err: serde_json::Error| PluginError::wrong_shape(action, &err);
+        // The actions that may call OpenAI or the daemon are boxed: their futures are large, and
+        // every session's future (which the runtime allocates and moves) would otherwise carry them.
         match action {
             Action::DispatchTriggerEvent => match session {
                 Some(session) => self.dispatch_shared(request, session).await,
                 None => self.dispatch_request(request),
             },
             Action::InvokeTriggerEvent => {
-                let data: InvokeRequest = request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?;
-                to_raw(&self.invoke(data).await?)
+                let data: InvokeRequest<'_> = request.parse().map_err(shape)?;
+                to_raw(&Box::pin(self.invoke(data)).await?)
             }
-            Action::ValidateTriggerCredentials => to_raw(
-                &constructor.validate(request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?).await?,
-            ),
-            Action::SubscribeTrigger => to_raw(
-                &constructor.subscribe(request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?).await?,
-            ),
+            Action::ValidateTriggerCredentials => {
+                to_raw(&Box::pin(constructor.validate(request.parse().map_err(shape)?)).await?)
+            }
+            Action::SubscribeTrigger => {
+                to_raw(&Box::pin(constructor.subscribe(request.parse().map_err(shape)?)).await?)
+            }
             Action::UnsubscribeTrigger => {
-                let data = request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?;
-                to_raw(&UnsubscribeResponse { subscription: constructor.unsubscribe(data).await })
+                let data = request.parse().map_err(shape)?;
+                to_raw(&UnsubscribeResponse { subscription: Box::pin(constructor.unsubscribe(data)).await })
             }
-            Action::RefreshTrigger => to_raw(
-                &constructor.refresh(request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?).await?,
-            ),
-            Action::FetchParameterOptions => to_raw(
-                &constructor.options(request.parse().map_err(|err| PluginError::wrong_shape(action, &err))?).await?,
-            ),
+            Action::RefreshTrigger => to_raw(&Box::pin(constructor.refresh(request.parse().map_err(shape)?)).await?),
+            Action::FetchParameterOptions => {
+                to_raw(&Box::pin(constructor.options(request.parse().map_err(shape)?)).await?)
+            }
             other => Err(PluginError::UnknownAction { action: other.as_str().to_owned() }),
         }
     }
@@ -132,7 +133,13 @@ impl OpenAiTrigger {
         let verdict = self.verdict(&raw, &subscription);
         let verdict = match verdict {
             Verdict::Accepted { events, payload, claim } => {
-                match self.shared.check_and_record(session, &claim.key(), (self.clock)()).await {
+                let now = (self.clock)();
+                let shared = if self.shared.is_paused(now) {
+                    Shared::Unavailable("paused after trouble".into())
+                } else {
+                    Box::pin(self.shared.check_and_record(session, &claim.key(), now)).await
+                };
+                match shared {
                     Shared::Recorded | Shared::Unavailable(_) => Verdict::Accepted { events, payload, claim },
                     Shared::Seen => {
                         // Learnt from storage: the next copy is answered from memory.
@@ -186,8 +193,8 @@ impl OpenAiTrigger {
             Err(err) => return Verdict::Rejected(Rejection::MalformedRequest(err)),
         };
         // Methods are case-sensitive (RFC 9110 §9.1): "post" is not POST.
-        if request.method != "POST" {
-            return Verdict::Rejected(Rejection::MethodNotAllowed { method: request.method });
+        if request.method() != "POST" {
+            return Verdict::Rejected(Rejection::MethodNotAllowed { method: request.method().to_owned() });
         }
         if let Some(coding) = request.header_values("content-encoding").find(|c| !c.eq_ignore_ascii_case("identity")) {
             return Verdict::Rejected(Rejection::UnsupportedEncoding {
@@ -300,7 +307,7 @@ fn object_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<M
 struct DispatchResponse {
     user_id: &'static str,
     events: Vec<&'static str>,
-    response: String,
+    response: Cow<'static, str>,
     /// `{}` when nothing fires: Dify expects an object, never null (triggers.md §3.2).
     #[serde(serialize_with = "object_or_empty")]
     payload: Option<Payload>,
@@ -401,44 +408,50 @@ impl Rejection {
 
 impl Verdict<'_> {
     fn into_response(self) -> DispatchResponse {
-        let (events, payload, http) = match self {
+        // The answers that do not depend on the delivery are encoded once.
+        static OK: LazyLock<String> = LazyLock::new(|| HttpResponse::json(200, &br#"{"status":"ok"}"#[..]).to_hex());
+        static IGNORED: LazyLock<String> = LazyLock::new(|| {
+            HttpResponse::json(200, &br#"{"status":"ignored","reason":"event type not subscribed"}"#[..]).to_hex()
+        });
+        static DUPLICATE: LazyLock<String> =
+            LazyLock::new(|| HttpResponse::json(200, &br#"{"status":"duplicate"}"#[..]).to_hex());
+        static IN_PROGRESS: LazyLock<String> = LazyLock::new(|| {
+            let body = br#"{"status":"retry","error":"delivery_in_progress","message":"this webhook-id is being processed; retry later"}"#;
+            HttpResponse::json(409, &body[..]).with_header("Retry-After", "5").to_hex()
+        });
+        let (events, payload, response): (Vec<&'static str>, Option<Payload>, Cow<'static, str>) = match self {
             Verdict::Accepted { events, payload, claim } => {
-                let http = HttpResponse::json(200, &br#"{"status":"ok"}"#[..]);
                 claim.confirm();
-                (events, Some(payload), http)
+                (events, Some(payload), Cow::Borrowed(OK.as_str()))
             }
             Verdict::NotSubscribed { claim } => {
-                let http =
-                    HttpResponse::json(200, &br#"{"status":"ignored","reason":"event type not subscribed"}"#[..]);
                 claim.confirm();
-                (Vec::new(), None, http)
+                (Vec::new(), None, Cow::Borrowed(IGNORED.as_str()))
             }
-            Verdict::Duplicate => (Vec::new(), None, HttpResponse::json(200, &br#"{"status":"duplicate"}"#[..])),
-            Verdict::InProgress => {
-                let body = br#"{"status":"retry","error":"delivery_in_progress","message":"this webhook-id is being processed; retry later"}"#;
-                (Vec::new(), None, HttpResponse::json(409, &body[..]).with_header("Retry-After", "5"))
-            }
+            Verdict::Duplicate => (Vec::new(), None, Cow::Borrowed(DUPLICATE.as_str())),
+            Verdict::InProgress => (Vec::new(), None, Cow::Borrowed(IN_PROGRESS.as_str())),
             Verdict::Rejected(rejection) => {
                 let body = serde_json::json!({"status": "rejected", "error": rejection.code(), "message": rejection.message()});
                 let response = HttpResponse::json(rejection.status(), body.to_string().into_bytes());
                 let response = if rejection.status() == 405 { response.with_header("Allow", "POST") } else { response };
-                (Vec::new(), None, response)
+                (Vec::new(), None, Cow::Owned(response.to_hex()))
             }
         };
-        DispatchResponse { user_id: "", events, response: http.to_hex(), payload }
+        DispatchResponse { user_id: "", events, response, payload }
     }
 }
 
 #[derive(Deserialize)]
-struct InvokeRequest {
+struct InvokeRequest<'a> {
     #[serde(default)]
     event: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
     #[serde(default)]
     payload: Option<Map<String, Value>>,
-    #[serde(default)]
-    raw_http_request: Option<String>,
+    /// Read only when the payload lacks what invoke needs (a payload stored by another plugin).
+    #[serde(borrow, default)]
+    raw_http_request: Option<Cow<'a, str>>,
     #[serde(default)]
     subscription: Option<Subscription>,
     #[serde(default, deserialize_with = "object_or_null")]
@@ -458,28 +471,22 @@ struct InvokeResponse {
 }
 
 impl OpenAiTrigger {
-    async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse, PluginError> {
+    async fn invoke(&self, request: InvokeRequest<'_>) -> Result<InvokeResponse, PluginError> {
         let name =
             request.event.ok_or(PluginError::MissingField { action: Action::InvokeTriggerEvent, field: "event" })?;
         let spec = events::by_name(&name).ok_or_else(|| PluginError::UnknownEvent { event: name.clone() })?;
-        let payload = request.payload.unwrap_or_default();
-        let raw = request.raw_http_request.as_deref().and_then(|hex| HttpRequest::from_hex(hex, MAX_BODY_BYTES).ok());
-        let header = |name: &str| raw.as_ref().and_then(|r| r.header_str(name)).map(str::to_owned);
-
-        // Our dispatch wraps the event; a payload stored by the Python plugin is the bare event; as a
-        // last resort the stored request's body is read again.
-        let from_body;
-        let event = match payload.get("event") {
-            Some(Value::Object(event)) => event,
-            _ if payload.get("type").is_some_and(Value::is_string) => &payload,
-            _ => {
-                from_body = raw.as_ref().and_then(|r| serde_json::from_slice::<Map<String, Value>>(r.body()).ok());
-                match &from_body {
-                    Some(event) => event,
-                    None => return Ok(cancelled(&name, "payload holds no OpenAI event")),
-                }
-            }
+        let mut payload = request.payload.unwrap_or_default();
+        // Our dispatch's payload carries everything; the stored request is decoded only for a
+        // payload from elsewhere (the Python plugin's, or none).
+        let complete = matches!(payload.get("event"), Some(Value::Object(_)))
+            && payload.get("webhook_id").is_some_and(Value::is_string)
+            && payload.get("webhook_timestamp").is_some_and(Value::is_i64);
+        let raw = if complete {
+            None
+        } else {
+            request.raw_http_request.as_deref().and_then(|hex| HttpRequest::from_hex(hex, MAX_BODY_BYTES).ok())
         };
+        let header = |name: &str| raw.as_ref().and_then(|r| r.header_str(name)).map(str::to_owned);
         let webhook_id = payload
             .get("webhook_id")
             .and_then(Value::as_str)
@@ -491,9 +498,20 @@ impl OpenAiTrigger {
             .and_then(Value::as_i64)
             .or_else(|| header(signature::HEADER_TIMESTAMP).and_then(|t| t.parse().ok()))
             .unwrap_or(0);
-        let delivery = Delivery { event, webhook_id: &webhook_id, webhook_timestamp };
+
+        // Our dispatch wraps the event; a payload stored by the Python plugin is the bare event; as a
+        // last resort the stored request's body is read again. The event is owned from here on.
+        let mut event: Map<String, Value> = match payload.remove("event") {
+            Some(Value::Object(event)) => event,
+            _ if payload.get("type").is_some_and(Value::is_string) => payload,
+            _ => match raw.as_ref().and_then(|r| serde_json::from_slice::<Map<String, Value>>(r.body()).ok()) {
+                Some(event) => event,
+                None => return Ok(cancelled(&name, "payload holds no OpenAI event")),
+            },
+        };
+        let delivery = Delivery { event: &event, webhook_id: &webhook_id, webhook_timestamp };
         let parameters = request.parameters.unwrap_or_default();
-        let mut variables = match events::variables(spec, &delivery, &parameters) {
+        let mut variables = match events::variables_without_data(spec, &delivery, &parameters) {
             Outcome::Fire(variables) => variables,
             Outcome::Ignore(reason) => return Ok(cancelled(&name, &reason)),
         };
@@ -504,6 +522,15 @@ impl OpenAiTrigger {
             let data = event.get("data").and_then(Value::as_object).unwrap_or(&empty);
             let budget = Budget::new(self.api_budget);
             enrich::add_details(&self.api, &key, spec.family, data, &parameters, &budget, &mut variables).await;
+        }
+        // `data` moves from the event into the variables: no copy of what may be most of the body.
+        let data = match event.remove("data") {
+            Some(Value::Object(data)) => data,
+            _ => Map::new(),
+        };
+        variables.insert("data".into(), Value::Object(data));
+        // Only fetched objects can be large; plain variables are bounded by the body's 1 MiB.
+        if variables.get("details_fetched") == Some(&Value::Bool(true)) {
             fit_line(&mut variables);
         }
         Ok(InvokeResponse { variables, cancelled: false })

@@ -68,19 +68,23 @@ impl std::fmt::Display for FieldRule {
     }
 }
 
-/// One field line: its name as sent and its value (trimmed, folds replaced by a space).
+/// One field line: where its name (as sent) and its value (trimmed, folds replaced by a space)
+/// are in the request's head.
 #[derive(Debug, Clone)]
-pub struct Header {
-    pub name: String,
-    pub value: Vec<u8>,
+struct Header {
+    name: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
 }
 
-/// A parsed request. The body is a view into the decoded bytes, never copied.
+/// A parsed request. Method, target and fields are views into the head, the body a view into the
+/// decoded bytes: parsing copies nothing per field.
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
-    pub method: String,
-    pub target: String,
-    pub headers: Vec<Header>,
+    /// The head as checked (folds unfolded, CRLF line ends); fields point into it.
+    head: Vec<u8>,
+    method: std::ops::Range<usize>,
+    target: std::ops::Range<usize>,
+    headers: Vec<Header>,
     bytes: Vec<u8>,
     body_start: usize,
 }
@@ -92,17 +96,29 @@ impl HttpRequest {
         if hex_text.len() % 2 != 0 {
             return Err(Error::Hex);
         }
-        // Decode the head alone first: the body's size is known from the hex's length.
+        // Decode the head first: the body's size is then known from the hex's length, before the
+        // body is decoded. The head ends at the first blank line (CRLF CRLF, or LF LF), within the
+        // first MAX_HEAD_BYTES + 4 bytes. That region is decoded in one SIMD pass (for a request
+        // that is not too large it is needed anyway); bad hex there is found again by the
+        // byte-by-byte loop, so the error is the one that loop reports.
         let total = hex_text.len() / 2;
-        let mut bytes = Vec::with_capacity(total.min(MAX_HEAD_BYTES + 4));
-        let mut head_len = None;
-        for pair in hex_text.chunks_exact(2).take(MAX_HEAD_BYTES + 4) {
-            bytes.push(decode_pair(pair)?);
-            if let Some(end) = head_end(&bytes) {
-                head_len = Some(end);
-                break;
+        let first = total.min(MAX_HEAD_BYTES + 4);
+        let mut bytes = vec![0; first];
+        let head_len = if faster_hex::hex_decode(&hex_text[..first * 2], &mut bytes).is_ok() {
+            head_end(&bytes)
+        } else {
+            bytes.clear();
+            let mut found = None;
+            for pair in hex_text.chunks_exact(2).take(first) {
+                let byte = decode_pair(pair)?;
+                bytes.push(byte);
+                if byte == b'\n' && (bytes.ends_with(b"\r\n\r\n") || bytes.ends_with(b"\n\n")) {
+                    found = Some(bytes.len());
+                    break;
+                }
             }
-        }
+            found
+        };
         let head_len = match head_len {
             Some(len) => len,
             None if total > MAX_HEAD_BYTES => return Err(Error::HeadTooLarge),
@@ -112,19 +128,23 @@ impl HttpRequest {
         if body_len > max_body {
             return Err(Error::BodyTooLarge { bytes: body_len, limit: max_body });
         }
-        bytes.reserve_exact(body_len);
-        for pair in hex_text[head_len * 2..].chunks_exact(2) {
-            bytes.push(decode_pair(pair)?);
-        }
-        Self::parse(bytes)
+        // Whatever of the body the first pass did not cover (or all of it, after the slow path).
+        let decoded = bytes.len();
+        bytes.resize(total, 0);
+        faster_hex::hex_decode(&hex_text[decoded * 2..], &mut bytes[decoded..]).map_err(|_| Error::Hex)?;
+        Self::parse_with_head(bytes, head_len)
     }
 
     /// Parses raw request bytes (no size limit on the body).
     pub fn parse(bytes: Vec<u8>) -> Result<Self, Error> {
         let head_len = head_end(&bytes[..bytes.len().min(MAX_HEAD_BYTES + 4)])
             .ok_or(if bytes.len() > MAX_HEAD_BYTES { Error::HeadTooLarge } else { Error::NoHead })?;
+        Self::parse_with_head(bytes, head_len)
+    }
+
+    fn parse_with_head(bytes: Vec<u8>, head_len: usize) -> Result<Self, Error> {
         let head = unfold_and_check(&bytes[..head_len])?;
-        let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut slots);
         let mut config = httparse::ParserConfig::default();
         config.allow_multiple_spaces_in_request_line_delimiters(true);
@@ -134,25 +154,47 @@ impl HttpRequest {
             Err(httparse::Error::TooManyHeaders) => return Err(Error::Head("more than 128 header lines")),
             Err(err) => return Err(Error::Head(describe(err))),
         }
-        let method = request.method.unwrap_or_default().to_owned();
-        let target = request.path.unwrap_or_default().to_owned();
+        let range = |part: &[u8]| {
+            let start = part.as_ptr() as usize - head.as_ptr() as usize;
+            start..start + part.len()
+        };
+        let method = request.method.map(|m| range(m.as_bytes())).unwrap_or(0..0);
+        let target = request.path.map(|p| range(p.as_bytes())).unwrap_or(0..0);
         let headers: Vec<Header> =
-            request.headers.iter().map(|h| Header { name: h.name.to_owned(), value: h.value.to_vec() }).collect();
-        check_content_length(&headers)?;
-        Ok(HttpRequest { method, target, headers, bytes, body_start: head_len })
+            request.headers.iter().map(|h| Header { name: range(h.name.as_bytes()), value: range(h.value) }).collect();
+        let parsed = HttpRequest { method, target, headers, bytes, body_start: head_len, head: Vec::new() };
+        let parsed = HttpRequest { head, ..parsed };
+        check_content_length(&parsed)?;
+        Ok(parsed)
+    }
+
+    /// The request method, as sent (methods are case-sensitive, RFC 9110 §9.1).
+    pub fn method(&self) -> &str {
+        std::str::from_utf8(&self.head[self.method.clone()]).unwrap_or_default()
+    }
+
+    /// The request target, as sent.
+    pub fn target(&self) -> &str {
+        std::str::from_utf8(&self.head[self.target.clone()]).unwrap_or_default()
+    }
+
+    /// Every field line, in order: its name as sent and its value.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers
+            .iter()
+            .map(|h| (std::str::from_utf8(&self.head[h.name.clone()]).unwrap_or_default(), &self.head[h.value.clone()]))
     }
 
     /// The first value of a header, looked up case-insensitively.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_slice())
+        self.fields().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value)
     }
 
     /// Every non-empty value of a header, as trimmed text, in order (non-UTF-8 values skipped).
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .filter_map(|h| std::str::from_utf8(&h.value).ok())
+        self.fields()
+            .filter(move |(field, _)| field.eq_ignore_ascii_case(name))
+            .filter_map(|(_, value)| std::str::from_utf8(value).ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
     }
@@ -180,48 +222,61 @@ fn decode_pair(pair: &[u8]) -> Result<u8, Error> {
     Ok(nibble(pair[0])? << 4 | nibble(pair[1])?)
 }
 
+/// Lowercase hex of `bytes` (SIMD where the CPU has it).
+pub fn encode_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    if faster_hex::hex_encode(bytes, &mut out).is_err() {
+        return hex::encode(bytes);
+    }
+    String::from_utf8(out).unwrap_or_else(|_| hex::encode(bytes))
+}
+
 /// Where the body starts: after the earliest blank line, CRLF or bare LF.
 fn head_end(bytes: &[u8]) -> Option<usize> {
     let crlf = memchr::memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4);
-    let lf = memchr::memmem::find(bytes, b"\n\n").map(|at| at + 2);
+    // An LF LF that ends after the CRLF CRLF cannot be first: search only up to it.
+    let lf = memchr::memmem::find(&bytes[..crlf.unwrap_or(bytes.len())], b"\n\n").map(|at| at + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
 }
 
-/// The head with obs-fold replaced by one space, after checking every field line's syntax.
+/// The head with obs-fold replaced by one space and CRLF line ends, after checking every field
+/// line's syntax. One buffer, written once (a fold rewrites the end of the line before it).
 fn unfold_and_check(head: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let mut out = Vec::with_capacity(head.len() + 16);
+    // Start of the line last written (its CRLF included), and how many lines were written.
+    let mut last_start = 0;
+    let mut count = 0usize;
     for raw in head.split(|&b| b == b'\n') {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        match (line.first(), lines.len()) {
-            // The request line.
-            (_, 0) => lines.push(line.to_vec()),
-            (Some(b' ' | b'\t'), n) if n > 1 => {
-                // obs-fold: the previous field line continues here (RFC 9112 §5.2).
-                if let Some(previous) = lines.last_mut() {
-                    while previous.last().is_some_and(|b| matches!(b, b' ' | b'\t')) {
-                        previous.pop();
-                    }
-                    previous.push(b' ');
-                    previous.extend(line.iter().skip_while(|b| matches!(b, b' ' | b'\t')));
-                }
+        if count > 1 && matches!(line.first(), Some(b' ' | b'\t')) {
+            // obs-fold: the previous field line continues here (RFC 9112 §5.2).
+            out.truncate(out.len() - 2);
+            while out.len() > last_start && matches!(out.last(), Some(b' ' | b'\t')) {
+                out.pop();
             }
-            _ => lines.push(line.to_vec()),
+            out.push(b' ');
+            out.extend(line.iter().skip_while(|b| matches!(b, b' ' | b'\t')));
+            out.extend_from_slice(b"\r\n");
+            continue;
         }
-    }
-    let mut out = Vec::with_capacity(head.len());
-    for (index, line) in lines.iter().enumerate() {
-        if index > 0 && !line.is_empty() {
-            check_field_line(index, line)?;
-        }
+        last_start = out.len();
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
+        count += 1;
     }
-    // `lines` ends with the blank line's pieces; keep exactly one terminating blank line.
+    // The split ends with the blank line's pieces; keep exactly one terminating blank line.
     while out.ends_with(b"\r\n\r\n\r\n") {
         out.truncate(out.len() - 2);
+    }
+    // Check each field line as it now reads (after unfolding).
+    for (index, line) in out.split(|&b| b == b'\n').enumerate().skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.is_empty() {
+            check_field_line(index, line)?;
+        }
     }
     Ok(out)
 }
@@ -247,13 +302,13 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn check_content_length(headers: &[Header]) -> Result<(), Error> {
+fn check_content_length(request: &HttpRequest) -> Result<(), Error> {
     let mut seen: Option<&[u8]> = None;
-    for (index, header) in headers.iter().enumerate() {
-        if !header.name.eq_ignore_ascii_case("content-length") {
+    for (index, (name, value)) in request.fields().enumerate() {
+        if !name.eq_ignore_ascii_case("content-length") {
             continue;
         }
-        let value = header.value.trim_ascii();
+        let value = value.trim_ascii();
         // RFC 9112 §6.3 also allows a comma list of identical values.
         let mut parts = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
         let first = parts.next().unwrap_or_default();
@@ -311,7 +366,7 @@ impl HttpResponse {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.to_bytes())
+        encode_hex(&self.to_bytes())
     }
 
     /// Parses what [`to_bytes`](Self::to_bytes) produced (used by the local Dify stand-ins).
@@ -382,8 +437,8 @@ mod tests {
     }
 
     req!(crlf_request, b"POST /triggers/plugin/x HTTP/1.1\r\nHost: a\r\nWebhook-Id: wh_1\r\n\r\n{\"a\":1}", |r| {
-        assert_eq!(r.method, "POST");
-        assert_eq!(r.target, "/triggers/plugin/x");
+        assert_eq!(r.method(), "POST");
+        assert_eq!(r.target(), "/triggers/plugin/x");
         assert_eq!(r.header_str("webhook-id"), Some("wh_1"));
         assert_eq!(r.header_str("WEBHOOK-ID"), Some("wh_1"));
         assert_eq!(r.body(), b"{\"a\":1}");

@@ -73,6 +73,9 @@ pub const STORAGE_BUDGET: Duration = Duration::from_millis(200);
 pub const MIN_SETTLE: Duration = Duration::from_millis(25);
 /// After trouble, storage is not asked for this long.
 pub const PAUSE_AFTER_TROUBLE: i64 = 30;
+/// Writers of the same bucket are serialised by one of this many locks (a bucket's lock is its
+/// index modulo this): enough to keep unrelated deliveries apart, small enough to cost nothing.
+const LOCK_STRIPES: usize = 64;
 /// At most one warning per this many seconds.
 const WARNING_EVERY: i64 = 60;
 const KEY_PREFIX: &str = "dedupe/v1/";
@@ -166,7 +169,7 @@ pub fn bucket_key(index: usize) -> String {
     format!("{KEY_PREFIX}{index:03x}")
 }
 
-/// The process's side of the shared memory: its tag, its per-bucket locks, its trouble state.
+/// The process's side of the shared memory: its tag, its bucket locks, its trouble state.
 pub struct SharedReplay {
     tag: u16,
     locks: Vec<tokio::sync::Mutex<()>>,
@@ -185,21 +188,26 @@ impl SharedReplay {
     pub fn new(budget: Duration) -> Self {
         SharedReplay {
             tag: process_tag(),
-            locks: (0..BUCKETS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             paused_until: AtomicI64::new(i64::MIN),
             last_warning: AtomicI64::new(i64::MIN),
             budget,
         }
     }
 
+    /// Whether storage is being left alone after trouble at `now`.
+    pub fn is_paused(&self, now: i64) -> bool {
+        now < self.paused_until.load(Ordering::Relaxed)
+    }
+
     /// Looks `key` up in storage and, if it is not there, records it (see the module docs).
     pub async fn check_and_record(&self, session: &Session, key: &Key, now: i64) -> Shared {
-        if now < self.paused_until.load(Ordering::Relaxed) {
+        if self.is_paused(now) {
             return Shared::Unavailable("paused after trouble".into());
         }
         let deadline = Instant::now() + self.budget;
         let (index, digest) = place(key);
-        let lock = &self.locks[index];
+        let lock = &self.locks[index % LOCK_STRIPES];
         let Ok(_guard) = tokio::time::timeout(self.budget, lock.lock()).await else {
             return self.trouble(now, "this process's writers of one bucket were busy past the budget");
         };

@@ -35,13 +35,19 @@ const SIGNATURE_BASE64: GeneralPurpose = base64::engine::general_purpose::STANDA
 pub enum SecretError {
     #[error("no signing secret is configured")]
     Missing,
-    #[error("signing secret #{position} is not a whsec_ secret: it is not base64")]
+    #[error(
+        "signing secret #{position} is not a whsec_ signing secret: after whsec_ comes base64 (letters, digits, + and /), \
+         and this is not base64. Copy the secret OpenAI shows for the webhook endpoint"
+    )]
     NotBase64 { position: usize },
     #[error("signing secret #{position} is empty after its whsec_ prefix")]
     Empty { position: usize },
     #[error("signing secret #{position} is a signature's \"v1\" label: paste only the whsec_… secret")]
     SignatureLabel { position: usize },
-    #[error("signing secret #{position} decodes to {bytes} bytes: too short to be an OpenAI signing secret")]
+    #[error(
+        "signing secret #{position} is too short: OpenAI's signing secrets are whsec_ followed by base64 of 32 random \
+         bytes, and this one decodes to only {bytes} bytes. Copy the secret OpenAI shows for the webhook endpoint"
+    )]
     TooShort { position: usize, bytes: usize },
 }
 

@@ -183,6 +183,18 @@ pub enum Outcome {
 
 /// Builds the variables of `spec` for `delivery`, applying the node's filters (`parameters`).
 pub fn variables(spec: &EventSpec, delivery: &Delivery<'_>, parameters: &Parameters) -> Outcome {
+    match variables_without_data(spec, delivery, parameters) {
+        Outcome::Fire(mut vars) => {
+            vars.insert("data".into(), Value::Object(delivery.data().clone()));
+            Outcome::Fire(vars)
+        }
+        ignored => ignored,
+    }
+}
+
+/// [`variables`] without `data`, for a caller that owns the event and moves its `data` in
+/// afterwards instead of copying it (it can be most of the event).
+pub fn variables_without_data(spec: &EventSpec, delivery: &Delivery<'_>, parameters: &Parameters) -> Outcome {
     let actual = delivery.openai_type();
     if let Some(expected) = spec.openai_type {
         if actual != expected {
@@ -208,7 +220,8 @@ pub fn variables(spec: &EventSpec, delivery: &Delivery<'_>, parameters: &Paramet
     }
 }
 
-/// The envelope exactly as the Python plugin exposed it, plus the flattened conveniences.
+/// The envelope exactly as the Python plugin exposed it (less `data`, which the callers add), plus
+/// the flattened conveniences.
 fn envelope(delivery: &Delivery<'_>) -> Map<String, Value> {
     let event = delivery.event;
     let mut vars = Map::new();
@@ -218,7 +231,6 @@ fn envelope(delivery: &Delivery<'_>) -> Map<String, Value> {
     vars.insert("object".into(), event.get("object").cloned().unwrap_or_else(|| "event".into()));
     vars.insert("created_at".into(), event.get("created_at").cloned().unwrap_or(Value::from(0)));
     vars.insert("type".into(), Value::String(openai_type.clone()));
-    vars.insert("data".into(), Value::Object(delivery.data().clone()));
     vars.insert("event_id".into(), Value::String(id));
     vars.insert("event_type".into(), Value::String(openai_type));
     vars.insert("webhook_id".into(), Value::String(delivery.webhook_id.to_owned()));

@@ -17,6 +17,7 @@ mod hostile; // The table of hostile input across every layer, then the privacy 
 mod launcher; // The binary side of main.py's noexec fallback: its temporary copy removes itself.
 mod limits; // File descriptors and threads across bursts; SIGTERM drains, flushes, exits 0.
 mod openai_api; // API-key subscriptions and enriched events against the mock OpenAI API on loopback.
+mod people; // What people see: every --help, the demo at 80 columns, send's answers, each error with its fix (golden files).
 mod protocol; // Framing, sessions, heartbeats, malformed input, EOF and EPIPE.
 mod regression; // Faults found by issues, one test each, named after the issue and item.
 mod remote; // Remote debugging over TCP against a stand-in for the daemon's debugging port.
