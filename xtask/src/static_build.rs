@@ -98,3 +98,25 @@ fn install_qemu() -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The binaries must be executable on a clean clone, where dist/bin does not exist yet (the
+    /// CI failure of 2026-11-29: `fs::write` made them 0644 and the serve session could not start).
+    #[test]
+    fn a_new_binary_is_written_executable_and_an_old_one_made_so() {
+        let dir = std::env::temp_dir().join(format!("ot-xtask-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("openai-trigger-linux-amd64");
+        let _ = std::fs::remove_file(&path);
+        super::write_executable(&path, b"\x7fELF").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        super::write_executable(&path, b"\x7fELF again").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(std::fs::read(&path).unwrap(), b"\x7fELF again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

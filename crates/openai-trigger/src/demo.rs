@@ -279,18 +279,10 @@ fn key_variables(variables: &Value, wide: bool) -> String {
                 .get(*key)
                 .and_then(Value::as_str)
                 .filter(|v| !v.is_empty())
-                .map(|v| if wide { format!("{key}={v}") } else { format!("{key}={}", shorten(v)) })
+                .map(|v| if wide { format!("{key}={v}") } else { format!("{key}={}", fit(v, 16)) })
         })
         .collect();
     parts.join(" ")
-}
-
-fn shorten(value: &str) -> String {
-    if value.chars().count() > 16 {
-        format!("{}…", value.chars().take(15).collect::<String>())
-    } else {
-        value.to_owned()
-    }
 }
 
 /// Starts this very binary as `serve` over pipes, as the daemon would, with an in-memory plugin

@@ -40,7 +40,8 @@ pub(crate) fn fresh_secret() -> std::io::Result<String> {
 
 pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16) -> std::io::Result<ExitCode> {
     let mut generated = false;
-    let secret = match secret {
+    // An empty OPENAI_WEBHOOK_SECRET is no secret: make one, as without it.
+    let secret = match secret.filter(|secret| !secret.trim().is_empty()) {
         Some(secret) => {
             if let Err(err) = SecretSet::parse(&secret) {
                 return Err(std::io::Error::new(
@@ -75,33 +76,67 @@ pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16) -> st
     say(&format!("Playing Dify at {endpoint} (Ctrl-C stops). In another terminal:"));
     say(&format!(
         "  openai-trigger send batch.completed --url {endpoint} --secret {}",
-        secret.split([' ', ',']).find(|s| !s.is_empty()).unwrap_or("whsec_…")
+        secret.split(|c: char| c == ',' || c.is_whitespace()).find(|s| !s.is_empty()).unwrap_or("whsec_…")
     ));
     say("Each delivery prints one JSON line per workflow run (its variables).");
     let secret: Arc<str> = Arc::from(secret);
+    let gone = Arc::new(tokio::sync::Notify::new());
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        // At most MAX_CONNECTIONS at once: further clients wait in the listen backlog instead of
+        // exhausting file descriptors.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.map_err(std::io::Error::other)?,
+            _ = gone.notified() => return Err(plugin_gone()),
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
-        let (plugin, secret, endpoint) = (plugin.clone(), secret.clone(), endpoint.clone());
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // A failed accept (out of descriptors, a reset before accept) ends that client only.
+                Err(err) => {
+                    tracing::warn!("cannot accept a connection on {address}: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = gone.notified() => return Err(plugin_gone()),
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        let (plugin, secret, endpoint, gone) = (plugin.clone(), secret.clone(), endpoint.clone(), gone.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
-                handle(plugin.clone(), secret.clone(), endpoint.clone(), request)
+                handle(plugin.clone(), secret.clone(), endpoint.clone(), gone.clone(), request)
             });
-            if let Err(err) =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-            {
+            // A client that never finishes its head is dropped, so idle connections cannot pile up.
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = connection.await {
                 tracing::debug!("connection ended: {err}");
             }
         });
     }
 }
 
+/// Connections `dev` serves at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long `send` waits for the whole exchange.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn plugin_gone() -> std::io::Error {
+    std::io::Error::other("the plugin process `dev` runs has ended; start `openai-trigger dev` again")
+}
+
 async fn handle(
     plugin: Arc<PluginProcess>,
     secret: Arc<str>,
     endpoint: String,
+    gone: Arc<tokio::sync::Notify>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
@@ -127,6 +162,7 @@ async fn handle(
         }
         Err(err) => {
             tracing::error!("plugin unavailable: {err}");
+            gone.notify_one();
             return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"));
         }
     };
@@ -194,29 +230,17 @@ pub(crate) fn resolve_type(typed: &str, any_type: bool) -> Result<String, String
         return Ok(typed.to_owned());
     }
     let normalized = typed.trim().to_ascii_lowercase().replace(['_', '-', ' '], ".");
-    let nearest = crate::events::known_openai_types().min_by_key(|known| edit_distance(&normalized, known));
+    let nearest = crate::events::known_openai_types().min_by_key(|known| strsim::levenshtein(&normalized, known));
     let hint = match nearest {
-        Some(known) if edit_distance(&normalized, known) <= 2 + known.len() / 10 => format!("did you mean {known}? "),
+        Some(known) if strsim::levenshtein(&normalized, known) <= 2 + known.len() / 10 => {
+            format!("did you mean {known}? ")
+        }
         _ => String::new(),
     };
     Err(format!(
         "unknown event type {typed:?}: {hint}`openai-trigger send --help` lists the known types; \
          --any-type sends it anyway (it fires only any_event)"
     ))
-}
-
-/// Levenshtein distance over bytes (the types are ASCII).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, &ca) in a.iter().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            current[j + 1] = (previous[j] + usize::from(ca != cb)).min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 pub(crate) async fn send(event_type: &str, url: &str, secret: &str, options: SendOptions) -> std::io::Result<ExitCode> {
@@ -232,13 +256,31 @@ pub(crate) async fn send(event_type: &str, url: &str, secret: &str, options: Sen
     let secrets = SecretSet::parse(secret).map_err(|err| {
         invalid(format!("--secret: {err} (for local tests: the secret `openai-trigger dev` printed)"))
     })?;
-    let host =
-        uri.host().ok_or_else(|| invalid(format!("--url {url:?} has no host")))?.trim_matches(['[', ']']).to_owned();
-    let port = uri.port_u16().unwrap_or(80);
+    let authority = uri.authority().ok_or_else(|| invalid(format!("--url {url:?} has no host")))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid("--url must not carry a user or password (user:pw@…)".into()));
+    }
+    let host = authority.host().trim_matches(['[', ']']).to_owned();
+    // A port that is not 1-65535 is an error, never a silent port 80.
+    // The port as written (after an IPv6 literal's `]`): the URI type drops one that is not a
+    // u16, and it must be an error then, never a silent port 80.
+    let after_host = authority.as_str().rsplit_once(']').map_or(authority.as_str(), |(_, rest)| rest);
+    let port = match after_host.rsplit_once(':') {
+        None => 80,
+        Some((_, text)) => match text.parse::<u16>() {
+            Ok(number) if number > 0 => number,
+            _ => return Err(invalid(format!("--url port {text} is not 1-65535"))),
+        },
+    };
     let now = crate::provider::unix_now();
     let nonce = format!("{:x}{:x}", now, std::process::id());
     let webhook_id = options.webhook_id.unwrap_or_else(|| format!("wh_{nonce}"));
-    let signed_at = now.saturating_sub(options.age);
+    if webhook_id.is_empty() || !webhook_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("--webhook-id must be printable ASCII without spaces, like wh_123".into()));
+    }
+    let signed_at = now.checked_sub(options.age).filter(|t| *t > 0).ok_or_else(|| {
+        invalid(format!("--age {} puts the timestamp before 1970; stale is anything over 300", options.age))
+    })?;
     let body = sample_body(&event_type, &format!("evt_{nonce}"), signed_at);
     let delivery = SignedDelivery::signed(&secrets, &webhook_id, signed_at, body);
 
@@ -248,21 +290,27 @@ pub(crate) async fn send(event_type: &str, url: &str, secret: &str, options: Sen
              terminal, or pass the --url it printed"
         ))
     };
-    let stream = TcpStream::connect((host.as_str(), port)).await.map_err(|err| unreachable(&err))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|err| unreachable(&err))?;
-    tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method("POST")
-        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header("Host", uri.authority().map(|a| a.as_str()).unwrap_or(""));
-    for (name, value) in delivery.headers() {
-        request = request.header(name, value);
-    }
-    let request = request.body(Full::new(Bytes::from(delivery.body.clone()))).map_err(std::io::Error::other)?;
-    let response = sender.send_request(request).await.map_err(|err| unreachable(&err))?;
-    let status = response.status();
-    let body = response.into_body().collect().await.map_err(|err| unreachable(&err))?.to_bytes();
+    let exchange = async {
+        let stream = TcpStream::connect((host.as_str(), port)).await.map_err(|err| unreachable(&err))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|err| unreachable(&err))?;
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method("POST")
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header("Host", authority.as_str());
+        for (name, value) in delivery.headers() {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::new(Bytes::from(delivery.body.clone()))).map_err(std::io::Error::other)?;
+        let response = sender.send_request(request).await.map_err(|err| unreachable(&err))?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|err| unreachable(&err))?.to_bytes();
+        Ok::<_, std::io::Error>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(SEND_TIMEOUT, exchange)
+        .await
+        .map_err(|_| unreachable(&format!("no answer within {} s", SEND_TIMEOUT.as_secs())))??;
     let answer: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     if options.json {
         let response = answer.clone().unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned().into());

@@ -105,7 +105,7 @@ impl Dev {
         let mut child = command(&["dev", "--secret", secret, "--port", &port.to_string(), "--bind", "127.0.0.1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn dev");
         let stdout = child.stdout.take().unwrap();
@@ -126,6 +126,26 @@ impl Dev {
             std::thread::sleep(Duration::from_millis(20));
         }
         Dev { child, lines }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for dev to exit; its status and stderr.
+    pub(crate) fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                return (status, stderr);
+            }
+            assert!(Instant::now() < deadline, "dev did not exit within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts `dev` without --secret, reads what it prints until it listens, stops it, and

@@ -140,6 +140,10 @@ fn each_error_names_what_is_wrong_and_the_fix() {
         case(&["send", "batch.completed", "--secret", SECRET, "--url", &closed_url], &[]),
         case(&["send", "batch.completed", "--secret", SECRET, "--url", &closed_url, "--age", "-600"], &[]),
         case(&["send", "batch.completed", "--secret", SECRET, "--url", "https://dify.example.com/x"], &[]),
+        case(&["send", "batch.completed", "--secret", SECRET, "--url", "http://127.0.0.1:65616/"], &[]),
+        case(&["send", "batch.completed", "--secret", SECRET, "--url", "http://user:pw@127.0.0.1:1/"], &[]),
+        case(&["send", "batch.completed", "--secret", SECRET, "--age", "9223372036854775807"], &[]),
+        case(&["send", "batch.completed", "--secret", SECRET, "--webhook-id", "wh 1"], &[]),
         case(&["dev", "--secret", SECRET, "--port", &busy_port], &[]),
         case(&["dev", "--secret", "mysecret"], &[]),
         case(&["remote", "--url", "http://127.0.0.1:5003", "--key", "k"], &[]),
@@ -166,6 +170,8 @@ fn each_error_names_what_is_wrong_and_the_fix() {
     assert!(transcript.contains("--any-type"));
     assert!(transcript.contains("base64"));
     assert!(transcript.contains("INSTALL_METHOD"));
+    assert!(transcript.contains("port 65616 is not 1-65535"), "an out-of-range port must not become port 80");
+    assert!(!transcript.contains("user:pw@127.0.0.1:1/ ("), "credentials in --url are refused, not used");
     let transcript = transcript.replace(&closed, "CLOSED_PORT").replace(&busy_port, "BUSY_PORT");
     golden("errors.txt", &transcript);
 }
@@ -276,4 +282,20 @@ fn started_by_a_person_in_a_terminal_it_says_what_this_mode_is() {
     let seen = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     assert!(seen.contains("Dify plugin protocol"), "no word for the person at the terminal: {seen:?}");
     assert!(seen.contains("openai-trigger demo") && seen.contains("--help"), "{seen:?}");
+}
+
+#[test]
+fn dev_stops_with_a_clear_error_when_its_plugin_process_dies() {
+    let port = free_port();
+    let mut dev = Dev::start(SECRET, port);
+    // The plugin is dev's only child; kill it as a crash would.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", dev.pid())).unwrap();
+    let plugin: i32 = children.split_whitespace().next().expect("dev has a plugin child").parse().unwrap();
+    assert!(std::process::Command::new("kill").args(["-9", &plugin.to_string()]).status().unwrap().success());
+    let url = format!("http://127.0.0.1:{port}/");
+    let sent = run(&["send", "batch.completed", "--url", &url, "--secret", SECRET]);
+    assert!(!sent.status.success(), "a delivery to a dev without its plugin cannot succeed");
+    let (status, stderr) = dev.wait_exit();
+    assert!(!status.success(), "dev must stop, not answer 500 forever");
+    assert!(stderr.contains("start `openai-trigger dev` again"), "{stderr}");
 }
