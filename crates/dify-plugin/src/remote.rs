@@ -231,6 +231,12 @@ pub enum RemoteError {
     /// The daemon refused the registration; its reason (a plain-text line, §6.4).
     #[error("the daemon at {address} rejected the registration: {reason}")]
     Rejected { address: String, reason: String },
+    /// What answered speaks HTTP: a web port, not the daemon's debugging port.
+    #[error(
+        "{address} answered like a web server, not like the daemon's debugging port: use the debugging host and \
+         port Dify shows under Plugins → Debug (5003 by default), not Dify's web address"
+    )]
+    NotDebuggingPort { address: String },
     /// The first connection could not be made.
     #[error(
         "cannot reach the daemon's debugging port at {address}: {source}. Check that the address is the debugging \
@@ -258,6 +264,9 @@ pub async fn run<P: Plugin>(
     let mut first_tries = FIRST_CONNECT_RETRIES.iter();
     loop {
         match connect_once(&config, &lines, plugin.clone(), options.clone()).await {
+            Ok(Outcome::Rejected(reason)) if speaks_http(&reason) => {
+                return Err(RemoteError::NotDebuggingPort { address });
+            }
             Ok(Outcome::Rejected(reason)) => return Err(RemoteError::Rejected { address, reason }),
             Ok(Outcome::Dropped { registered }) => {
                 ever_connected = true;
@@ -282,6 +291,12 @@ pub async fn run<P: Plugin>(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Whether a rejection is an HTTP server's answer (a status line or an HTML page).
+fn speaks_http(reason: &str) -> bool {
+    let start = reason.trim_start().get(..16).unwrap_or(reason).to_ascii_lowercase();
+    start.starts_with("http/") || start.starts_with("<!doctype") || start.starts_with("<html")
 }
 
 /// How one connection ended.

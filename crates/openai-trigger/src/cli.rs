@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dify_plugin::{InstallMethod, RemoteConfig, RunError, ServeOptions};
 
 use crate::declarations;
@@ -104,6 +104,9 @@ pub enum Command {
         /// Address to listen on. Keep it on loopback unless a tunnel needs more.
         #[arg(long, default_value = "127.0.0.1")]
         bind: IpAddr,
+        /// Print every run's variables as JSON lines instead of one line for people.
+        #[arg(long)]
+        json: bool,
     },
     /// Sign and POST a realistic sample OpenAI event to a URL (by default `dev`'s endpoint).
     #[command(after_long_help = send_help(), after_help = "Event types: see --help. Example:\n  \
@@ -116,7 +119,7 @@ pub enum Command {
         url: String,
         /// Signing secret, whsec_… (the one `dev` printed).
         #[arg(long, env = "OPENAI_WEBHOOK_SECRET", hide_env_values = true)]
-        secret: String,
+        secret: Option<String>,
         /// The webhook-id header; a fresh one by default (repeat one to see duplicate handling).
         #[arg(long)]
         webhook_id: Option<String>,
@@ -156,7 +159,12 @@ fn send_help() -> String {
 
 pub fn main() -> ExitCode {
     crate::launcher::remove_copy();
-    let cli = Cli::parse();
+    // Help fits the terminal; with none (a pipe, a file) and no COLUMNS, it fits 80 columns.
+    let mut command = Cli::command();
+    if std::env::var_os("COLUMNS").is_none() && terminal_size::terminal_size().is_none() {
+        command = command.term_width(80);
+    }
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|err| err.exit());
     let command = cli.command.unwrap_or(Command::Serve);
     // Decided before logging starts: under the daemon (stdio) the default level is quieter.
     let method = match command {
@@ -172,9 +180,10 @@ pub fn main() -> ExitCode {
     init_logging(matches!(method, Some(InstallMethod::Local)));
     if matches!(method, Some(InstallMethod::Local)) && std::io::stdin().is_terminal() {
         eprintln!(
-            "openai-trigger: serving the Dify plugin protocol on stdin/stdout, as Dify's plugin daemon runs it \
-             (a heartbeat line every 10 s; Ctrl-D or Ctrl-C ends it).\n\
-             To try the plugin yourself: `openai-trigger demo`, `openai-trigger dev`, or `openai-trigger --help`."
+            "openai-trigger: serving the Dify plugin protocol on stdin/stdout, as Dify's\n\
+             plugin daemon runs it (a heartbeat line every 10 s; Ctrl-D or Ctrl-C ends it).\n\
+             To try the plugin yourself: `openai-trigger demo`, `openai-trigger dev`,\n\
+             or `openai-trigger --help`."
         );
     }
     if let Command::Secret = command {
@@ -207,8 +216,15 @@ pub fn main() -> ExitCode {
                 serve(InstallMethod::Remote(config)).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Demo { wide } => Ok(crate::demo::run(wide).await?),
-            Command::Dev { secret, port, bind } => Ok(crate::dev::serve(secret, bind, port).await?),
+            Command::Dev { secret, port, bind, json } => Ok(crate::dev::serve(secret, bind, port, json).await?),
             Command::Send { event_type, url, secret, webhook_id, age, any_type, json } => {
+                let secret = secret.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "send needs the endpoint's signing secret: --secret whsec_… (the one `openai-trigger dev` \
+                         printed) or OPENAI_WEBHOOK_SECRET; `openai-trigger secret` makes a new one",
+                    )
+                })?;
                 let options = crate::dev::SendOptions { webhook_id, age, any_type, json };
                 Ok(crate::dev::send(&event_type, &url, &secret, options).await?)
             }

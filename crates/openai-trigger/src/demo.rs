@@ -156,7 +156,7 @@ const LABEL: usize = 32;
 const INDENT: usize = LABEL + 7;
 
 /// `COLUMNS` when set (shells export it), else the terminal's width when stdout is one, else 80.
-fn output_width() -> usize {
+pub(crate) fn output_width() -> usize {
     let from_env = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<usize>().ok());
     // terminal_size() asks stdout's terminal and answers None for a pipe or a file.
     let from_terminal = || terminal_size::terminal_size().map(|(width, _)| usize::from(width.0));
@@ -164,7 +164,7 @@ fn output_width() -> usize {
 }
 
 /// `line` cut to `width` characters, with `…` where it was cut.
-fn fit(line: &str, width: usize) -> String {
+pub(crate) fn fit(line: &str, width: usize) -> String {
     if line.chars().count() <= width {
         return line.to_owned();
     }
@@ -256,7 +256,7 @@ fn body_type(case: &Case) -> String {
 }
 
 /// The family-specific variables, which show each event was understood.
-fn key_variables(variables: &Value, wide: bool) -> String {
+pub(crate) fn key_variables(variables: &Value, wide: bool) -> String {
     const KEYS: &[&str] = &[
         "response_id",
         "batch_id",

@@ -38,7 +38,7 @@ pub(crate) fn fresh_secret() -> std::io::Result<String> {
     Ok(format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key)))
 }
 
-pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16) -> std::io::Result<ExitCode> {
+pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16, json: bool) -> std::io::Result<ExitCode> {
     let mut generated = false;
     // An empty OPENAI_WEBHOOK_SECRET is no secret: make one, as without it.
     let secret = match secret.filter(|secret| !secret.trim().is_empty()) {
@@ -78,7 +78,11 @@ pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16) -> st
         "  openai-trigger send batch.completed --url {endpoint} --secret {}",
         secret.split(|c: char| c == ',' || c.is_whitespace()).find(|s| !s.is_empty()).unwrap_or("whsec_…")
     ));
-    say("Each delivery prints one JSON line per workflow run (its variables).");
+    say(if json {
+        "Each delivery prints one JSON line per workflow run (its variables), or one for a rejection."
+    } else {
+        "Each delivery prints one line per workflow run (--json: every variable, as JSON lines)."
+    });
     let secret: Arc<str> = Arc::from(secret);
     let gone = Arc::new(tokio::sync::Notify::new());
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -103,12 +107,16 @@ pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16) -> st
             _ = gone.notified() => return Err(plugin_gone()),
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
-        let (plugin, secret, endpoint, gone) = (plugin.clone(), secret.clone(), endpoint.clone(), gone.clone());
+        let context = Arc::new(Context {
+            plugin: plugin.clone(),
+            secret: secret.clone(),
+            endpoint: endpoint.clone(),
+            gone: gone.clone(),
+            json,
+        });
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |request| {
-                handle(plugin.clone(), secret.clone(), endpoint.clone(), gone.clone(), request)
-            });
+            let service = hyper::service::service_fn(move |request| handle(context.clone(), request));
             // A client that never finishes its head is dropped, so idle connections cannot pile up.
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -132,13 +140,19 @@ fn plugin_gone() -> std::io::Error {
     std::io::Error::other("the plugin process `dev` runs has ended; start `openai-trigger dev` again")
 }
 
-async fn handle(
+/// What every request of one `dev` needs.
+struct Context {
     plugin: Arc<PluginProcess>,
     secret: Arc<str>,
     endpoint: String,
+    /// Notified when the plugin process is gone.
     gone: Arc<tokio::sync::Notify>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+    /// JSON lines instead of lines for people.
+    json: bool,
+}
+
+async fn handle(context: Arc<Context>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Context { plugin, secret, endpoint, gone, json } = &*context;
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -152,12 +166,26 @@ async fn handle(
         .collect();
     let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let raw = serialize_request(parts.method.as_str(), &target, &pairs, &body);
+    // For the lines people read: which delivery this is.
+    let delivery = format!(
+        "{} {}",
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|event| event["type"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "(no type)".to_owned()),
+        parts.headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("(no webhook-id)")
+    );
+    let width = crate::demo::output_width();
 
-    let subscription = trigger::subscription(&endpoint, json!({"webhook_secret": &*secret}));
+    let subscription = trigger::subscription(endpoint, json!({"webhook_secret": &**secret}));
     let dispatched = match plugin.call(trigger::dispatch(PROVIDER, &raw, &subscription)).await {
         Ok(Ok(dispatched)) => dispatched,
         Ok(Err(error)) => {
-            say(&json!({"dispatch_error": error}).to_string());
+            say(&if *json {
+                json!({"dispatch_error": error}).to_string()
+            } else {
+                format!("{delivery} → plugin error {}: {}", error.error_type, error.message)
+            });
             return Ok(plain(StatusCode::BAD_REQUEST, "Endpoint processing failed"));
         }
         Err(err) => {
@@ -173,13 +201,21 @@ async fn handle(
             .call(trigger::invoke(PROVIDER, event, &raw, &dispatched["payload"], &json!({}), &subscription))
             .await
         {
-            Ok(Ok(result)) => {
-                json!({"event": event, "cancelled": result["cancelled"], "variables": result["variables"]})
+            Ok(Ok(result)) if *json => {
+                json!({"event": event, "cancelled": result["cancelled"], "variables": result["variables"]}).to_string()
             }
-            Ok(Err(error)) => json!({"event": event, "error": error}),
-            Err(err) => json!({"event": event, "error": err.to_string()}),
+            Ok(Ok(result)) if result["cancelled"] == true => format!("{delivery} → {event}: skipped"),
+            Ok(Ok(result)) => {
+                let count = result["variables"].as_object().map_or(0, |v| v.len());
+                let keys = crate::demo::key_variables(&result["variables"], false);
+                crate::demo::fit(&format!("{delivery} → {event} runs, {count} variables: {keys}"), width)
+            }
+            Ok(Err(error)) if *json => json!({"event": event, "error": error}).to_string(),
+            Ok(Err(error)) => format!("{delivery} → {event}: plugin error {}: {}", error.error_type, error.message),
+            Err(err) if *json => json!({"event": event, "error": err.to_string()}).to_string(),
+            Err(err) => format!("{delivery} → {event}: {err}"),
         };
-        say(&line.to_string());
+        say(&line);
     }
     let Some(ParsedResponse { status, headers, body }) =
         HttpResponse::from_hex(dispatched["response"].as_str().unwrap_or(""))
@@ -189,7 +225,12 @@ async fn handle(
     if fired.is_empty() {
         let response = serde_json::from_slice::<serde_json::Value>(&body)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned().into());
-        say(&json!({"events": [], "status": status, "response": response}).to_string());
+        say(&if *json {
+            json!({"events": [], "status": status, "response": response}).to_string()
+        } else {
+            let what = response["error"].as_str().or(response["status"].as_str()).unwrap_or("");
+            crate::demo::fit(&format!("{delivery} → {status}, nothing runs: {what}"), width)
+        });
     }
     let mut response = Response::builder().status(status);
     for (name, value) in headers.iter().filter(|(name, _)| !name.eq_ignore_ascii_case("content-length")) {

@@ -40,6 +40,11 @@ pub enum SecretError {
          and this is not base64. Copy the secret OpenAI shows for the webhook endpoint"
     )]
     NotBase64 { position: usize },
+    #[error(
+        "signing secret #{position} does not start with whsec_: copy the whole secret OpenAI shows for the webhook \
+         endpoint (whsec_ and about 44 letters and digits)"
+    )]
+    NoPrefix { position: usize },
     #[error("signing secret #{position} is empty after its whsec_ prefix")]
     Empty { position: usize },
     #[error("signing secret #{position} is a signature's \"v1\" label: paste only the whsec_… secret")]
@@ -58,7 +63,8 @@ impl SecretError {
             SecretError::NotBase64 { .. }
             | SecretError::Empty { .. }
             | SecretError::SignatureLabel { .. }
-            | SecretError::TooShort { .. } => "invalid_secret",
+            | SecretError::TooShort { .. }
+            | SecretError::NoPrefix { .. } => "invalid_secret",
         }
     }
 }
@@ -114,13 +120,19 @@ impl SigningSecret {
         if matches!(encoded, "v1" | "v1a") {
             return Err(SecretError::SignatureLabel { position });
         }
-        let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
-        let key = SECRET_BASE64.decode(encoded).map_err(|_| SecretError::NotBase64 { position })?;
+        let prefixed = encoded.strip_prefix("whsec_");
+        // A bare base64 key is accepted (Standard Webhooks allows it); when it is not one, the
+        // likelier mistake is a missing prefix, and that is what the error says.
+        let not_a_key =
+            |error: SecretError| if prefixed.is_some() { error } else { SecretError::NoPrefix { position } };
+        let key = SECRET_BASE64
+            .decode(prefixed.unwrap_or(encoded))
+            .map_err(|_| not_a_key(SecretError::NotBase64 { position }))?;
         if key.is_empty() {
             return Err(SecretError::Empty { position });
         }
         if key.len() < MIN_KEY_BYTES {
-            return Err(SecretError::TooShort { position, bytes: key.len() });
+            return Err(not_a_key(SecretError::TooShort { position, bytes: key.len() }));
         }
         Ok(SigningSecret { key })
     }

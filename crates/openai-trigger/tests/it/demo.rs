@@ -102,7 +102,15 @@ pub(crate) struct Dev {
 
 impl Dev {
     pub(crate) fn start(secret: &str, port: u16) -> Dev {
-        let mut child = command(&["dev", "--secret", secret, "--port", &port.to_string(), "--bind", "127.0.0.1"])
+        Dev::start_with(secret, port, &["--json"])
+    }
+
+    /// `dev` with extra arguments (without `--json`, its lines are for people).
+    pub(crate) fn start_with(secret: &str, port: u16, extra: &[&str]) -> Dev {
+        let port_text = port.to_string();
+        let mut args = vec!["dev", "--secret", secret, "--port", &port_text, "--bind", "127.0.0.1"];
+        args.extend_from_slice(extra);
+        let mut child = command(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -167,6 +175,18 @@ impl Dev {
         let _ = child.kill();
         let _ = child.wait();
         lines
+    }
+
+    /// The next line dev prints that contains `text` (bounded).
+    pub(crate) fn wait_for_line(&self, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("dev printed no line with {text:?}"));
+            if line.contains(text) {
+                return line;
+            }
+        }
     }
 
     /// The next JSON line dev prints that satisfies `wanted` (bounded).

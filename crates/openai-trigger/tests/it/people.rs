@@ -144,6 +144,7 @@ fn each_error_names_what_is_wrong_and_the_fix() {
         case(&["send", "batch.completed", "--secret", SECRET, "--url", "http://user:pw@127.0.0.1:1/"], &[]),
         case(&["send", "batch.completed", "--secret", SECRET, "--age", "9223372036854775807"], &[]),
         case(&["send", "batch.completed", "--secret", SECRET, "--webhook-id", "wh 1"], &[]),
+        case(&["send", "batch.completed"], &[]),
         case(&["dev", "--secret", SECRET, "--port", &busy_port], &[]),
         case(&["dev", "--secret", "mysecret"], &[]),
         case(&["remote", "--url", "http://127.0.0.1:5003", "--key", "k"], &[]),
@@ -298,4 +299,49 @@ fn dev_stops_with_a_clear_error_when_its_plugin_process_dies() {
     let (status, stderr) = dev.wait_exit();
     assert!(!status.success(), "dev must stop, not answer 500 forever");
     assert!(stderr.contains("start `openai-trigger dev` again"), "{stderr}");
+}
+
+#[test]
+fn remote_pointed_at_a_web_server_says_it_is_not_the_debugging_port() {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        // Like a web server: read the request's first bytes, answer 400 with a page, then drain
+        // what the client still sends (closing with unread data would reset the connection).
+        stream.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+        let mut buf = [0u8; 65536];
+        let _ = stream.read(&mut buf);
+        let _ = stream
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<!DOCTYPE HTML><html></html>\n");
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let output = run(&["remote", "--url", &format!("127.0.0.1:{port}"), "--key", "k"]);
+    server.join().unwrap();
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("answered like a web server") && err.contains("Plugins → Debug"), "{err}");
+}
+
+#[test]
+fn dev_prints_one_line_per_run_for_people() {
+    let port = free_port();
+    let dev = Dev::start_with(SECRET, port, &[]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let id = format!("wh_lines_{}", std::process::id());
+    for _ in 0..2 {
+        assert!(
+            run(&["send", "batch.completed", "--url", &url, "--secret", SECRET, "--webhook-id", &id]).status.success()
+        );
+    }
+    let ran = dev.wait_for_line("batch_completed runs");
+    assert!(ran.starts_with(&format!("batch.completed {id} → batch_completed runs, ")), "{ran}");
+    assert!(ran.contains("batch_id=b"), "{ran}");
+    let duplicate = dev.wait_for_line("nothing runs");
+    assert_eq!(duplicate, format!("batch.completed {id} → 200, nothing runs: duplicate"));
+    assert!(!run(&["send", "batch.completed", "--url", &url, "--secret", OTHER_SECRET]).status.success());
+    let rejected = dev.wait_for_line("401");
+    assert!(rejected.ends_with("→ 401, nothing runs: no_matching_signature"), "{rejected}");
 }
