@@ -289,6 +289,8 @@ fn started_by_a_person_in_a_terminal_it_says_what_this_mode_is() {
 fn dev_stops_with_a_clear_error_when_its_plugin_process_dies() {
     let port = free_port();
     let mut dev = Dev::start(SECRET, port);
+    // dev listens before its plugin is up; the banner comes once the plugin answered.
+    dev.wait_for_line("Playing Dify at");
     // The plugin is dev's only child; kill it as a crash would.
     let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", dev.pid())).unwrap();
     let plugin: i32 = children.split_whitespace().next().expect("dev has a plugin child").parse().unwrap();
