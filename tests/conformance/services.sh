@@ -227,8 +227,20 @@ start_daemon() {
   ( cd "$work" && env -i PATH="$(daemon_path)" HOME="$HOME" LANG=C.UTF-8 \
       bash -c 'set -a; . ./daemon.env; set +a; exec "$0" migrate' "$CLI_BIN" ) >"$work/migrate.log" 2>&1 \
     || { tail -20 "$work/migrate.log" >&2; die "dify migrate failed"; }
-  # Own session/process group so `stop` can end the daemon and the plugin processes it spawned together.
-  # The daemon gets a clean environment: `env -i` + daemon.env + PATH/HOME/LANG (no proxies etc.).
+  spawn_daemon "$work"
+  if ! wait_for 90 "daemon http" http_ok; then
+    tail -40 "$work/daemon.log" >&2; die "daemon did not answer /health/check on $HOST:$HTTP_PORT (log: $work/daemon.log)"
+  fi
+  wait_for 30 "daemon debugging port" port_open "$HOST" "$DEBUG_PORT" \
+    || { tail -40 "$work/daemon.log" >&2; die "daemon did not open the remote-debugging port $DEBUG_PORT"; }
+  log "daemon up: http $HOST:$HTTP_PORT, debugging tcp $HOST:$DEBUG_PORT (pid $(cat "$work/daemon.pid"), log $work/daemon.log)"
+}
+
+# spawn_daemon <work dir>: the daemon in the background with <work>/daemon.env, in its own session and
+# process group (so `stop` ends it and the plugin processes it spawned together), with a clean
+# environment (`env -i` + daemon.env + PATH/HOME/LANG: no proxies etc.); pid and pgid in <work>.
+spawn_daemon() {
+  local work=$1
   (
     cd "$work"
     exec setsid env -i PATH="$(daemon_path)" HOME="$HOME" LANG=C.UTF-8 \
@@ -237,12 +249,6 @@ start_daemon() {
   echo $! > "$work/daemon.pid"
   sleep 0.2
   ps -o pgid= -p "$(cat "$work/daemon.pid")" | tr -d ' ' > "$work/daemon.pgid" || true
-  if ! wait_for 90 "daemon http" http_ok; then
-    tail -40 "$work/daemon.log" >&2; die "daemon did not answer /health/check on $HOST:$HTTP_PORT (log: $work/daemon.log)"
-  fi
-  wait_for 30 "daemon debugging port" port_open "$HOST" "$DEBUG_PORT" \
-    || { tail -40 "$work/daemon.log" >&2; die "daemon did not open the remote-debugging port $DEBUG_PORT"; }
-  log "daemon up: http $HOST:$HTTP_PORT, debugging tcp $HOST:$DEBUG_PORT (pid $(cat "$work/daemon.pid"), log $work/daemon.log)"
 }
 
 start_node2() {
@@ -255,14 +261,7 @@ start_node2() {
   fi
   port_open "$HOST" "$HTTP_PORT2" && die "port $HTTP_PORT2 (node 2 http) is taken by another process"
   daemon_env 2 > "$work/daemon.env"
-  (
-    cd "$work"
-    exec setsid env -i PATH="$(daemon_path)" HOME="$HOME" LANG=C.UTF-8 \
-      bash -c 'set -a; . ./daemon.env; set +a; exec "$0"' "$DAEMON_BIN" >>"$work/daemon.log" 2>&1 </dev/null
-  ) &
-  echo $! > "$work/daemon.pid"
-  sleep 0.2
-  ps -o pgid= -p "$(cat "$work/daemon.pid")" | tr -d ' ' > "$work/daemon.pgid" || true
+  spawn_daemon "$work"
   if ! wait_for 90 "node 2 http" curl -fsS --noproxy '*' -o /dev/null --max-time 2 "http://$HOST:$HTTP_PORT2/health/check"; then
     tail -40 "$work/daemon.log" >&2; die "node 2 did not answer /health/check on $HOST:$HTTP_PORT2 (log: $work/daemon.log)"
   fi

@@ -250,23 +250,29 @@ async fn serve(method: InstallMethod) -> Result<(), RunError> {
 }
 
 /// `OPENAI_TRIGGER_API_TIMEOUT`: seconds one action may spend on OpenAI's API (fetching an event's
-/// details, creating or checking an endpoint), 1–120 (default 20). A value outside that is
-/// reported and the default used.
+/// details, creating or checking an endpoint), 1–120 (default 20).
 fn api_budget() -> std::time::Duration {
     let default = crate::provider::DEFAULT_API_BUDGET;
-    match std::env::var("OPENAI_TRIGGER_API_TIMEOUT") {
-        Err(_) => default,
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(seconds @ 1..=120) => std::time::Duration::from_secs(seconds),
-            _ => {
-                tracing::warn!(
-                    "OPENAI_TRIGGER_API_TIMEOUT={:?} is not 1-120 seconds; using {} s",
-                    dify_plugin::wire::truncate(&text, 16),
-                    default.as_secs()
-                );
-                default
-            }
-        },
+    number_setting("OPENAI_TRIGGER_API_TIMEOUT", 1..=120, &format!("{} s", default.as_secs()))
+        .map_or(default, std::time::Duration::from_secs)
+}
+
+/// A number from the environment variable `name`: `None` when it is unset; when it is set to
+/// anything outside `range`, reported (the variable, its value, and `instead`, what is used) and
+/// `None`.
+fn number_setting(name: &str, range: std::ops::RangeInclusive<u64>, instead: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    match text.trim().parse::<u64>() {
+        Ok(number) if range.contains(&number) => Some(number),
+        _ => {
+            tracing::warn!(
+                "{name}={:?} is not {}-{}; using {instead}",
+                dify_plugin::wire::truncate(&text, 16),
+                range.start(),
+                range.end()
+            );
+            None
+        }
     }
 }
 
@@ -298,22 +304,12 @@ fn init_logging(under_daemon: bool) {
 /// wake-ups), `OPENAI_TRIGGER_WORKERS=N` for N worker threads (1-64). Another value is reported
 /// and one thread used.
 fn runtime_builder() -> tokio::runtime::Builder {
-    match std::env::var("OPENAI_TRIGGER_WORKERS") {
-        Err(_) => tokio::runtime::Builder::new_current_thread(),
-        Ok(text) => match text.trim().parse::<usize>() {
-            Ok(1) => tokio::runtime::Builder::new_current_thread(),
-            Ok(workers @ 2..=64) => {
-                let mut builder = tokio::runtime::Builder::new_multi_thread();
-                builder.worker_threads(workers);
-                builder
-            }
-            _ => {
-                eprintln!(
-                    "openai-trigger: OPENAI_TRIGGER_WORKERS={:?} is not 1-64; using one thread",
-                    dify_plugin::wire::truncate(&text, 16)
-                );
-                tokio::runtime::Builder::new_current_thread()
-            }
-        },
+    match number_setting("OPENAI_TRIGGER_WORKERS", 1..=64, "one thread") {
+        Some(workers @ 2..) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers as usize);
+            builder
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
     }
 }

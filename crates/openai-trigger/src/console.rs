@@ -14,3 +14,20 @@ pub fn say(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{text}");
 }
+
+/// The width lines for people are fitted to: `COLUMNS` when set (shells export it), else the
+/// terminal's width when stdout is one, else 80; at least 60, at most 400.
+pub fn output_width() -> usize {
+    let from_env = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<usize>().ok());
+    // terminal_size() asks stdout's terminal and answers None for a pipe or a file.
+    let from_terminal = || terminal_size::terminal_size().map(|(width, _)| usize::from(width.0));
+    from_env.or_else(from_terminal).unwrap_or(80).clamp(60, 400)
+}
+
+/// `line` cut to `width` characters, with `…` where it was cut.
+pub fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_owned();
+    }
+    format!("{}…", dify_plugin::wire::truncate(line, width.saturating_sub(1)))
+}

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use dify_plugin::host::{MemoryStorage, PluginProcess, StorageMode, trigger};
 
-use crate::console::say;
+use crate::console::{fit, output_width, say};
 use crate::events::{self, ANY_EVENT};
 use crate::provider::{PROVIDER, unix_now};
 use crate::raw_http::HttpResponse;
@@ -154,24 +154,6 @@ struct Row {
 /// The label column's width; the detail line starts under the outcome.
 const LABEL: usize = 32;
 const INDENT: usize = LABEL + 7;
-
-/// `COLUMNS` when set (shells export it), else the terminal's width when stdout is one, else 80.
-pub(crate) fn output_width() -> usize {
-    let from_env = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<usize>().ok());
-    // terminal_size() asks stdout's terminal and answers None for a pipe or a file.
-    let from_terminal = || terminal_size::terminal_size().map(|(width, _)| usize::from(width.0));
-    from_env.or_else(from_terminal).unwrap_or(80).clamp(60, 400)
-}
-
-/// `line` cut to `width` characters, with `…` where it was cut.
-pub(crate) fn fit(line: &str, width: usize) -> String {
-    if line.chars().count() <= width {
-        return line.to_owned();
-    }
-    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
-}
 
 async fn run_case(plugin: &PluginProcess, case: &Case, wide: bool) -> Result<Row, String> {
     let raw = case.delivery.raw_request(TARGET);

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use dify_plugin::host::{PluginProcess, trigger};
 
-use crate::console::say;
+use crate::console::{fit, output_width, say};
 use crate::provider::PROVIDER;
 use crate::raw_http::{HttpResponse, ParsedResponse, serialize_request};
 use crate::samples::{SignedDelivery, sample_body};
@@ -67,7 +67,7 @@ pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16, json:
         };
         std::io::Error::new(err.kind(), format!("cannot listen on {}: {err}; {hint}", SocketAddr::new(bind, port)))
     })?;
-    let plugin = Arc::new(crate::demo::spawn_plugin(&std::env::current_exe()?).await?);
+    let plugin = crate::demo::spawn_plugin(&std::env::current_exe()?).await?;
     let address = listener.local_addr()?;
     let endpoint = format!("http://{address}/");
     if generated {
@@ -83,15 +83,15 @@ pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16, json:
     } else {
         "Each delivery prints one line per workflow run (--json: every variable, as JSON lines)."
     });
-    let secret: Arc<str> = Arc::from(secret);
-    let gone = Arc::new(tokio::sync::Notify::new());
+    let context =
+        Arc::new(Context { plugin, secret, endpoint, gone: tokio::sync::Notify::new(), json, width: output_width() });
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         // At most MAX_CONNECTIONS at once: further clients wait in the listen backlog instead of
         // exhausting file descriptors.
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.map_err(std::io::Error::other)?,
-            _ = gone.notified() => return Err(plugin_gone()),
+            _ = context.gone.notified() => return Err(plugin_gone()),
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
         let stream = tokio::select! {
@@ -104,16 +104,10 @@ pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16, json:
                     continue;
                 }
             },
-            _ = gone.notified() => return Err(plugin_gone()),
+            _ = context.gone.notified() => return Err(plugin_gone()),
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
-        let context = Arc::new(Context {
-            plugin: plugin.clone(),
-            secret: secret.clone(),
-            endpoint: endpoint.clone(),
-            gone: gone.clone(),
-            json,
-        });
+        let context = context.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| handle(context.clone(), request));
@@ -142,17 +136,19 @@ fn plugin_gone() -> std::io::Error {
 
 /// What every request of one `dev` needs.
 struct Context {
-    plugin: Arc<PluginProcess>,
-    secret: Arc<str>,
+    plugin: PluginProcess,
+    secret: String,
     endpoint: String,
     /// Notified when the plugin process is gone.
-    gone: Arc<tokio::sync::Notify>,
+    gone: tokio::sync::Notify,
     /// JSON lines instead of lines for people.
     json: bool,
+    /// What lines for people are fitted to (read once).
+    width: usize,
 }
 
 async fn handle(context: Arc<Context>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let Context { plugin, secret, endpoint, gone, json } = &*context;
+    let Context { plugin, secret, endpoint, gone, json, width } = &*context;
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -175,9 +171,8 @@ async fn handle(context: Arc<Context>, request: Request<Incoming>) -> Result<Res
             .unwrap_or_else(|| "(no type)".to_owned()),
         parts.headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("(no webhook-id)")
     );
-    let width = crate::demo::output_width();
 
-    let subscription = trigger::subscription(endpoint, json!({"webhook_secret": &**secret}));
+    let subscription = trigger::subscription(endpoint, json!({"webhook_secret": secret}));
     let dispatched = match plugin.call(trigger::dispatch(PROVIDER, &raw, &subscription)).await {
         Ok(Ok(dispatched)) => dispatched,
         Ok(Err(error)) => {
@@ -208,7 +203,7 @@ async fn handle(context: Arc<Context>, request: Request<Incoming>) -> Result<Res
             Ok(Ok(result)) => {
                 let count = result["variables"].as_object().map_or(0, |v| v.len());
                 let keys = crate::demo::key_variables(&result["variables"], false);
-                crate::demo::fit(&format!("{delivery} → {event} runs, {count} variables: {keys}"), width)
+                fit(&format!("{delivery} → {event} runs, {count} variables: {keys}"), *width)
             }
             Ok(Err(error)) if *json => json!({"event": event, "error": error}).to_string(),
             Ok(Err(error)) => format!("{delivery} → {event}: plugin error {}: {}", error.error_type, error.message),
@@ -229,7 +224,7 @@ async fn handle(context: Arc<Context>, request: Request<Incoming>) -> Result<Res
             json!({"events": [], "status": status, "response": response}).to_string()
         } else {
             let what = response["error"].as_str().or(response["status"].as_str()).unwrap_or("");
-            crate::demo::fit(&format!("{delivery} → {status}, nothing runs: {what}"), width)
+            fit(&format!("{delivery} → {status}, nothing runs: {what}"), *width)
         });
     }
     let mut response = Response::builder().status(status);
