@@ -33,13 +33,13 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
-# The serverless front (plugin/serverless.py) is tested with the Python packages the Marketplace package pins
-# (everything in plugin/requirements.txt but the wheel, which the tests replace with the binary they build).
+# The serverless front (serverless.py) is tested with the Python packages the Marketplace package pins
+# (everything in requirements.txt but the wheel, which the tests replace with the binary they build).
 FRONT_VENV=target/py-serverless-front
 if ! "$FRONT_VENV/bin/python" -c 'import flask, waitress, requests' 2>/dev/null; then
-  log "preparing $FRONT_VENV (flask, waitress, requests as pinned in plugin/requirements.txt)"
+  log "preparing $FRONT_VENV (flask, waitress, requests as pinned in requirements.txt)"
   python3 -m venv "$FRONT_VENV"
-  grep -E '^[A-Za-z]' plugin/requirements.txt | grep -v '^hookwright-openai-trigger' > "$FRONT_VENV/requirements.txt"
+  grep -E '^[A-Za-z]' requirements.txt | grep -v '^hookwright-openai-trigger' > "$FRONT_VENV/requirements.txt"
   "$FRONT_VENV/bin/pip" install --quiet -r "$FRONT_VENV/requirements.txt"
 fi
 
@@ -51,6 +51,13 @@ log "cargo fmt --check"
 cargo fmt --check
 log "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+# The GitHub Actions workflows (actionlint with shellcheck, pinned, project-local): one check per workflow
+# file, added to the total after the cargo tests.
+actionlint_log=$(mktemp)
+log "bash scripts/actionlint.sh"
+bash scripts/actionlint.sh 2>&1 | tee "$actionlint_log" || true
+actionlint_line=$(grep -aE '^actionlint: [0-9]+ passed, [0-9]+ failed$' "$actionlint_log" | tail -1 || true)
+rm -f "$actionlint_log"
 log "cargo test --locked"
 cargo_rc=0
 cargo test --locked 2>&1 | tee "$results" || cargo_rc=$?
@@ -60,6 +67,11 @@ read -r passed failed <<<"$(awk '/^test result:/ { for (i = 1; i < NF; i++) { if
 # A test binary that did not build or crashed reports no result line: count it, never lose it.
 if [ "$cargo_rc" -ne 0 ] && [ "${failed:-0}" -eq 0 ]; then failed=1; fi
 echo "cargo tests: ${passed:-0} passed, ${failed:-0} failed"
+if [[ "$actionlint_line" =~ ^actionlint:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+  passed=$(( passed + BASH_REMATCH[1] )); failed=$(( failed + BASH_REMATCH[2] ))
+else
+  failed=$(( failed + 1 )); log "actionlint ended without its summary"
+fi
 
 # Each fuzz target for a bounded time, and a short soak: one check each.
 fuzz_log=$(mktemp)

@@ -734,14 +734,14 @@ fn launches(root: &Path, options: &Options) -> io::Result<Vec<Launch>> {
             kind: Kind::Ours,
             program: binary.clone(),
             args: vec!["serve".into()],
-            cwd: root.join("plugin"),
+            cwd: root.to_path_buf(),
         });
         if options.with_storage {
             launches.push(Launch {
                 kind: Kind::OursWithStorage,
                 program: binary,
                 args: vec!["serve".into()],
-                cwd: root.join("plugin"),
+                cwd: root.to_path_buf(),
             });
         }
     }

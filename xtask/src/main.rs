@@ -280,7 +280,7 @@ fn crate_version() -> String {
 
 /// The Dify plugin directory: the package's files.
 fn plugin_dir() -> PathBuf {
-    workspace_root().join("plugin")
+    workspace_root()
 }
 
 /// Where built artifacts go: `$DIST_DIR`, or `dist/` in the workspace.

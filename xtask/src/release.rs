@@ -58,7 +58,7 @@ pub(crate) fn personalize(files: &PluginFiles, publisher: &Publisher) -> io::Res
             let text = String::from_utf8_lossy(&entry.data).into_owned();
             if text.lines().any(|l| l.starts_with("repo:") || l.starts_with("contact:")) {
                 return Err(io::Error::other(
-                    "plugin/manifest.yaml must not set repo or contact: they come from publisher.yaml",
+                    "manifest.yaml must not set repo or contact: they come from publisher.yaml",
                 ));
             }
             let mut text = text.trim_end().to_owned();
@@ -101,7 +101,7 @@ fn requirements(files: &PluginFiles, version: &str) -> io::Result<String> {
         .unwrap_or_default();
     let pin = format!("{}=={version}", wheels::DIST_NAME);
     if !text.lines().any(|l| l.split(" #").next().unwrap_or_default().trim() == pin) {
-        return Err(io::Error::other(format!("plugin/requirements.txt must pin the wheel of this version: {pin}")));
+        return Err(io::Error::other(format!("requirements.txt must pin the wheel of this version: {pin}")));
     }
     Ok(text)
 }

@@ -42,13 +42,24 @@ fn maturin() -> io::Result<PathBuf> {
     let maturin = venv.join("bin/maturin");
     let wanted = MATURIN.rsplit("==").next().unwrap_or_default();
     let installed = Command::new(&maturin).arg("--version").output().ok().filter(|o| o.status.success());
-    if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(wanted)) {
+    // The `zig` extra (the `ziglang` package) belongs to the check: a venv with maturin alone cannot
+    // cross-link the musl binaries.
+    let has_zig = || Command::new(venv.join("bin/python")).args(["-c", "import ziglang"]).status().is_ok_and(|s| s.success());
+    if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(wanted)) && has_zig() {
         return Ok(maturin);
     }
     say(&format!("==> installing {MATURIN} into {}", venv.display()));
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     run(Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "--quiet", MATURIN]))?;
     Ok(maturin)
+}
+
+/// `PATH` with the directory holding `maturin` (its venv's `bin`) first.
+fn venv_path(maturin: &Path) -> io::Result<std::ffi::OsString> {
+    let bin = maturin.parent().ok_or_else(|| io::Error::other("maturin has no parent directory"))?;
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&rest)))
+        .map_err(io::Error::other)
 }
 
 /// Builds both wheels into `out` and returns them with their binaries.
@@ -63,7 +74,11 @@ pub(crate) fn build(out: &Path, version: &str) -> io::Result<Vec<Wheel>> {
             std::fs::remove_file(stale)?;
         }
         say(&format!("==> maturin build --release --target {} --zig (wheel for {arch})", target(arch)));
+        // maturin finds zig through cargo-zigbuild, which runs `python3 -m ziglang` from PATH (or a `zig`
+        // on PATH): the venv's `bin` first, so it is the venv's Python with the `ziglang` package that
+        // the `zig` extra installed, never whatever a machine happens to have installed globally.
         run(crate::cmd::clean_env(&mut Command::new(&maturin))
+            .env("PATH", venv_path(&maturin)?)
             .current_dir(&project)
             .args(["build", "--release", "--locked", "--zig", "--target", target(arch)])
             .args(["--compatibility", "pypi", "manylinux2014", "musllinux_1_2"])

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_xtask");
 /// The Dify plugin directory: the package's files.
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin");
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const EM_X86_64: u16 = 62;
 const EM_AARCH64: u16 = 183;
 const PT_LOAD: u32 = 1;

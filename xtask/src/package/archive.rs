@@ -1,6 +1,6 @@
 //! What goes into the package, and the zip that carries it (daemon-protocol.md §8.1).
 //!
-//! The plugin's files come from the `plugin/` directory: the manifest, the provider and every event
+//! The plugin's files come from the repository root (the Dify plugin directory): the manifest, the provider and every event
 //! file it lists, the icons, the docs, `requirements.txt` and the `main.py` launcher; the offline
 //! package adds the two static binaries. The zip holds file entries only (a directory entry makes
 //! the daemon's upload fail), deflated, with a fixed timestamp so the same inputs give the same bytes.
@@ -30,7 +30,7 @@ impl Entry {
     }
 }
 
-/// The files of `plugin/` that form a package, and the digest of its declarations.
+/// The files of the plugin directory that form a package, and the digest of its declarations.
 #[derive(Debug, Clone)]
 pub(crate) struct PluginFiles {
     pub(crate) entries: Vec<Entry>,
@@ -39,11 +39,19 @@ pub(crate) struct PluginFiles {
     pub(crate) declaration_digest: String,
 }
 
-/// Files shipped beside the declarations, when present (all but README.md must be): the docs, the
-/// dependency file, the launcher and its serverless front.
-const DOCS: [&str; 5] = ["PRIVACY.md", "requirements.txt", "main.py", "serverless.py", "README.md"];
+/// Files shipped beside the declarations, each as (its file in the repository, its name in the
+/// package): the docs, the dependency file, the launcher and its serverless front. The package's
+/// `README.md` (the plugin page Dify and the Marketplace show) is `PLUGIN_README.md` here, because
+/// the repository's own `README.md` is the developers' page.
+const DOCS: [(&str, &str); 5] = [
+    ("PRIVACY.md", "PRIVACY.md"),
+    ("requirements.txt", "requirements.txt"),
+    ("main.py", "main.py"),
+    ("serverless.py", "serverless.py"),
+    ("PLUGIN_README.md", "README.md"),
+];
 
-/// Reads the package's files from `root` (the `plugin/` directory): `manifest.yaml`, the provider
+/// Reads the package's files from `root` (the repository root): `manifest.yaml`, the provider
 /// it names, every event that provider lists, everything under `_assets/` and `readme/`, and
 /// [`DOCS`]. Errors name the missing or unreadable file.
 pub(crate) fn plugin_files(root: &Path) -> Result<PluginFiles, Error> {
@@ -87,12 +95,8 @@ pub(crate) fn plugin_files(root: &Path) -> Result<PluginFiles, Error> {
             entries.push(Entry::new(path.clone(), read(&path)?));
         }
     }
-    for doc in DOCS {
-        match read(doc) {
-            Ok(data) => entries.push(Entry::new(doc, data)),
-            Err(_) if doc == "README.md" => {}
-            Err(err) => return Err(err),
-        }
+    for (source, name) in DOCS {
+        entries.push(Entry::new(name, read(source)?));
     }
     Ok(PluginFiles { entries, declaration_digest })
 }
@@ -184,7 +188,7 @@ mod tests {
     }
 
     fn plugin_dir() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
     }
 
     #[test]

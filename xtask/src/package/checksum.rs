@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn identity_comes_from_the_manifest() {
         let identity = Identity::from_manifest(
-            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin/manifest.yaml")).unwrap(),
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifest.yaml")).unwrap(),
         )
         .unwrap();
         assert_eq!(identity.author, "hookwright");

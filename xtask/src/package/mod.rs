@@ -35,7 +35,7 @@ pub(crate) enum Error {
     #[error("the {arch} binary {problem}")]
     Binary { arch: Arch, problem: String },
     #[error(
-        "the {arch} binary was built from other declarations (it embeds {embedded}, plugin/ gives {files}): \
+        "the {arch} binary was built from other declarations (it embeds {embedded}, the plugin directory gives {files}): \
          rebuild it (cargo xtask build-static) before packaging"
     )]
     StaleBinary { arch: Arch, embedded: String, files: String },

@@ -26,7 +26,7 @@ use crate::raw_http::{self, HttpRequest, HttpResponse};
 use crate::shared_dedupe::{Shared, SharedReplay};
 use crate::signature::{self, SecretError, SecretSet, VerifyError, WebhookHeaders};
 
-/// Provider name as declared in `plugin/provider/openai_trigger.yaml`.
+/// Provider name as declared in `provider/openai_trigger.yaml`.
 pub const PROVIDER: &str = "openai_trigger";
 /// OpenAI's payloads are thin (a few hundred bytes); anything near this is not an OpenAI event,
 /// and it keeps the dispatch line (which echoes the body) far below the daemon's 5 MiB limit.

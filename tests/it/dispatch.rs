@@ -29,7 +29,7 @@ fn delivery(openai_type: &str, tag: &str, now: i64) -> (RawRequest, Value) {
 
 fn output_schema(event: &str) -> Value {
     let spec = events::by_name(event).unwrap_or_else(|| panic!("{event} is in the event table"));
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin").join(spec.path);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(spec.path);
     let yaml: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("event YAML on disk")).unwrap();
     yaml["output_schema"].clone()
 }

@@ -49,7 +49,7 @@ const PARAMETER_TYPES: &[&str] = &[
 
 /// The plugin directory: the package's files.
 fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugin"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn load(relative: &str) -> Value {

@@ -1,6 +1,6 @@
 /*!
 The plugin's declarations, embedded at build time from the same YAML files the package ships
-(`plugin/manifest.yaml`, `plugin/provider/openai_trigger.yaml` and every event file), converted to
+(`manifest.yaml`, `provider/openai_trigger.yaml` and every event file), converted to
 JSON by `build.rs`. Remote-debugging registration sends them as a [`dify_plugin::Declaration`].
 */
 
@@ -19,8 +19,8 @@ pub const DIGEST: &str = env!("OPENAI_TRIGGER_DECLARATIONS_SHA256");
 
 /// The icons under `_assets/`, by file name (the name the manifest and provider refer to).
 pub const ASSETS: &[(&str, &[u8])] = &[
-    ("icon.svg", include_bytes!("../../../plugin/_assets/icon.svg")),
-    ("icon-dark.svg", include_bytes!("../../../plugin/_assets/icon-dark.svg")),
+    ("icon.svg", include_bytes!("../_assets/icon.svg")),
+    ("icon-dark.svg", include_bytes!("../_assets/icon-dark.svg")),
 ];
 
 /// The manifest as a JSON value.

@@ -1,9 +1,9 @@
 //! Serverless mode as Dify Cloud and the Marketplace's install test use it: `python -m main` with
-//! INSTALL_METHOD=serverless runs plugin/serverless.py, a Flask app on waitress in front of this
+//! INSTALL_METHOD=serverless runs serverless.py, a Flask app on waitress in front of this
 //! binary's own HTTP transport. Many concurrent `/invoke` sessions, a client that disconnects
 //! mid-stream, malformed bodies, `/health` under load, `GET /` (the install test), and SIGTERM ending
 //! both processes. The Python packages come from the venv `scripts/test.sh` prepares with the pins of
-//! plugin/requirements.txt.
+//! requirements.txt.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::support::{self, EXE, RawRequest, SECRET, dispatch_data, event_body, unix_now};
 
 const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/py-serverless-front");
-const PLUGIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugin");
+const PLUGIN: &str = env!("CARGO_MANIFEST_DIR");
 
 struct Front {
     child: Child,
@@ -31,7 +31,7 @@ impl Front {
         let python = Path::new(VENV).join("bin/python");
         assert!(
             Command::new(&python).args(["-c", "import flask, waitress, requests"]).status().is_ok_and(|s| s.success()),
-            "{} lacks flask, waitress or requests: run scripts/test.sh, which prepares it from plugin/requirements.txt",
+            "{} lacks flask, waitress or requests: run scripts/test.sh, which prepares it from requirements.txt",
             python.display()
         );
         let dir = std::env::temp_dir().join(format!("openai-trigger-it-serverless-{}-{mode}", std::process::id()));

@@ -5,7 +5,7 @@
     reason = "a build script fails the build by panicking"
 )]
 
-//! Turns the plugin's declarations (`plugin/manifest.yaml`, the provider and every event YAML it
+//! Turns the plugin's declarations (`manifest.yaml`, the provider and every event YAML it
 //! lists) into JSON once, at build time, so nothing parses YAML at run time; and computes the digest
 //! that ties this binary to those files (`src/digest.rs`).
 //!
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 mod digest;
 
 fn main() {
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("../../plugin");
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
     println!("cargo:rerun-if-changed={}", root.join("manifest.yaml").display());
     println!("cargo:rerun-if-changed={}", root.join("provider").display());
@@ -46,9 +46,9 @@ fn main() {
 
 /// Reads `root/path` as YAML, writes it as JSON to `out/<path with .json>`, records the YAML bytes.
 fn convert(root: &Path, path: &str, out: &Path, files: &mut Vec<(String, Vec<u8>)>) -> serde_json::Value {
-    let bytes = fs::read(root.join(path)).unwrap_or_else(|err| fail(&format!("plugin/{path}: {err}")));
+    let bytes = fs::read(root.join(path)).unwrap_or_else(|err| fail(&format!("{path}: {err}")));
     let value: serde_json::Value =
-        serde_yaml::from_slice(&bytes).unwrap_or_else(|err| fail(&format!("plugin/{path} is not valid YAML: {err}")));
+        serde_yaml::from_slice(&bytes).unwrap_or_else(|err| fail(&format!("{path} is not valid YAML: {err}")));
     let target = out.join(json_name(path));
     fs::create_dir_all(target.parent().expect("a parent")).expect("create the output directory");
     fs::write(&target, serde_json::to_vec(&value).expect("JSON")).expect("write JSON");

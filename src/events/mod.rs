@@ -3,7 +3,7 @@ The event catalogue: every declared event, its OpenAI type, its declaration and 
 turns a verified delivery into workflow variables. One module per OpenAI event family.
 
 The table is the join between declarations and code. Each row embeds its declaration (converted
-from `plugin/events/<family>/<name>.yaml` by `build.rs`; a missing file fails the build), names the
+from `events/<family>/<name>.yaml` by `build.rs`; a missing file fails the build), names the
 [`Family`] whose code builds its variables, and that family names the node [`Parameter`]s it reads.
 The tidy tests in `tests/it/declarations.rs` check the reverse: every YAML file and provider entry
 has a row, and every parameter the YAML declares (name, type, options) is one the code reads.
