@@ -5,8 +5,9 @@
 #   bash scripts/fuzz.sh [SECONDS]        # default 20 s per target (what CI runs)
 #   cargo +nightly fuzz run dispatch      # one target, until stopped (run in fuzz/..; see README)
 #
-# Installs what it needs: the nightly toolchain's presence is checked, cargo-fuzz is installed
-# (pinned) when missing. A crash stops the run with the input saved under fuzz/artifacts/<target>/;
+# Installs what it needs: the nightly toolchain through rustup when missing, and cargo-fuzz (pinned)
+# into target/tools (project-local: `cargo install --root`), which is put first on PATH so `cargo fuzz`
+# finds that one, never one someone installed globally. A crash stops the run with the input saved under fuzz/artifacts/<target>/;
 # turn it into a regression test. Prints one "fuzz <target>: N runs" line per target and, last,
 # "fuzz: N passed, M failed".
 set -uo pipefail
@@ -16,9 +17,11 @@ CARGO_FUZZ_VERSION=0.13.2
 
 log() { printf '[fuzz] %s\n' "$*" >&2; }
 rustup toolchain list | grep -q '^nightly' || { log "installing the nightly toolchain"; rustup toolchain install nightly --profile minimal || exit 1; }
-if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
-  log "cargo install cargo-fuzz@$CARGO_FUZZ_VERSION"
-  cargo install --locked "cargo-fuzz@$CARGO_FUZZ_VERSION" || exit 1
+TOOLS="$PWD/target/tools"
+export PATH="$TOOLS/bin:$PATH"
+if ! "$TOOLS/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  log "cargo install --root $TOOLS cargo-fuzz@$CARGO_FUZZ_VERSION"
+  cargo install --locked --root "$TOOLS" "cargo-fuzz@$CARGO_FUZZ_VERSION" || exit 1
 fi
 
 passed=0; failed=0

@@ -5,10 +5,14 @@
 #                                            # a 300 000-request soak, a short benchmark run, then the conformance suite
 #   bash scripts/test.sh --no-conformance    # all but the conformance suite (no root, no daemon)
 #
-# Installs what the tests need (rustfmt/clippy components, openssl; the conformance suite installs PostgreSQL,
-# Redis, uv and the rust targets of the static build itself), checks formatting and lints, runs the unit and
-# integration tests against the real binary, then the conformance suite against the real Dify plugin daemon
-# (tests/conformance/run.sh). The last line counts every check of all of them:
+# Two tiers. Plain `cargo test` (the plugin and the runtime, no root, Python, openssl or network) is the first;
+# this script runs the full tier: every crate of the workspace (`--workspace`, so the release tooling's tests,
+# which check packages with python3 and openssl) with the `full-tests` feature (the serverless front's tests,
+# which need the Flask venv prepared below), then fuzzing, a soak, a benchmark run, the workflows' lint and the
+# conformance suite against the real Dify plugin daemon (tests/conformance/run.sh).
+# Installs what the tests need into project-local places (target/…; the conformance suite's cache) or, for
+# system packages, with apt-get (openssl; the conformance suite: PostgreSQL, Redis, qemu-user-static) and
+# rustup (rustfmt/clippy, nightly for fuzzing, the musl targets). The last line counts every check of all of them:
 #   tests: N passed, M failed
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,8 +53,9 @@ trap 'rm -f "$results" "$conformance_log"' EXIT
 
 log "cargo fmt --check"
 cargo fmt --check
-log "cargo clippy --all-targets --locked -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+FULL=(--workspace --features openai-trigger/full-tests --locked)
+log "cargo clippy ${FULL[*]} --all-targets -- -D warnings"
+cargo clippy "${FULL[@]}" --all-targets -- -D warnings
 # The GitHub Actions workflows (actionlint with shellcheck, pinned, project-local): one check per workflow
 # file, added to the total after the cargo tests.
 actionlint_log=$(mktemp)
@@ -58,9 +63,9 @@ log "bash scripts/actionlint.sh"
 bash scripts/actionlint.sh 2>&1 | tee "$actionlint_log" || true
 actionlint_line=$(grep -aE '^actionlint: [0-9]+ passed, [0-9]+ failed$' "$actionlint_log" | tail -1 || true)
 rm -f "$actionlint_log"
-log "cargo test --locked"
+log "cargo test ${FULL[*]}"
 cargo_rc=0
-cargo test --locked 2>&1 | tee "$results" || cargo_rc=$?
+cargo test "${FULL[@]}" 2>&1 | tee "$results" || cargo_rc=$?
 # The sum over the unit and integration test binaries.
 read -r passed failed <<<"$(awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
              END { printf "%d %d", p, f }' "$results")"

@@ -212,7 +212,9 @@ pub fn main() -> ExitCode {
                 serve(method).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Remote { url, key } => {
-                let config = RemoteConfig::new(&url, &key)?;
+                // The timing settings (back-off, windows) come from the environment here too.
+                let timing = dify_plugin::RemoteTiming::from_env(|name| std::env::var(name).ok())?;
+                let config = RemoteConfig::new(&url, &key)?.with_timing(timing);
                 serve(InstallMethod::Remote(config)).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Demo { wide } => Ok(crate::demo::run(wide).await?),

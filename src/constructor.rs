@@ -3,16 +3,11 @@ The subscription constructor: API-key subscriptions whose OpenAI webhook endpoin
 creates, checks, repairs, rotates and deletes itself (triggers.md §4.3–§4.6, §4.8, §5.5–§5.6;
 openai-webhooks.md §3.2).
 
-What a constructor subscription stores in `properties` (Dify encrypts `webhook_secret`, declared
-`secret-input` in `subscription_schema`, so dispatch verifies exactly as for manual ones):
-
-| Key | Value |
-| --- | --- |
-| `webhook_secret` | the endpoint's signing secret; during a rotation's overlap, the new one then the old one, space-separated |
-| `endpoint_id` | OpenAI's `whe_…` id |
-| `subscribed_event_types` | the OpenAI types the endpoint subscribes to, comma-separated: dispatch fires only these |
-| `secret_created_at` | when the current secret was issued (Unix seconds) |
-| `previous_secret_expires_at` | when the old secret stops being valid (0: no old secret kept) |
+A constructor subscription stores `webhook_secret`, `endpoint_id`, `subscribed_event_types`,
+`secret_created_at` and `previous_secret_expires_at` in its properties, the one
+[`SubscriptionProperties`] dispatch reads too (see [`crate::subscription`] for what each holds). Dify
+encrypts `webhook_secret`, declared `secret-input` in `subscription_schema`, so dispatch verifies
+exactly as for manual ones.
 
 Refresh: subscribe answers `expires_at` [`REFRESH_PERIOD`] ahead, so Dify calls `refresh_trigger`
 about daily (its beat runs every minute and refreshes what has expired, §4.6). Refresh puts back the
@@ -31,6 +26,7 @@ use serde_json::{Map, Value, json};
 use crate::error::PluginError;
 use crate::events;
 use crate::openai::{Account, ApiError, Budget, OpenAi, is_loopback_host, is_safe_id};
+use crate::subscription::{SubscriptionProperties, properties_or_null};
 
 /// How far ahead a healthy subscription's `expires_at` is: refresh checks the endpoint this often.
 pub const REFRESH_PERIOD: i64 = 24 * 3600;
@@ -40,15 +36,6 @@ pub const RETRY_PERIOD: i64 = 3600;
 pub const ROTATION_OVERLAP: i64 = 24 * 3600;
 /// The most days between rotations a subscription may ask for.
 pub const MAX_ROTATION_DAYS: i64 = 365;
-
-/// Property names (see the module documentation).
-pub mod property {
-    pub const SECRET: &str = "webhook_secret";
-    pub const ENDPOINT_ID: &str = "endpoint_id";
-    pub const EVENT_TYPES: &str = "subscribed_event_types";
-    pub const SECRET_CREATED_AT: &str = "secret_created_at";
-    pub const PREVIOUS_SECRET_EXPIRES_AT: &str = "previous_secret_expires_at";
-}
 
 /// Constructor parameter names (`subscription_constructor.parameters`).
 pub mod parameter {
@@ -76,8 +63,8 @@ pub fn fallback_types() -> Vec<&'static str> {
         .collect()
 }
 
-/// The constructor actions, with the process's OpenAI client, the time, and what one action may
-/// spend on OpenAI.
+/// The constructor actions, with the process's OpenAI client, the action's `now` (Unix seconds,
+/// read once from the provider's clock), and what one action may spend on OpenAI.
 pub struct Constructor<'a> {
     pub api: &'a OpenAi,
     pub now: i64,
@@ -118,8 +105,8 @@ pub struct StoredSubscription {
     endpoint: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    properties: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "properties_or_null")]
+    properties: SubscriptionProperties,
 }
 
 /// `fetch_parameter_options` data (triggers.md §4.8).
@@ -136,11 +123,11 @@ pub struct OptionsRequest {
 /// A subscription as `subscribe_trigger` and `refresh_trigger` answer it (triggers.md §4.4):
 /// `parameters` is never null.
 #[derive(Serialize, Debug, PartialEq)]
-pub struct SubscriptionOut {
-    pub expires_at: i64,
-    pub endpoint: String,
-    pub parameters: Map<String, Value>,
-    pub properties: Map<String, Value>,
+pub(crate) struct SubscriptionOut {
+    pub(crate) expires_at: i64,
+    pub(crate) endpoint: String,
+    pub(crate) parameters: Map<String, Value>,
+    pub(crate) properties: SubscriptionProperties,
 }
 
 /// `unsubscribe_trigger`'s result, which Dify reads under the key `subscription` (§4.5).
@@ -173,7 +160,7 @@ impl Constructor<'_> {
             account_of(request.credentials.as_ref()).map_err(|err| rejected(err.to_string()))?.ok_or_else(|| {
                 rejected("api_key is required: an OpenAI API key of the project that owns the webhooks".into())
             })?;
-        let budget = Budget::new(self.budget);
+        let budget = Budget::new(self.budget, self.now);
         match self.api.get(&account, "webhook_endpoints", &[("limit", "1")], &budget).await {
             Ok(_) => Ok(json!({"result": true})),
             Err(err @ ApiError::Status { status: 401 | 403, .. }) => {
@@ -198,7 +185,7 @@ impl Constructor<'_> {
         let parameters = request.parameters.unwrap_or_default();
         let requested = requested_types(&parameters).map_err(failed)?;
         let rotate_days = rotation_days(&parameters).map_err(failed)?;
-        let budget = Budget::new(self.budget);
+        let budget = Budget::new(self.budget, self.now);
         let types =
             if requested.is_empty() { self.available_types(&account, &budget).await.0 } else { requested.clone() };
 
@@ -206,12 +193,14 @@ impl Constructor<'_> {
         // leave a second endpoint delivering to the same URL: ensure_endpoint adopts one that does.
         let (id, secret) = self.ensure_endpoint(&account, &callback, &types, &budget).await.map_err(failed)?;
 
-        let mut properties = Map::new();
-        properties.insert(property::SECRET.into(), Value::String(secret));
-        properties.insert(property::ENDPOINT_ID.into(), Value::String(id.clone()));
-        properties.insert(property::EVENT_TYPES.into(), Value::String(types.join(",")));
-        properties.insert(property::SECRET_CREATED_AT.into(), Value::from(self.now));
-        properties.insert(property::PREVIOUS_SECRET_EXPIRES_AT.into(), Value::from(0));
+        let mut properties = SubscriptionProperties {
+            webhook_secret: secret,
+            endpoint_id: Some(id.clone()),
+            secret_created_at: Some(self.now),
+            previous_secret_expires_at: Some(0),
+            ..SubscriptionProperties::default()
+        };
+        properties.set_event_types(&types);
         let mut echoed = Map::new();
         echoed.insert(parameter::EVENTS.into(), json!(requested));
         echoed.insert(parameter::ROTATE_SECRET_DAYS.into(), Value::from(rotate_days));
@@ -231,8 +220,8 @@ impl Constructor<'_> {
     /// (triggers.md §4.5), the very edit that gives it a working key, and the rebuild's subscribe
     /// adopts the endpoint left behind.
     pub async fn unsubscribe(&self, request: StoredRequest) -> Unsubscribed {
-        let properties = request.subscription.and_then(|s| s.properties).unwrap_or_default();
-        let Some(id) = text(&properties, property::ENDPOINT_ID) else {
+        let properties = request.subscription.map(|s| s.properties).unwrap_or_default();
+        let Some(id) = properties.endpoint().map(str::to_owned) else {
             return Unsubscribed {
                 success: true,
                 message: "no OpenAI webhook endpoint is managed by this subscription; nothing to delete".into(),
@@ -246,7 +235,7 @@ impl Constructor<'_> {
             Ok(None) => return left_behind(&id, "the subscription has no API key"),
             Err(err) => return left_behind(&id, &err.to_string()),
         };
-        let budget = Budget::new(self.budget);
+        let budget = Budget::new(self.budget, self.now);
         match self.api.delete(&account, &format!("webhook_endpoints/{id}"), &budget).await {
             Ok(_) => Unsubscribed { success: true, message: format!("deleted OpenAI webhook endpoint {id}") },
             Err(err) if err.is_not_found() => {
@@ -264,10 +253,10 @@ impl Constructor<'_> {
     /// when to look again. Never an error for a fault that may pass (see the module docs).
     pub async fn refresh(&self, request: StoredRequest) -> Result<Value, PluginError> {
         let subscription = request.subscription.unwrap_or_default();
-        let callback = subscription.endpoint.clone().unwrap_or_default();
-        let parameters = subscription.parameters.clone().unwrap_or_default();
-        let mut properties = subscription.properties.clone().unwrap_or_default();
-        let answer = |expires_at: i64, properties: Map<String, Value>| {
+        let callback = subscription.endpoint.unwrap_or_default();
+        let parameters = subscription.parameters.unwrap_or_default();
+        let mut properties = subscription.properties;
+        let answer = |expires_at: i64, properties: SubscriptionProperties| {
             json!({"subscription": SubscriptionOut {
                 expires_at,
                 endpoint: callback.clone(),
@@ -275,25 +264,23 @@ impl Constructor<'_> {
                 properties,
             }})
         };
-        let Some(id) = text(&properties, property::ENDPOINT_ID) else {
+        let Some(id) = properties.endpoint().map(str::to_owned) else {
             // Not ours to manage (a manual subscription): never refresh it again.
             return Ok(answer(-1, properties));
         };
         let rotate_days = rotation_days(&parameters).unwrap_or(0);
-        let later = |reason: &str, properties: Map<String, Value>| {
+        let later = |reason: &str, properties: SubscriptionProperties| {
             tracing::warn!(endpoint_id = %id, "refresh postponed by {} s: {reason}", RETRY_PERIOD);
             answer(self.now + RETRY_PERIOD, properties)
         };
         // An old secret past its 24 hours is valid nowhere: keep only the current one, whatever
         // happens with OpenAI below.
-        let previous_expiry = number(&properties, property::PREVIOUS_SECRET_EXPIRES_AT);
+        let previous_expiry = properties.previous_secret_expires_at.unwrap_or(0);
         if previous_expiry > 0 && self.now >= previous_expiry {
-            let current =
-                text(&properties, property::SECRET).and_then(|s| s.split_whitespace().next().map(str::to_owned));
-            if let Some(current) = current {
-                properties.insert(property::SECRET.into(), Value::String(current));
+            if let Some(current) = properties.current_secret().map(str::to_owned) {
+                properties.webhook_secret = current;
             }
-            properties.insert(property::PREVIOUS_SECRET_EXPIRES_AT.into(), Value::from(0));
+            properties.previous_secret_expires_at = Some(0);
         }
         if !is_safe_id(&id) {
             return Ok(later("its endpoint_id is not an OpenAI endpoint id", properties));
@@ -303,13 +290,12 @@ impl Constructor<'_> {
             Ok(None) => return Ok(later("the subscription has no API key", properties)),
             Err(err) => return Ok(later(&err.to_string(), properties)),
         };
-        let budget = Budget::new(self.budget);
-        let mut types: Vec<String> = text(&properties, property::EVENT_TYPES)
-            .map(|list| list.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default();
+        let budget = Budget::new(self.budget, self.now);
+        let mut types: Vec<String> =
+            properties.subscribed_types().unwrap_or_default().into_iter().map(str::to_owned).collect();
         if types.is_empty() {
             types = self.available_types(&account, &budget).await.0;
-            properties.insert(property::EVENT_TYPES.into(), Value::String(types.join(",")));
+            properties.set_event_types(&types);
         }
 
         match self.api.get(&account, &format!("webhook_endpoints/{id}"), &[], &budget).await {
@@ -337,33 +323,29 @@ impl Constructor<'_> {
                     Err(reason) => return Ok(later(&format!("the endpoint was deleted; {reason}"), properties)),
                 };
                 tracing::info!(old = %id, endpoint_id = %new_id, "replaced the endpoint deleted on OpenAI's side");
-                properties.insert(property::ENDPOINT_ID.into(), Value::String(new_id));
-                properties.insert(property::SECRET.into(), Value::String(secret));
-                properties.insert(property::SECRET_CREATED_AT.into(), Value::from(self.now));
-                properties.insert(property::PREVIOUS_SECRET_EXPIRES_AT.into(), Value::from(0));
+                properties.endpoint_id = Some(new_id);
+                properties.webhook_secret = secret;
+                properties.secret_created_at = Some(self.now);
+                properties.previous_secret_expires_at = Some(0);
                 let next = self.next_check(&properties, rotate_days);
                 return Ok(answer(next, properties));
             }
             Err(err) => return Ok(later(&err.to_string(), properties)),
         }
 
-        if rotate_days > 0 && self.now >= number(&properties, property::SECRET_CREATED_AT) + rotate_days * 86_400 {
+        if rotate_days > 0 && self.now >= properties.secret_created_at.unwrap_or(0).saturating_add(rotate_days * 86_400)
+        {
             let rotate = json!({"keep_old_secret_active_for_24_hours": true});
             match self.api.post(&account, &format!("webhook_endpoints/{id}/rotate_secret"), &rotate, &budget).await {
                 Ok(rotated) => match endpoint_secret(&rotated) {
                     Ok((_, secret)) => {
-                        let old = text(&properties, property::SECRET)
-                            .and_then(|s| s.split_whitespace().next().map(str::to_owned));
-                        let both = match old {
+                        let both = match properties.current_secret() {
                             Some(old) => format!("{secret} {old}"),
                             None => secret,
                         };
-                        properties.insert(property::SECRET.into(), Value::String(both));
-                        properties.insert(property::SECRET_CREATED_AT.into(), Value::from(self.now));
-                        properties.insert(
-                            property::PREVIOUS_SECRET_EXPIRES_AT.into(),
-                            Value::from(self.now + ROTATION_OVERLAP),
-                        );
+                        properties.webhook_secret = both;
+                        properties.secret_created_at = Some(self.now);
+                        properties.previous_secret_expires_at = Some(self.now + ROTATION_OVERLAP);
                         tracing::info!(endpoint_id = %id, "rotated the signing secret; the old one stays valid for 24 h");
                     }
                     Err(_) => return Ok(later("OpenAI's rotate answer had no signing_secret", properties)),
@@ -380,7 +362,7 @@ impl Constructor<'_> {
         let action = request.provider_action.unwrap_or_default();
         let parameter_name = request.parameter.unwrap_or_default();
         let account = account_of(request.credentials.as_ref()).ok().flatten();
-        let budget = Budget::new(self.budget);
+        let budget = Budget::new(self.budget, self.now);
         let options = match (action.as_str(), parameter_name.as_str()) {
             ("provider", parameter::EVENTS) => {
                 let types = match &account {
@@ -497,14 +479,14 @@ impl Constructor<'_> {
 
     /// When refresh should run next: a day ahead, or sooner when an old secret expires or a
     /// rotation falls due before that.
-    fn next_check(&self, properties: &Map<String, Value>, rotate_days: i64) -> i64 {
+    fn next_check(&self, properties: &SubscriptionProperties, rotate_days: i64) -> i64 {
         let mut next = self.now + REFRESH_PERIOD;
-        let previous_expiry = number(properties, property::PREVIOUS_SECRET_EXPIRES_AT);
+        let previous_expiry = properties.previous_secret_expires_at.unwrap_or(0);
         if previous_expiry > 0 {
             next = next.min(previous_expiry);
         }
         if rotate_days > 0 {
-            next = next.min(number(properties, property::SECRET_CREATED_AT) + rotate_days * 86_400);
+            next = next.min(properties.secret_created_at.unwrap_or(0).saturating_add(rotate_days * 86_400));
         }
         next.max(self.now + 60)
     }
@@ -663,40 +645,8 @@ fn is_event_type(text: &str) -> bool {
         && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
 }
 
-fn text(map: &Map<String, Value>, key: &str) -> Option<String> {
-    map.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
-}
-
-fn number(map: &Map<String, Value>, key: &str) -> i64 {
-    match map.get(key) {
-        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).unwrap_or(0),
-        Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
-        _ => 0,
-    }
-}
-
 fn string_list(value: Option<&Value>) -> Vec<&str> {
     value.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect()
-}
-
-/// The secrets dispatch verifies with: `webhook_secret`, but only its first (current) secret once
-/// a rotation's old one has expired, even if no refresh has dropped it yet.
-pub fn live_secrets(properties: &Map<String, Value>, now: i64) -> &str {
-    let all = properties.get(property::SECRET).and_then(Value::as_str).unwrap_or("");
-    let expiry = number(properties, property::PREVIOUS_SECRET_EXPIRES_AT);
-    if properties.contains_key(property::ENDPOINT_ID) && expiry > 0 && now >= expiry {
-        return all.split_whitespace().next().unwrap_or("");
-    }
-    all
-}
-
-/// The event types a subscription's dispatch fires: those a constructor subscribed to; None (all)
-/// for manual subscriptions.
-pub fn subscribed_types(properties: &Map<String, Value>) -> Option<Vec<&str>> {
-    properties.get(property::ENDPOINT_ID)?;
-    let list = properties.get(property::EVENT_TYPES)?.as_str()?;
-    let types: Vec<&str> = list.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
-    (!types.is_empty()).then_some(types)
 }
 
 #[cfg(test)]
@@ -779,29 +729,23 @@ mod tests {
         assert!(endpoint_name(&format!("https://{}.example.com/x", "a".repeat(300))).chars().count() <= 256);
     }
 
-    #[test]
-    fn only_constructor_subscriptions_filter_types() {
-        assert_eq!(subscribed_types(&params(json!({"webhook_secret": "whsec_x"}))), None);
-        assert_eq!(
-            subscribed_types(&params(
-                json!({"endpoint_id": "whe_1", "subscribed_event_types": "batch.completed,response.failed"})
-            )),
-            Some(vec!["batch.completed", "response.failed"])
-        );
-        assert_eq!(subscribed_types(&params(json!({"endpoint_id": "whe_1", "subscribed_event_types": ""}))), None);
+    fn stored(value: Value) -> SubscriptionProperties {
+        serde_json::from_value(value).unwrap()
     }
 
     #[test]
     fn next_check_is_a_day_or_sooner() {
         let api = OpenAi::default();
         let c = Constructor { api: &api, now: 1_000_000, budget: Duration::from_secs(1) };
-        let mut props = params(json!({"secret_created_at": 1_000_000, "previous_secret_expires_at": 0}));
+        let mut props = stored(json!({"secret_created_at": 1_000_000, "previous_secret_expires_at": 0}));
         assert_eq!(c.next_check(&props, 0), 1_000_000 + REFRESH_PERIOD);
-        props.insert("previous_secret_expires_at".into(), json!(1_000_000 + 3600));
+        props.previous_secret_expires_at = Some(1_000_000 + 3600);
         assert_eq!(c.next_check(&props, 0), 1_000_000 + 3600);
-        let props = params(json!({"secret_created_at": 1_000_000 - 86_400 * 7 + 600}));
+        let props = stored(json!({"secret_created_at": 1_000_000 - 86_400 * 7 + 600}));
         assert_eq!(c.next_check(&props, 7), 1_000_000 + 600);
-        let overdue = params(json!({"secret_created_at": 0}));
+        let overdue = stored(json!({"secret_created_at": 0}));
         assert_eq!(c.next_check(&overdue, 1), 1_000_000 + 60);
+        // Numeric strings count, as Dify may hand them back.
+        assert_eq!(c.next_check(&stored(json!({"previous_secret_expires_at": "1003600"})), 0), 1_000_000 + 3600);
     }
 }

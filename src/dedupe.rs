@@ -154,30 +154,10 @@ impl ReplayGuard {
         Sighting::New(Claim { guard: self, key, now, confirmed: false })
     }
 
-    /// Remembers `key` as accepted at `now` (a sighting learnt elsewhere, e.g. from storage).
-    pub fn remember(&self, key: Key, now: i64) {
-        let mut state = self.lock();
-        self.insert(&mut state, &key, now);
-    }
-
-    /// Accepted ids remembered now (a scan of the table; for tests and diagnostics).
-    pub fn len(&self) -> usize {
-        let now = i64::try_from(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        )
-        .unwrap_or(0);
-        self.len_at(now)
-    }
-
-    /// Ids remembered and not yet expired at `now`.
+    /// Ids remembered and not yet expired at `now` (a scan of the table; for tests and diagnostics).
     pub fn len_at(&self, now: i64) -> usize {
         let state = self.lock();
         state.expiries.iter().filter(|&&expiry| expiry != 0 && i64::from(expiry) > now).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        let state = self.lock();
-        state.expiries.iter().all(|&expiry| expiry == 0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -258,7 +238,7 @@ mod tests {
         let Sighting::New(claim) = guard.claim("s", "wh_1", 0) else { panic!("new") };
         assert!(matches!(guard.claim("s", "wh_1", 0), Sighting::InProgress), "a concurrent duplicate is told to retry");
         drop(claim);
-        assert!(guard.is_empty());
+        assert_eq!(guard.len_at(0), 0, "nothing was remembered");
         assert!(accept(&guard, "s", "wh_1", 1), "the retry after a failed attempt is processed");
         assert!(matches!(guard.claim("s", "wh_1", 2), Sighting::Duplicate));
     }

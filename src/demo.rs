@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use dify_plugin::host::{MemoryStorage, PluginProcess, StorageMode, trigger};
+use dify_plugin::host::{PluginProcess, trigger};
 
 use crate::console::{fit, output_width, say};
 use crate::events::{self, ANY_EVENT};
+use crate::local_plugin::{key_variables, spawn_plugin};
 use crate::provider::{PROVIDER, unix_now};
 use crate::raw_http::HttpResponse;
 use crate::samples::{DEMO_SECRET, SignedDelivery, sample_body};
@@ -155,27 +156,53 @@ struct Row {
 const LABEL: usize = 32;
 const INDENT: usize = LABEL + 7;
 
-async fn run_case(plugin: &PluginProcess, case: &Case, wide: bool) -> Result<Row, String> {
+/// How a demo case did not go as the case expects (the row says "UNEXPECTED: …").
+#[derive(Debug, thiserror::Error)]
+enum Unexpected {
+    #[error("{0}")]
+    Host(#[from] std::io::Error),
+    #[error("{action} error {error_type}: {message}")]
+    Error { action: &'static str, error_type: String, message: String },
+    #[error("the answer is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("got HTTP {status} {fired:?}, expected {expected_status} {expected_events:?}")]
+    Verdict { status: u16, fired: Vec<String>, expected_status: u16, expected_events: Vec<&'static str> },
+    #[error("got error {got}, expected {expected}")]
+    ErrorCode { got: Value, expected: &'static str },
+    #[error("{event} cancelled={cancelled}, expected {}", !cancelled)]
+    Cancelled { event: String, cancelled: bool },
+    #[error("any_event was cancelled")]
+    AnyEventCancelled,
+}
+
+async fn run_case(plugin: &PluginProcess, case: &Case, wide: bool) -> Result<Row, Unexpected> {
     let raw = case.delivery.raw_request(TARGET);
     let subscription = trigger::subscription(ENDPOINT, json!({"webhook_secret": case.secret}));
-    let dispatched = plugin.call(trigger::dispatch(PROVIDER, &raw, &subscription)).await.map_err(|e| e.to_string())?;
-    let dispatched = dispatched.map_err(|e| format!("dispatch error {}: {}", e.error_type, e.message))?;
-    let parsed =
-        HttpResponse::from_hex(dispatched["response"].as_str().unwrap_or("")).ok_or("unparsable response hex")?;
+    let dispatched = plugin
+        .call(trigger::dispatch(PROVIDER, &raw, &subscription))
+        .await?
+        .map_err(|e| Unexpected::Error { action: "dispatch", error_type: e.error_type, message: e.message })?;
+    let parsed = HttpResponse::from_hex(dispatched["response"].as_str().unwrap_or(""))
+        .ok_or(Unexpected::Malformed("unparsable response hex"))?;
     let (status, body) = (parsed.status, parsed.body);
     let fired: Vec<String> = dispatched["events"]
         .as_array()
-        .ok_or("events is not a list")?
+        .ok_or(Unexpected::Malformed("events is not a list"))?
         .iter()
         .filter_map(|e| e.as_str().map(str::to_owned))
         .collect();
-    let body: Value = serde_json::from_slice(&body).map_err(|_| "response body is not JSON")?;
+    let body: Value = serde_json::from_slice(&body).map_err(|_| Unexpected::Malformed("response body is not JSON"))?;
     if status != case.expect_status || fired != case.expect_events {
-        return Err(format!("got HTTP {status} {fired:?}, expected {} {:?}", case.expect_status, case.expect_events));
+        return Err(Unexpected::Verdict {
+            status,
+            fired,
+            expected_status: case.expect_status,
+            expected_events: case.expect_events.clone(),
+        });
     }
     if let Some(code) = case.expect_error {
         if body["error"] != code {
-            return Err(format!("got error {}, expected {code}", body["error"]));
+            return Err(Unexpected::ErrorCode { got: body["error"].clone(), expected: code });
         }
         return Ok(Row { status, outcome: format!("rejected: {code}"), detail: None });
     }
@@ -183,13 +210,12 @@ async fn run_case(plugin: &PluginProcess, case: &Case, wide: bool) -> Result<Row
     for event in &fired {
         let invoked = plugin
             .call(trigger::invoke(PROVIDER, event, &raw, &dispatched["payload"], &case.parameters, &subscription))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("invoke {event}: {} {}", e.error_type, e.message))?;
-        let cancelled = invoked["cancelled"].as_bool().ok_or("cancelled is not a bool")?;
+            .await?
+            .map_err(|e| Unexpected::Error { action: "invoke", error_type: e.error_type, message: e.message })?;
+        let cancelled = invoked["cancelled"].as_bool().ok_or(Unexpected::Malformed("cancelled is not a bool"))?;
         if event != ANY_EVENT {
             if cancelled != case.expect_cancelled {
-                return Err(format!("{event} cancelled={cancelled}, expected {}", case.expect_cancelled));
+                return Err(Unexpected::Cancelled { event: event.clone(), cancelled });
             }
             shown.push(if cancelled {
                 "the node's filter did not match: run skipped".to_owned()
@@ -197,7 +223,7 @@ async fn run_case(plugin: &PluginProcess, case: &Case, wide: bool) -> Result<Row
                 key_variables(&invoked["variables"], wide)
             });
         } else if cancelled {
-            return Err("any_event was cancelled".into());
+            return Err(Unexpected::AnyEventCancelled);
         }
     }
     let own: Vec<&str> = fired.iter().map(String::as_str).filter(|e| *e != ANY_EVENT).collect();
@@ -235,43 +261,4 @@ fn body_type(case: &Case) -> String {
         .ok()
         .and_then(|v| v["type"].as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// The family-specific variables, which show each event was understood.
-pub(crate) fn key_variables(variables: &Value, wide: bool) -> String {
-    const KEYS: &[&str] = &[
-        "response_id",
-        "batch_id",
-        "fine_tuning_job_id",
-        "eval_run_id",
-        "call_id",
-        "session_id",
-        "sip_from",
-        "alert_id",
-        "case_id",
-        "agent_session_id",
-        "environment_type",
-        "required_action_type",
-        "environment_id",
-    ];
-    let parts: Vec<String> = KEYS
-        .iter()
-        .filter_map(|key| {
-            variables
-                .get(*key)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-                .map(|v| if wide { format!("{key}={v}") } else { format!("{key}={}", fit(v, 16)) })
-        })
-        .collect();
-    parts.join(" ")
-}
-
-/// Starts this very binary as `serve` over pipes, as the daemon would, with an in-memory plugin
-/// storage (the daemon's, for the shared replay memory) sized as the manifest asks.
-pub(crate) async fn spawn_plugin(exe: &std::path::Path) -> std::io::Result<PluginProcess> {
-    let mut command = tokio::process::Command::new(exe);
-    command.arg("serve").env_remove(crate::launcher::COPY_VAR);
-    let storage = MemoryStorage::with_quota(crate::shared_dedupe::MANIFEST_STORAGE_BYTES);
-    PluginProcess::spawn(command, StorageMode::Memory(storage)).await
 }

@@ -67,7 +67,7 @@ pub(crate) async fn serve(secret: Option<String>, bind: IpAddr, port: u16, json:
         };
         std::io::Error::new(err.kind(), format!("cannot listen on {}: {err}; {hint}", SocketAddr::new(bind, port)))
     })?;
-    let plugin = crate::demo::spawn_plugin(&std::env::current_exe()?).await?;
+    let plugin = crate::local_plugin::spawn_plugin(&std::env::current_exe()?).await?;
     let address = listener.local_addr()?;
     let endpoint = format!("http://{address}/");
     if generated {
@@ -202,7 +202,7 @@ async fn handle(context: Arc<Context>, request: Request<Incoming>) -> Result<Res
             Ok(Ok(result)) if result["cancelled"] == true => format!("{delivery} → {event}: skipped"),
             Ok(Ok(result)) => {
                 let count = result["variables"].as_object().map_or(0, |v| v.len());
-                let keys = crate::demo::key_variables(&result["variables"], false);
+                let keys = crate::local_plugin::key_variables(&result["variables"], false);
                 fit(&format!("{delivery} → {event} runs, {count} variables: {keys}"), *width)
             }
             Ok(Err(error)) if *json => json!({"event": event, "error": error}).to_string(),
@@ -253,9 +253,22 @@ pub(crate) struct SendOptions {
     pub(crate) json: bool,
 }
 
+/// `send` was given a type this release does not know (and no `--any-type`).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown event type {typed:?}: {}`openai-trigger send --help` lists the known types; \
+     --any-type sends it anyway (it fires only any_event)",
+    suggestion.map(|known| format!("did you mean {known}? ")).unwrap_or_default()
+)]
+pub(crate) struct UnknownEventType {
+    typed: String,
+    /// The nearest known OpenAI type, when it is near enough to be a typo.
+    suggestion: Option<&'static str>,
+}
+
 /// The OpenAI type `send` posts for what the user typed: an OpenAI type, or a Dify event name.
 /// Anything else is refused with the nearest known type, unless `any_type`.
-pub(crate) fn resolve_type(typed: &str, any_type: bool) -> Result<String, String> {
+pub(crate) fn resolve_type(typed: &str, any_type: bool) -> Result<String, UnknownEventType> {
     if crate::events::by_openai_type(typed).is_some() {
         return Ok(typed.to_owned());
     }
@@ -267,21 +280,13 @@ pub(crate) fn resolve_type(typed: &str, any_type: bool) -> Result<String, String
     }
     let normalized = typed.trim().to_ascii_lowercase().replace(['_', '-', ' '], ".");
     let nearest = crate::events::known_openai_types().min_by_key(|known| strsim::levenshtein(&normalized, known));
-    let hint = match nearest {
-        Some(known) if strsim::levenshtein(&normalized, known) <= 2 + known.len() / 10 => {
-            format!("did you mean {known}? ")
-        }
-        _ => String::new(),
-    };
-    Err(format!(
-        "unknown event type {typed:?}: {hint}`openai-trigger send --help` lists the known types; \
-         --any-type sends it anyway (it fires only any_event)"
-    ))
+    let suggestion = nearest.filter(|known| strsim::levenshtein(&normalized, known) <= 2 + known.len() / 10);
+    Err(UnknownEventType { typed: typed.to_owned(), suggestion })
 }
 
 pub(crate) async fn send(event_type: &str, url: &str, secret: &str, options: SendOptions) -> std::io::Result<ExitCode> {
     let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
-    let event_type = resolve_type(event_type, options.any_type).map_err(invalid)?;
+    let event_type = resolve_type(event_type, options.any_type).map_err(|err| invalid(err.to_string()))?;
     let uri: hyper::Uri = url.parse().map_err(|err| invalid(format!("--url {url:?} is not a URL: {err}")))?;
     if uri.scheme_str() != Some("http") {
         return Err(invalid(format!(

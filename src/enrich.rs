@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use crate::events::details::{
     DEFAULT_OUTPUT_BYTES, DOWNLOAD_OUTPUT, EVAL_ID, FETCH_DETAILS, MAX_OUTPUT_BYTES, MIN_OUTPUT_BYTES, OUTPUT_MAX_BYTES,
 };
-use crate::events::{Family, Parameter, ParameterKind, Parameters, SafetySubject};
+use crate::events::{Enrichment, Family, Parameter, ParameterKind, Parameters};
 
 pub use crate::events::details::parameters_of;
 use crate::openai::{Account, ApiError, Budget, OpenAi, is_safe_id};
@@ -121,21 +121,21 @@ const CASE: &[(&str, VarType)] = &[("entity_identifier", Str), ("reason", Str), 
 /// The variables enrichment adds to `family`'s events (the common two first); empty when the
 /// family is not enrichable.
 pub fn variables_of(family: Family) -> Vec<(&'static str, VarType)> {
-    let specific = match family {
-        Family::Response => RESPONSE,
-        Family::Batch => BATCH,
-        Family::FineTuning => FINE_TUNING,
-        Family::Eval => EVAL,
-        Family::Safety(SafetySubject::Alert) => ALERT,
-        Family::Safety(SafetySubject::Case) => CASE,
-        _ => return Vec::new(),
+    let specific = match family.enrichment() {
+        None => return Vec::new(),
+        Some(Enrichment::Response) => RESPONSE,
+        Some(Enrichment::Batch) => BATCH,
+        Some(Enrichment::FineTuningJob) => FINE_TUNING,
+        Some(Enrichment::EvalRun) => EVAL,
+        Some(Enrichment::SafetyAlert) => ALERT,
+        Some(Enrichment::SafetyCase) => CASE,
     };
     COMMON.iter().chain(specific).copied().collect()
 }
 
 /// Whether `family`'s events fetch details.
 pub fn is_enrichable(family: Family) -> bool {
-    !variables_of(family).is_empty()
+    family.enrichment().is_some()
 }
 
 /// What the key for enrichment comes from.
@@ -179,20 +179,18 @@ pub async fn add_details(
         vars.insert("details_error".into(), json!("the event names no usable object id"));
         return;
     }
-    let fetched = match family {
-        Family::Response => response(api, account, id, budget).await,
-        Family::Batch => batch(api, account, id, parameters, budget).await,
-        Family::FineTuning => {
+    let Some(enrichment) = family.enrichment() else { return };
+    let fetched = match enrichment {
+        Enrichment::Response => response(api, account, id, budget).await,
+        Enrichment::Batch => batch(api, account, id, parameters, budget).await,
+        Enrichment::FineTuningJob => {
             fetch_into(api, account, &format!("fine_tuning/jobs/{id}"), "job", FINE_TUNING, budget).await
         }
-        Family::Eval => eval_run(api, account, id, parameters, budget).await,
-        Family::Safety(SafetySubject::Alert) => {
+        Enrichment::EvalRun => eval_run(api, account, id, parameters, budget).await,
+        Enrichment::SafetyAlert => {
             fetch_into(api, account, &format!("safety/alerts/{id}"), "alert", ALERT, budget).await
         }
-        Family::Safety(SafetySubject::Case) => {
-            fetch_into(api, account, &format!("safety/cases/{id}"), "case", CASE, budget).await
-        }
-        _ => return,
+        Enrichment::SafetyCase => fetch_into(api, account, &format!("safety/cases/{id}"), "case", CASE, budget).await,
     };
     match fetched {
         Ok(details) => {
@@ -203,7 +201,7 @@ pub async fn add_details(
         }
         Err(reason) => {
             tracing::info!(family = ?family, "event details not fetched: {reason}");
-            vars.insert("details_error".into(), json!(reason));
+            vars.insert("details_error".into(), json!(reason.to_string()));
         }
     }
 }
@@ -237,8 +235,30 @@ fn output_cap(parameters: &Parameters) -> usize {
 
 type Details = Vec<(String, Value)>;
 
-fn why(err: &ApiError) -> String {
-    err.summary()
+/// Why the details are missing: the text of `details_error` (never a key, never a body).
+#[derive(Debug, thiserror::Error)]
+enum DetailsError {
+    /// The call for the object itself failed.
+    #[error("{}", .0.summary())]
+    Api(ApiError),
+    /// The process is shutting down while the batch output waited for a download slot.
+    #[error("the batch was fetched, but downloads are shut down")]
+    DownloadsClosed,
+    /// The batch's output file could not be read.
+    #[error("the batch was fetched, but its output file was not: {}", .0.summary())]
+    OutputFile(ApiError),
+    /// The node's `eval_id` parameter cannot be an id.
+    #[error("this node's eval_id is not an eval id (eval_…)")]
+    BadEvalId,
+    /// Reading the run from a named eval failed.
+    #[error("run {run_id} of eval {eval_id}: {}", .source.summary())]
+    EvalRun { run_id: String, eval_id: String, source: ApiError },
+    /// Listing the project's evals failed.
+    #[error("could not list the project's evals: {}", .0.summary())]
+    EvalList(ApiError),
+    /// No recent eval holds the run.
+    #[error("run {run_id} is not in the project's {probed} most recent evals: set this node's eval_id")]
+    EvalNotFound { run_id: String, probed: usize },
 }
 
 /// The named fields of `object` (null → the type's empty value), plus the whole object as `whole`.
@@ -275,13 +295,13 @@ async fn fetch_into(
     whole: &str,
     fields: &[(&str, VarType)],
     budget: &Budget,
-) -> Result<Details, String> {
-    let object = api.get(account, path, &[], budget).await.map_err(|err| why(&err))?;
+) -> Result<Details, DetailsError> {
+    let object = api.get(account, path, &[], budget).await.map_err(DetailsError::Api)?;
     Ok(pick(&object, whole, fields))
 }
 
-async fn response(api: &OpenAi, account: &Account, id: &str, budget: &Budget) -> Result<Details, String> {
-    let object = api.get(account, &format!("responses/{id}"), &[], budget).await.map_err(|err| why(&err))?;
+async fn response(api: &OpenAi, account: &Account, id: &str, budget: &Budget) -> Result<Details, DetailsError> {
+    let object = api.get(account, &format!("responses/{id}"), &[], budget).await.map_err(DetailsError::Api)?;
     let mut details = pick(&object, "response", RESPONSE);
     for (name, value) in &mut details {
         if name == "output_text" {
@@ -313,8 +333,8 @@ async fn batch(
     id: &str,
     parameters: &Parameters,
     budget: &Budget,
-) -> Result<Details, String> {
-    let object = api.get(account, &format!("batches/{id}"), &[], budget).await.map_err(|err| why(&err))?;
+) -> Result<Details, DetailsError> {
+    let object = api.get(account, &format!("batches/{id}"), &[], budget).await.map_err(DetailsError::Api)?;
     let mut details = pick(&object, "batch", BATCH);
     let file = object.get("output_file_id").and_then(Value::as_str).filter(|f| is_safe_id(f));
     if flag(parameters, &DOWNLOAD_OUTPUT) {
@@ -323,12 +343,12 @@ async fn batch(
             // Output files are the one large thing read: a few at a time bounds the memory of many
             // invokes at once (each holds its file's bytes and their JSON).
             let Ok(_permit) = DOWNLOADS.acquire().await else {
-                return Err("the batch was fetched, but downloads are shut down".into());
+                return Err(DetailsError::DownloadsClosed);
             };
             let (bytes, cut) = api
                 .download(account, &format!("files/{file}/content"), cap, budget)
                 .await
-                .map_err(|err| format!("the batch was fetched, but its output file was not: {}", why(&err)))?;
+                .map_err(DetailsError::OutputFile)?;
             let mut lines = Some(jsonl_lines(&bytes, cut));
             drop(bytes);
             for (name, value) in &mut details {
@@ -368,16 +388,16 @@ async fn eval_run(
     run_id: &str,
     parameters: &Parameters,
     budget: &Budget,
-) -> Result<Details, String> {
+) -> Result<Details, DetailsError> {
     let configured = parameters.get(EVAL_ID).and_then(Value::as_str).map(str::trim).filter(|e| !e.is_empty());
     let run = match configured {
         Some(eval_id) => {
             if !is_safe_id(eval_id) {
-                return Err("this node's eval_id is not an eval id (eval_…)".into());
+                return Err(DetailsError::BadEvalId);
             }
-            api.get(account, &format!("evals/{eval_id}/runs/{run_id}"), &[], budget)
-                .await
-                .map_err(|err| format!("run {run_id} of eval {eval_id}: {}", why(&err)))?
+            api.get(account, &format!("evals/{eval_id}/runs/{run_id}"), &[], budget).await.map_err(|source| {
+                DetailsError::EvalRun { run_id: run_id.to_owned(), eval_id: eval_id.to_owned(), source }
+            })?
         }
         None => scan_evals(api, account, run_id, budget).await?,
     };
@@ -385,12 +405,12 @@ async fn eval_run(
 }
 
 /// The webhook does not name the eval: probe the project's most recent ones.
-async fn scan_evals(api: &OpenAi, account: &Account, run_id: &str, budget: &Budget) -> Result<Value, String> {
+async fn scan_evals(api: &OpenAi, account: &Account, run_id: &str, budget: &Budget) -> Result<Value, DetailsError> {
     let limit = MAX_EVAL_PROBES.to_string();
     let page = api
         .get(account, "evals", &[("order", "desc"), ("limit", limit.as_str())], budget)
         .await
-        .map_err(|err| format!("could not list the project's evals: {}", why(&err)))?;
+        .map_err(DetailsError::EvalList)?;
     let ids: Vec<&str> = page
         .get("data")
         .and_then(Value::as_array)
@@ -404,15 +424,22 @@ async fn scan_evals(api: &OpenAi, account: &Account, run_id: &str, budget: &Budg
         match api.get(account, &format!("evals/{eval_id}/runs/{run_id}"), &[], budget).await {
             Ok(run) => return Ok(run),
             Err(err) if err.is_not_found() => continue,
-            Err(err) => return Err(format!("run {run_id} of eval {eval_id}: {}", why(&err))),
+            Err(source) => {
+                return Err(DetailsError::EvalRun {
+                    run_id: run_id.to_owned(),
+                    eval_id: (*eval_id).to_owned(),
+                    source,
+                });
+            }
         }
     }
-    Err(format!("run {run_id} is not in the project's {} most recent evals: set this node's eval_id", ids.len()))
+    Err(DetailsError::EvalNotFound { run_id: run_id.to_owned(), probed: ids.len() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::SafetySubject;
 
     #[test]
     fn output_text_joins_output_text_parts_of_messages_in_order() {

@@ -6,21 +6,25 @@ One [`OpenAi`] client per process: HTTP/1.1 with keep-alive over rustls (ring; t
 or Mozilla's when the system has none), the proxy variables the daemon passes (`HTTPS_PROXY`,
 `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), no redirects (a key is never sent anywhere but the base
 URL). Each call runs inside a [`Budget`]: every attempt is bounded by what is left of it, and
-retries (429 and 5xx, plus network faults for idempotent calls) wait as `Retry-After` /
-`retry-after-ms` say, or back off exponentially, but never past the budget.
+the faults OpenAI's own SDKs retry ([`ApiError::is_transient`]: 408, 409, 429, 5xx, timeouts and
+connection faults; a `POST` only when OpenAI refused it before doing anything) are sent again after
+waiting as `Retry-After` / `retry-after-ms` say, or backing off exponentially, but never past the
+budget.
 
 The API key is never logged, never part of an error, and any key-like text OpenAI quotes back
 (`Incorrect API key provided: sk-…`) is masked before it goes anywhere ([`redact`]).
 */
 
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, UNIX_EPOCH};
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
 use thiserror::Error;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 /// Where OpenAI's API lives unless an account says otherwise.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -75,15 +79,24 @@ impl Account {
     /// subscription's properties): `api_key`, optional `organization`, `project` and `base_url`.
     /// None when there is no non-blank `api_key`.
     pub fn from_settings(settings: &Map<String, Value>) -> Result<Option<Account>, AccountError> {
-        let field = |name: &str| {
-            settings.get(name).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
-        };
-        let Some(key) = field("api_key") else { return Ok(None) };
+        let field = |name: &str| settings.get(name).and_then(Value::as_str);
+        Account::from_fields(field("api_key"), field("organization"), field("project"), field("base_url"))
+    }
+
+    /// The account of these settings' values (each trimmed; blank is absent). None without a key.
+    pub fn from_fields(
+        api_key: Option<&str>,
+        organization: Option<&str>,
+        project: Option<&str>,
+        base_url: Option<&str>,
+    ) -> Result<Option<Account>, AccountError> {
+        let clean = |value: Option<&str>| value.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let Some(key) = clean(api_key) else { return Ok(None) };
         if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(AccountError::MalformedKey);
         }
-        let base = parse_base_url(field("base_url").as_deref().unwrap_or(DEFAULT_BASE_URL))?;
-        Ok(Some(Account { key, organization: field("organization"), project: field("project"), base }))
+        let base = parse_base_url(clean(base_url).as_deref().unwrap_or(DEFAULT_BASE_URL))?;
+        Ok(Some(Account { key, organization: clean(organization), project: clean(project), base }))
     }
 
     /// The API's base URL, e.g. `https://api.openai.com/v1` (for messages).
@@ -215,16 +228,29 @@ impl ApiError {
         self.status() == Some(404)
     }
 
-    /// A fault that may pass by itself: network, timeout, 429, 5xx, a garbled answer.
+    /// The retry policy, OpenAI's own (its SDKs retry exactly these): a fault that may pass when
+    /// the call is sent again. 408 (the request timed out), 409 (a lock timed out), 429 (rate
+    /// limited), 5xx, no answer in time, no connection. Any other status is OpenAI's answer to this
+    /// request and would be the same again; a garbled or oversized answer is a 2xx, done.
+    ///
+    /// [`OpenAi`]'s calls send a transient fault again within their [`Budget`], after the wait
+    /// `Retry-After` / `retry-after-ms` asks for, or 0.5 s, 1 s, 2 s… with jitter; at most
+    /// four attempts, and none whose wait would pass the budget. A `POST` is sent again only
+    /// after 408, 409 or 429, which say it was not carried out ([`Self::was_not_carried_out`]): a
+    /// 5xx or a timeout may come after the endpoint was created or its secret rotated, and doing
+    /// that twice would leave a second endpoint firing every event twice, or a lost secret.
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 409,
-            ApiError::RateLimited { .. }
-            | ApiError::Timeout { .. }
-            | ApiError::Network { .. }
-            | ApiError::Malformed { .. } => true,
-            ApiError::TooLarge { .. } => false,
+            ApiError::Status { status, .. } => matches!(*status, 408 | 409 | 429) || *status >= 500,
+            ApiError::RateLimited { .. } | ApiError::Timeout { .. } | ApiError::Network { .. } => true,
+            ApiError::Malformed { .. } | ApiError::TooLarge { .. } => false,
         }
+    }
+
+    /// OpenAI refused the request before doing any of it (408, 409, 429): sending it again
+    /// cannot do its work twice.
+    pub fn was_not_carried_out(&self) -> bool {
+        matches!(self, ApiError::Status { status: 408 | 409 | 429, .. } | ApiError::RateLimited { .. })
     }
 
     /// One short line for a workflow variable (`details_error`): what happened and what to do.
@@ -241,16 +267,27 @@ impl ApiError {
     }
 }
 
-/// The time one action may spend on OpenAI, all attempts and waits included.
+/// The time one action may spend on OpenAI, all attempts and waits included, measured on the
+/// monotonic clock from when it is made; and the action's `now`, from which the wall-clock times
+/// OpenAI sends (a `Retry-After` date) are measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
+    started: Instant,
     deadline: Instant,
     total: Duration,
+    now: i64,
 }
 
 impl Budget {
-    pub fn new(total: Duration) -> Self {
-        Budget { deadline: Instant::now() + total, total }
+    /// `total` from now on, for the action that started at `now` (Unix seconds).
+    pub fn new(total: Duration, now: i64) -> Self {
+        let started = Instant::now();
+        Budget { started, deadline: started + total, total, now }
+    }
+
+    /// Unix seconds now: the action's `now` and the time since.
+    fn unix_now(&self) -> i64 {
+        self.now.saturating_add(i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX))
     }
 
     fn remaining(&self) -> Duration {
@@ -339,7 +376,8 @@ impl OpenAi {
         self.call(account, Method::GET, path, &[], None, budget, limit).await
     }
 
-    /// One call with its retries. Answers the body: at most `limit` bytes, and whether it was cut.
+    /// One call with its retries (the policy is [`ApiError::is_transient`]'s). Answers the body: at
+    /// most `limit` bytes, and whether it was cut.
     #[allow(clippy::too_many_arguments, reason = "one private helper behind the public verbs")]
     async fn call(
         &self,
@@ -353,8 +391,8 @@ impl OpenAi {
     ) -> Result<(Vec<u8>, bool), ApiError> {
         let client = self.client().await?;
         let url = account.url(path, query)?;
-        // A POST that reached OpenAI may have taken effect: only a 429 (refused before any work)
-        // makes it safe to send again.
+        // A POST that reached OpenAI may have taken effect: only a refusal before any work makes
+        // it safe to send again.
         let idempotent = method != Method::POST;
         let mut attempt = 0;
         loop {
@@ -378,7 +416,7 @@ impl OpenAi {
                 request = request.header("Content-Type", "application/json").body(body.to_string());
             }
             let outcome = match request.send().await {
-                Ok(response) => read(account, response, limit).await,
+                Ok(response) => read(account, response, limit, budget.unix_now()).await,
                 Err(err) => Err(transport_error(account, &err, budget)),
             };
             let (error, wait) = match outcome {
@@ -386,12 +424,7 @@ impl OpenAi {
                 Ok(Answer::Refused { error, retry_after }) => (error, retry_after),
                 Err(error) => (error, None),
             };
-            let retryable = match &error {
-                ApiError::Status { status: 429, .. } => true,
-                ApiError::Status { status, .. } => idempotent && *status >= 500,
-                ApiError::Network { .. } | ApiError::Timeout { .. } => idempotent,
-                _ => false,
-            };
+            let retryable = error.is_transient() && (idempotent || error.was_not_carried_out());
             if !retryable || attempt >= MAX_ATTEMPTS {
                 return Err(finish(error, attempt, None));
             }
@@ -417,9 +450,9 @@ fn finish(error: ApiError, attempts: u32, retry_after: Option<u64>) -> ApiError 
 /// 0.5 s, 1 s, 2 s … capped at 8 s, with up to 25 % jitter so callers do not retry in step.
 fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(500u64.saturating_mul(1 << (attempt - 1).min(4))).min(Duration::from_secs(8));
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    base + base.mul_f64(f64::from(nanos % 250) / 1000.0)
+    // A randomly keyed hash (std seeds its keys from the OS): random enough, and no clock read.
+    let random = RandomState::new().hash_one(attempt) % 250;
+    base + base.mul_f64(f64::from(u32::try_from(random).unwrap_or(0)) / 1000.0)
 }
 
 enum Answer {
@@ -427,9 +460,10 @@ enum Answer {
     Refused { error: ApiError, retry_after: Option<Duration> },
 }
 
-async fn read(account: &Account, mut response: reqwest::Response, limit: usize) -> Result<Answer, ApiError> {
+/// The answer; `now` (Unix seconds) measures a `Retry-After` date.
+async fn read(account: &Account, mut response: reqwest::Response, limit: usize, now: i64) -> Result<Answer, ApiError> {
     let status = response.status();
-    let retry_after = if status.is_success() { None } else { retry_after(response.headers()) };
+    let retry_after = if status.is_success() { None } else { retry_after(response.headers(), now) };
     let read_limit = if status.is_success() { limit } else { 64 * 1024 };
     let mut bytes = Vec::new();
     let mut cut = false;
@@ -473,8 +507,9 @@ fn status_error(account: &Account, status: StatusCode, body: &[u8]) -> ApiError 
     ApiError::Status { status: status.as_u16(), message, code }
 }
 
-/// `retry-after-ms` (OpenAI's, milliseconds) or `Retry-After` (seconds or an HTTP date).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// `retry-after-ms` (OpenAI's, milliseconds) or `Retry-After` (seconds, or an HTTP date: from `now`,
+/// Unix seconds).
+fn retry_after(headers: &reqwest::header::HeaderMap, now: i64) -> Option<Duration> {
     if let Some(ms) =
         headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
     {
@@ -489,7 +524,8 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         return None;
     }
     let date = httpdate::parse_http_date(text).ok()?;
-    Some(date.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    let at = date.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0);
+    Some(Duration::from_secs(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
 }
 
 fn transport_error(account: &Account, err: &reqwest::Error, budget: &Budget) -> ApiError {
@@ -614,25 +650,52 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_milliseconds_and_dates() {
+        const NOW: i64 = 1_765_432_100; // Thu, 11 Dec 2025 05:48:20 GMT
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("retry-after", "7".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&headers, NOW), Some(Duration::from_secs(7)));
         headers.insert("retry-after-ms", "250".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_millis(250)));
+        assert_eq!(retry_after(&headers, NOW), Some(Duration::from_millis(250)));
         let mut dated = reqwest::header::HeaderMap::new();
         dated.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
-        assert_eq!(retry_after(&dated), Some(Duration::ZERO));
+        assert_eq!(retry_after(&dated, NOW), Some(Duration::ZERO));
+        // A date is measured from the action's injected `now`, not from the system clock.
+        let mut soon = reqwest::header::HeaderMap::new();
+        soon.insert("retry-after", "Thu, 11 Dec 2025 05:48:50 GMT".parse().unwrap());
+        assert_eq!(retry_after(&soon, NOW), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after(&soon, NOW + 60), Some(Duration::ZERO));
         let mut junk = reqwest::header::HeaderMap::new();
         junk.insert("retry-after", "soon".parse().unwrap());
-        assert_eq!(retry_after(&junk), None);
+        assert_eq!(retry_after(&junk, NOW), None);
         for absurd in ["1e30", "1e400", "-5", "NaN", "inf"] {
             let mut headers = reqwest::header::HeaderMap::new();
             headers.insert("retry-after-ms", absurd.parse().unwrap());
-            let _ = retry_after(&headers); // never a panic
+            let _ = retry_after(&headers, NOW); // never a panic
         }
         let mut huge = reqwest::header::HeaderMap::new();
         huge.insert("retry-after-ms", "1e30".parse().unwrap());
-        assert_eq!(retry_after(&huge), Some(Duration::MAX));
+        assert_eq!(retry_after(&huge, NOW), Some(Duration::MAX));
+    }
+
+    #[test]
+    fn the_retry_policy_is_openais() {
+        let status = |status: u16| ApiError::Status { status, message: String::new(), code: None };
+        for transient in [408, 409, 429, 500, 502, 503, 504, 599] {
+            assert!(status(transient).is_transient(), "{transient}");
+        }
+        for final_answer in [400, 401, 403, 404, 410, 422] {
+            assert!(!status(final_answer).is_transient(), "{final_answer}");
+        }
+        assert!(ApiError::Timeout { seconds: 1 }.is_transient());
+        assert!(ApiError::Network { base_url: String::new(), detail: String::new() }.is_transient());
+        assert!(!ApiError::Malformed { detail: String::new() }.is_transient());
+        assert!(!ApiError::TooLarge { limit: 1 }.is_transient());
+        // What a POST may be sent again after: only refusals that did nothing.
+        for refused in [408, 409, 429] {
+            assert!(status(refused).was_not_carried_out(), "{refused}");
+        }
+        assert!(!status(500).was_not_carried_out());
+        assert!(!ApiError::Timeout { seconds: 1 }.was_not_carried_out());
     }
 
     #[test]

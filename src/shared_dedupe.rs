@@ -50,9 +50,10 @@ empty and rewritten.
 */
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dify_plugin::{BackwardsError, Session};
+use tokio::time::Instant;
 
 use crate::dedupe::{Key, RETENTION_SECONDS};
 
@@ -200,7 +201,9 @@ impl SharedReplay {
         now < self.paused_until.load(Ordering::Relaxed)
     }
 
-    /// Looks `key` up in storage and, if it is not there, records it (see the module docs).
+    /// Looks `key` up in storage and, if it is not there, records it (see the module docs). `now`
+    /// (Unix seconds, the dispatch's) is what entries are recorded at and expire by; the budget
+    /// and the settling delay run on tokio's monotonic clock.
     pub async fn check_and_record(&self, session: &Session, key: &Key, now: i64) -> Shared {
         if self.is_paused(now) {
             return Shared::Unavailable("paused after trouble".into());
@@ -213,7 +216,7 @@ impl SharedReplay {
         };
         let name = bucket_key(index);
         let started = Instant::now();
-        let mut bucket = match self.read(session, &name, deadline).await {
+        let mut bucket = match self.read(session, &name, deadline, now).await {
             Ok(bucket) => bucket,
             Err(reason) => return self.trouble(now, &reason),
         };
@@ -231,7 +234,7 @@ impl SharedReplay {
             let settle = (started.elapsed() * 2).max(MIN_SETTLE);
             let room = deadline.saturating_duration_since(Instant::now()).saturating_sub(self.budget / 4);
             tokio::time::sleep(settle.min(room)).await;
-            match self.read(session, &name, deadline).await {
+            match self.read(session, &name, deadline, now).await {
                 Ok(read_back) => match read_back.find(&digest, now) {
                     Some(found) if found.tag == self.tag => return Shared::Recorded,
                     Some(_) => return Shared::Lost,
@@ -245,13 +248,16 @@ impl SharedReplay {
     }
 
     /// The bucket under `name`: empty when the key does not exist yet or holds garbage.
-    async fn read(&self, session: &Session, name: &str, deadline: Instant) -> Result<Bucket, String> {
+    async fn read(&self, session: &Session, name: &str, deadline: Instant, now: i64) -> Result<Bucket, String> {
         match storage(session, deadline).get(name).await {
             Ok(bytes) => Ok(Bucket::parse(&bytes).unwrap_or_else(|| {
-                self.warn(&format!(
-                    "storage key {name} held {} bytes that are not a dedupe bucket; rewriting it",
-                    bytes.len()
-                ));
+                self.warn(
+                    now,
+                    &format!(
+                        "storage key {name} held {} bytes that are not a dedupe bucket; rewriting it",
+                        bytes.len()
+                    ),
+                );
                 Bucket::default()
             })),
             // A missing key's get is an error answer (daemon-protocol.md §4.2): ask which it was.
@@ -275,16 +281,14 @@ impl SharedReplay {
 
     fn trouble(&self, now: i64, reason: &str) -> Shared {
         self.paused_until.store(now.saturating_add(PAUSE_AFTER_TROUBLE), Ordering::Relaxed);
-        self.warn(&format!(
+        self.warn(now, &format!(
             "plugin storage unusable for deduplication ({reason}); using this process's memory alone for {PAUSE_AFTER_TROUBLE} s"
         ));
         Shared::Unavailable(reason.to_owned())
     }
 
-    /// One warning a minute at most.
-    fn warn(&self, message: &str) {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    /// One warning a minute at most (`now`: the dispatch's, Unix seconds).
+    fn warn(&self, now: i64, message: &str) {
         let last = self.last_warning.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= WARNING_EVERY
             && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
@@ -300,12 +304,12 @@ fn storage(session: &Session, deadline: Instant) -> dify_plugin::Storage<'_> {
     session.storage().within(left)
 }
 
-/// A tag for this process, from the clock and the process id (never 0).
+/// A random tag for this process (never 0): a hash of the process id under std's randomly keyed
+/// hasher, whose keys come from the OS, so processes that share a storage tell their entries apart.
 fn process_tag() -> u16 {
-    use sha2::{Digest, Sha256};
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let digest = Sha256::digest(format!("{nanos}:{}", std::process::id()).as_bytes());
-    u16::from_be_bytes([digest[0], digest[1]]).max(1)
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new().hash_one(std::process::id()).to_be_bytes();
+    u16::from_be_bytes([random[0], random[1]]).max(1)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Parameter, ParameterKind, Parameters, put, text};
+use super::{Parameter, ParameterKind, Parameters, Skip, put, text};
 
 /// Which session event a row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub(super) fn session_variables(
     data: &Map<String, Value>,
     parameters: &Parameters,
     vars: &mut Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), Skip> {
     put(vars, "agent_session_id", text(data, "id"));
     if session == AgentSession::ActionRequired {
         let action = data.get("required_action").and_then(Value::as_object);
@@ -42,7 +42,7 @@ pub(super) fn session_variables(
     let environment_type = text(data, "environment_type");
     let wanted = ENVIRONMENT_TYPE.choices_in(parameters);
     if !wanted.is_empty() && !wanted.contains(&environment_type.as_str()) {
-        return Err(format!("environment_type is {environment_type:?}, the node wants {wanted:?}"));
+        return Err(Skip::EnvironmentType { actual: environment_type });
     }
     put(vars, "environment_type", environment_type);
     put(vars, "environment_id", text(data, "environment_id"));
@@ -53,7 +53,7 @@ pub(super) fn session_variables(
     Ok(())
 }
 
-pub(super) fn environment_variables(data: &Map<String, Value>, vars: &mut Map<String, Value>) -> Result<(), String> {
+pub(super) fn environment_variables(data: &Map<String, Value>, vars: &mut Map<String, Value>) -> Result<(), Skip> {
     put(vars, "environment_id", text(data, "id"));
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Parameter, ParameterKind, Parameters};
+use super::{Parameter, ParameterKind, Parameters, Skip};
 
 const EVENT_TYPES: Parameter = Parameter { name: "event_types", kind: ParameterKind::KnownTypes { multiple: true } };
 pub(super) const PARAMETERS: &[Parameter] = &[EVENT_TYPES];
@@ -12,10 +12,10 @@ pub(super) fn variables(
     data: &Map<String, Value>,
     parameters: &Parameters,
     vars: &mut Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), Skip> {
     let wanted = EVENT_TYPES.choices_in(parameters);
     if !wanted.is_empty() && !wanted.contains(&openai_type) {
-        return Err(format!("event_types does not include {openai_type:?}"));
+        return Err(Skip::TypeNotChosen { openai_type: openai_type.to_owned() });
     }
     super::put(vars, "resource_id", super::text(data, "id"));
     Ok(())

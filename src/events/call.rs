@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Parameter, Parameters, put, text};
+use super::{Parameter, Parameters, Skip, put, text};
 
 /// Which SIP event a row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +29,14 @@ pub(super) fn variables(
     data: &Map<String, Value>,
     parameters: &Parameters,
     vars: &mut Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), Skip> {
     let headers = sip_headers(data);
     let sip_from = header(&headers, "from", "f");
     let sip_to = header(&headers, "to", "t");
     for (parameter, value, header_name) in [(FROM_CONTAINS, &sip_from, "From"), (TO_CONTAINS, &sip_to, "To")] {
         if let Some(wanted) = parameter.text_in(parameters) {
             if !value.to_lowercase().contains(&wanted.to_lowercase()) {
-                return Err(format!("SIP {header_name} does not contain the node's {}", parameter.name));
+                return Err(Skip::SipHeader { header: header_name, parameter: parameter.name });
             }
         }
     }

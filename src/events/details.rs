@@ -1,7 +1,7 @@
 //! The node parameters of enrichment (fetching the object an event is about): declared here, with
 //! the event table, so the families can name them without the table depending on the fetching code.
 
-use super::{Family, Parameter, ParameterKind};
+use super::{Enrichment, Family, Parameter, ParameterKind};
 
 /// `fetch_details`: fetch the object the event is about (boolean, default on).
 pub const FETCH_DETAILS: Parameter =
@@ -30,10 +30,12 @@ pub const MAX_OUTPUT_BYTES: usize = 3 * 1024 * 1024;
 
 /// The node parameters enrichment reads for `family`.
 pub fn parameters_of(family: Family) -> &'static [Parameter] {
-    match family {
-        Family::Response | Family::FineTuning | Family::Safety(_) => &[FETCH_DETAILS],
-        Family::Batch => &[FETCH_DETAILS, DOWNLOAD_OUTPUT, OUTPUT_MAX_BYTES],
-        Family::Eval => &[FETCH_DETAILS, EVAL_ID_PARAMETER],
-        _ => &[],
+    match family.enrichment() {
+        None => &[],
+        Some(Enrichment::Response | Enrichment::FineTuningJob | Enrichment::SafetyAlert | Enrichment::SafetyCase) => {
+            &[FETCH_DETAILS]
+        }
+        Some(Enrichment::Batch) => &[FETCH_DETAILS, DOWNLOAD_OUTPUT, OUTPUT_MAX_BYTES],
+        Some(Enrichment::EvalRun) => &[FETCH_DETAILS, EVAL_ID_PARAMETER],
     }
 }

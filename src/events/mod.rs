@@ -45,7 +45,40 @@ pub enum Family {
     Any,
 }
 
+/// The object an enrichable event is about, which invoke fetches from OpenAI
+/// (openai-webhooks.md §4). Every enrichable family maps to one, in [`Family::enrichment`] alone;
+/// enrichment and its node parameters match on this exhaustively, so a new family or object is a
+/// compile error until each place has decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enrichment {
+    /// `GET /v1/responses/{id}`.
+    Response,
+    /// `GET /v1/batches/{id}` (and optionally its output file).
+    Batch,
+    /// `GET /v1/fine_tuning/jobs/{id}`.
+    FineTuningJob,
+    /// `GET /v1/evals/{eval_id}/runs/{id}`.
+    EvalRun,
+    /// `GET /v1/safety/alerts/{id}`.
+    SafetyAlert,
+    /// `GET /v1/safety/cases/{id}`.
+    SafetyCase,
+}
+
 impl Family {
+    /// What invoke fetches for this family's events; None: nothing (no object to fetch).
+    pub fn enrichment(self) -> Option<Enrichment> {
+        match self {
+            Family::Response => Some(Enrichment::Response),
+            Family::Batch => Some(Enrichment::Batch),
+            Family::FineTuning => Some(Enrichment::FineTuningJob),
+            Family::Eval => Some(Enrichment::EvalRun),
+            Family::Safety(SafetySubject::Alert) => Some(Enrichment::SafetyAlert),
+            Family::Safety(SafetySubject::Case) => Some(Enrichment::SafetyCase),
+            Family::Call(_) | Family::AgentSession(_) | Family::AgentEnvironment | Family::Any => None,
+        }
+    }
+
     /// The node parameters this family's code reads, as the event YAML must declare them.
     pub fn parameters(self) -> &'static [Parameter] {
         match self {
@@ -178,7 +211,32 @@ impl Delivery<'_> {
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     Fire(Map<String, Value>),
-    Ignore(String),
+    Ignore(Skip),
+}
+
+/// Why a workflow node does not run for a delivery (invoke answers `cancelled: true`,
+/// triggers.md §4.5). The messages name the node's filter, never a value from the webhook body
+/// (they reach the logs), except the OpenAI event type, which is not content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Skip {
+    /// The payload Dify passed back holds no OpenAI event object (not one dispatch made).
+    #[error("the payload holds no OpenAI event")]
+    NoEvent,
+    /// The node's event declares another OpenAI type than the delivery's.
+    #[error("the delivery is {actual:?}, the event is {expected:?}")]
+    OtherType { actual: String, expected: &'static str },
+    /// `any_event`'s `event_types` filter does not list the delivery's type.
+    #[error("event_types does not include {openai_type:?}")]
+    TypeNotChosen { openai_type: String },
+    /// A SIP call's From/To header does not contain the node's text.
+    #[error("SIP {header} does not contain the node's {parameter}")]
+    SipHeader { header: &'static str, parameter: &'static str },
+    /// An agent session's `environment_type` is not one the node chose.
+    #[error("the session's environment_type is not one of the node's choices")]
+    EnvironmentType {
+        /// The delivery's value (kept for tests, left out of the message).
+        actual: String,
+    },
 }
 
 /// Builds the variables of `spec` for `delivery`, applying the node's filters (`parameters`).
@@ -198,7 +256,7 @@ pub fn variables_without_data(spec: &EventSpec, delivery: &Delivery<'_>, paramet
     let actual = delivery.openai_type();
     if let Some(expected) = spec.openai_type {
         if actual != expected {
-            return Outcome::Ignore(format!("delivery is {actual:?}, not {expected:?}"));
+            return Outcome::Ignore(Skip::OtherType { actual: actual.to_owned(), expected });
         }
     }
     let mut vars = envelope(delivery);

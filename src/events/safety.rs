@@ -1,6 +1,7 @@
 //! Safety: misalignment alerts (`safety.alert.created`, `safety.org_alert.created`) carry an alert
 //! id; enforcement notices (`safety.warning_issued`, `safety.deactivation_issued`) carry a case id.
 
+use super::Skip;
 use serde_json::{Map, Value};
 
 /// What a safety event's `data.id` names.
@@ -16,7 +17,7 @@ pub(super) fn variables(
     subject: SafetySubject,
     data: &Map<String, Value>,
     vars: &mut Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), Skip> {
     let key = match subject {
         SafetySubject::Alert => "alert_id",
         SafetySubject::Case => "case_id",

@@ -14,7 +14,7 @@
 #   bash tests/conformance/services.sh env       # print the env file path
 #
 # Knobs (environment):
-#   OPENAI_TRIGGER_CACHE           cache dir used by setup.sh (default ~/.cache/openai-trigger)
+#   OPENAI_TRIGGER_CACHE           cache dir used by setup.sh (default <this clone>/target/conformance-cache)
 #   OPENAI_TRIGGER_CONFORMANCE_DIR state dir (default ${TMPDIR:-/tmp}/openai-trigger-conformance)
 #   OT_PG_PORT OT_REDIS_PORT OT_DAEMON_HTTP_PORT OT_DAEMON_DEBUG_PORT   ports (55432 56379 55002 55003)
 #   OT_DAEMON2_HTTP_PORT           the second node's HTTP port (55012)
@@ -28,7 +28,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DAEMON_COMMIT=bdb5642a19009c944b78eca12f3d176801a4a8be
-CACHE="${OPENAI_TRIGGER_CACHE:-$HOME/.cache/openai-trigger}"
+CACHE="${OPENAI_TRIGGER_CACHE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/conformance-cache}"
 DAEMON_BIN="$CACHE/daemon-${DAEMON_COMMIT:0:8}/dify-plugin-daemon"
 CLI_BIN="$CACHE/daemon-${DAEMON_COMMIT:0:8}/dify"
 UV_BIN="$CACHE/uv/venv/bin/uv"

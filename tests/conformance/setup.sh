@@ -20,7 +20,8 @@
 #      ~/.pyenv/versions/3.12.*/bin/python3.12 (present in this workplace's machine image). None found:
 #      fails, unless OPENAI_TRIGGER_ALLOW_PY_SUBSTITUTE=1 (then venvs use /usr/bin/python3; NOTES.md).
 #
-# CACHE = ${OPENAI_TRIGGER_CACHE:-$HOME/.cache/openai-trigger}
+# CACHE = ${OPENAI_TRIGGER_CACHE:-<this clone>/target/conformance-cache}: project-local, so a clean clone brings
+# everything it uses itself (nothing left in $HOME by an earlier run is relied on).
 #
 # Where the daemon comes from: ../shared/dify-daemon/ (OT_SHARED_DIR overrides the shared directory), or
 # binaries you built yourself at that commit: DIFY_PLUGIN_DAEMON_BIN (cmd/server) and DIFY_PLUGIN_DAEMON_CLI
@@ -30,7 +31,7 @@ set -euo pipefail
 DAEMON_COMMIT=bdb5642a19009c944b78eca12f3d176801a4a8be
 UV_VERSION=0.13.9
 
-CACHE="${OPENAI_TRIGGER_CACHE:-$HOME/.cache/openai-trigger}"
+CACHE="${OPENAI_TRIGGER_CACHE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/conformance-cache}"
 DAEMON_DIR="$CACHE/daemon-${DAEMON_COMMIT:0:8}"
 DAEMON_BIN="$DAEMON_DIR/dify-plugin-daemon"   # cmd/server
 CLI_BIN="$DAEMON_DIR/dify"                    # cmd/commandline: `migrate` (schema), `plugin package`, `signature`

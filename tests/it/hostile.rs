@@ -676,32 +676,39 @@ impl ReplaceId for Vec<u8> {
     }
 }
 
+/// A row's check: on failure, the reason (every row is checked; the test reports all that failed).
+type Check = Result<(), String>;
+
+fn ensure(ok: bool, reason: impl FnOnce() -> String) -> Check {
+    if ok { Ok(()) } else { Err(reason()) }
+}
+
 #[test]
 fn hostile_input_table() {
     let rows = rows();
     assert!(rows.len() >= 80, "the table has {} rows", rows.len());
     let mut plugin = Plugin::start_with(&[("OPENAI_TRIGGER_LOG", "debug")]);
     let mut canaries = 0;
+    let mut failures: Vec<String> = Vec::new();
     for (index, row) in rows.iter().enumerate() {
         let logs_before = plugin.transcript.logs.len();
-        match &row.input {
+        let answered = match &row.input {
             Input::Line(bytes) => {
                 let mut bytes = bytes.clone();
                 bytes.push(b'\n');
                 plugin.send_raw(&bytes);
+                Ok(())
             }
             Input::SessionLine(session_id, bytes) => {
                 let mut bytes = bytes.clone();
                 bytes.push(b'\n');
                 plugin.send_raw(&bytes);
                 plugin.wait_for_sessions(&[(*session_id).to_owned()]);
-                check_result(&row.name, &row.expect, plugin.transcript.result(session_id).clone());
+                check_result(&row.expect, plugin.transcript.result(session_id).clone())
             }
-            Input::Data(data) => check_result(&row.name, &row.expect, plugin.call(data)),
-            Input::Http(raw, secret) => {
-                check_result(&row.name, &row.expect, plugin.call(&dispatch_data(raw, secret, ENDPOINT)))
-            }
-        }
+            Input::Data(data) => check_result(&row.expect, plugin.call(data)),
+            Input::Http(raw, secret) => check_result(&row.expect, plugin.call(&dispatch_data(raw, secret, ENDPOINT))),
+        };
         // The canary: a fresh delivery must fire, right after the row.
         canaries += 1;
         let canary = RawRequest::signed(
@@ -711,27 +718,24 @@ fn hostile_input_table() {
             plain(100_000 + index, "batch.completed"),
         );
         let answer = plugin.dispatch(&canary, SECRET, ENDPOINT);
-        assert_eq!(
-            answer.events,
-            ["batch_completed", "any_event"],
-            "{}: the next delivery after it did not fire",
-            row.name
-        );
-        match &row.expect {
+        let canary_fired = ensure(answer.events == ["batch_completed", "any_event"], || {
+            format!("the next delivery after it did not fire: {:?}", answer.events)
+        });
+        let logs = &plugin.transcript.logs[logs_before..];
+        let logged = match &row.expect {
             Expect::Log(text) => {
-                let logs = &plugin.transcript.logs[logs_before..];
-                assert!(
-                    logs.iter().any(|l| l["data"]["message"].as_str().is_some_and(|m| m.contains(text))),
-                    "{}: expected a log containing {text:?}, got {logs:?}",
-                    row.name
-                );
+                ensure(logs.iter().any(|l| l["data"]["message"].as_str().is_some_and(|m| m.contains(text))), || {
+                    format!("expected a log containing {text:?}, got {logs:?}")
+                })
             }
-            Expect::Silence => {
-                assert_eq!(plugin.transcript.logs.len(), logs_before, "{}: expected no output", row.name)
-            }
-            _ => {}
+            Expect::Silence => ensure(logs.is_empty(), || format!("expected no output, got {logs:?}")),
+            _ => Ok(()),
+        };
+        for failure in [answered, canary_fired, logged].into_iter().filter_map(Result::err) {
+            failures.push(format!("row {index} {:?}: {failure}", row.name));
         }
     }
+    assert!(failures.is_empty(), "{} failure(s) in {} rows:\n{}", failures.len(), rows.len(), failures.join("\n"));
     assert!(plugin.finish().success(), "exit 0 at the end of the input");
 
     // The privacy scan over everything the plugin wrote.
@@ -763,32 +767,33 @@ fn hostile_input_table() {
     assert_eq!(canaries, rows.len());
 }
 
-fn check_result(name: &str, expect: &Expect, result: Result<Value, Value>) {
+fn check_result(expect: &Expect, result: Result<Value, Value>) -> Check {
     match (expect, result) {
         (Expect::Error(error_type, text), Err(error)) => {
-            assert_eq!(error["error_type"], *error_type, "{name}: {error}");
-            assert!(error["message"].as_str().unwrap_or_default().contains(text), "{name}: {error}");
+            ensure(error["error_type"] == *error_type, || format!("error type: {error}"))?;
+            ensure(error["message"].as_str().unwrap_or_default().contains(text), || format!("message: {error}"))
         }
         (Expect::Http(status, code), Ok(chunk)) => {
             let answer = Dispatched::from_chunk(chunk);
-            assert_eq!(
-                answer.rejection(),
-                (*status, (*code).to_owned()),
-                "{name}: {}",
-                String::from_utf8_lossy(&answer.http.body)
-            );
-            assert!(answer.events.is_empty(), "{name}: fired {:?}", answer.events);
+            let got = answer.rejection();
+            ensure(got == (*status, (*code).to_owned()), || {
+                format!("got {got:?}, expected ({status}, {code:?}): {}", String::from_utf8_lossy(&answer.http.body))
+            })?;
+            ensure(answer.events.is_empty(), || format!("fired {:?}", answer.events))
         }
         (Expect::Fires(events), Ok(chunk)) => {
             let answer = Dispatched::from_chunk(chunk);
-            assert_eq!(answer.events, *events, "{name}: {}", String::from_utf8_lossy(&answer.http.body));
-            assert_eq!(answer.http.status, 200, "{name}");
+            ensure(answer.events == *events && answer.http.status == 200, || {
+                format!(
+                    "fired {:?} with {}, expected {events:?} with 200: {}",
+                    answer.events,
+                    answer.http.status,
+                    String::from_utf8_lossy(&answer.http.body)
+                )
+            })
         }
-        (Expect::Cancelled, Ok(chunk)) => {
-            let invoked = Invoked::from_chunk(chunk);
-            assert!(invoked.cancelled, "{name}");
-        }
-        (expect, result) => panic!("{name}: unexpected result {result:?} for {}", describe(expect)),
+        (Expect::Cancelled, Ok(chunk)) => ensure(Invoked::from_chunk(chunk).cancelled, || "not cancelled".to_owned()),
+        (expect, result) => Err(format!("unexpected result {result:?} for {}", describe(expect))),
     }
 }
 

@@ -22,7 +22,10 @@ mod protocol; // Framing, sessions, heartbeats, malformed input, EOF and EPIPE.
 mod regression; // Faults found by issues, one test each, named after the issue and item.
 mod remote; // Remote debugging over TCP against a stand-in for the daemon's debugging port.
 mod robustness; // Thousands of mutated requests and garbage lines: no panic, every session answered.
-mod serverless; // Serverless mode: the Flask front (serverless.py) in front of this binary, under load.
+// Serverless mode: the Flask front (serverless.py) in front of this binary, under load. It needs
+// the Python venv scripts/test.sh prepares, so it belongs to the full tier (`--features full-tests`).
+#[cfg(feature = "full-tests")]
+mod serverless;
 mod shared_dedupe; // The replay memory in the daemon's plugin storage: restarts, two processes, storage trouble.
 mod signatures; // signature-vectors.json through `signature::verify` and through dispatch.
 mod support;

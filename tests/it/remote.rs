@@ -1,12 +1,15 @@
 //! Remote debugging over TCP against a stand-in for the daemon's debugging port
 //! (daemon-protocol.md §6): registration order and content, sessions over the socket, the daemon's
 //! plain-text rejection, reconnection after a drop, and `.env` configuration. The real daemon runs
-//! these too, in tests/conformance/ (not in CI; see the README).
+//! these too, in tests/conformance/ (not in CI; see the README). Timing is asserted through the
+//! runtime's debug log of its reconnect decisions, with the backoff shrunk through the
+//! environment: no test measures a wall-clock window.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -23,25 +26,21 @@ struct Connection {
 }
 
 impl Connection {
+    /// The plugin's next connection; panics when none comes `within` (a guard against hanging,
+    /// not a measurement).
     fn accept(listener: &TcpListener, within: Duration) -> Connection {
-        listener.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + within;
-        loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(false).unwrap();
-                    stream.set_nodelay(true).unwrap();
-                    stream.set_read_timeout(Some(support::WAIT)).unwrap();
-                    let writer = stream.try_clone().unwrap();
-                    let storage = dify_plugin::host::MemoryStorage::new();
-                    return Connection { reader: BufReader::new(stream), writer, storage };
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(err) => panic!("no connection from the plugin within {within:?}: {err}"),
-            }
-        }
+        let listener = listener.try_clone().unwrap();
+        let (accepted, arrival) = mpsc::channel();
+        std::thread::spawn(move || accepted.send(listener.accept()));
+        let (stream, _) = arrival
+            .recv_timeout(within)
+            .unwrap_or_else(|_| panic!("no connection from the plugin within {within:?}"))
+            .expect("accept");
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(support::WAIT)).unwrap();
+        let writer = stream.try_clone().unwrap();
+        let storage = dify_plugin::host::MemoryStorage::new();
+        Connection { reader: BufReader::new(stream), writer, storage }
     }
 
     /// The next non-empty line as JSON (the SDK separates messages with blank lines; we may not).
@@ -126,6 +125,10 @@ fn spawn(args: &[&str], dir: Option<&std::path::Path>) -> Child {
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
+    // The runtime's timing settings keep their defaults unless a test sets them.
+    for name in dify_plugin::remote::TIMING_SETTINGS {
+        command.env_remove(name);
+    }
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("OPENAI_TRIGGER_LOG", "info");
     command.spawn().expect("spawn plugin")
 }
@@ -138,6 +141,43 @@ fn start_remote(key: &str) -> (TcpListener, Child) {
     (listener, plugin)
 }
 
+/// The plugin in remote mode as the environment selects it (`INSTALL_METHOD=remote`), with
+/// `settings` (the runtime's timing) and debug logs, which report every reconnect decision.
+fn remote_command(url: &str, settings: &[(&str, &str)]) -> std::process::Command {
+    let mut command = support::command(&[]);
+    for name in dify_plugin::remote::TIMING_SETTINGS {
+        command.env_remove(name);
+    }
+    command
+        .env("INSTALL_METHOD", "remote")
+        .env("REMOTE_INSTALL_URL", url)
+        .env("REMOTE_INSTALL_KEY", KEY)
+        .env("OPENAI_TRIGGER_LOG", "debug")
+        .envs(settings.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Numbers logged at debug level by lines containing `marker`, each as the number after `marker`
+/// and the number after `then`: `reconnecting in 20 ms (retry 1 …` gives (20, 1).
+fn logged(stderr: &str, marker: &str, then: &str) -> Vec<(u64, u32)> {
+    let number_after = |text: &str, what: &str| -> Option<String> {
+        let rest = &text[text.find(what)? + what.len()..];
+        Some(rest.chars().take_while(char::is_ascii_digit).collect())
+    };
+    stderr
+        .lines()
+        .filter(|line| line.contains(" DEBUG ") && line.contains(marker))
+        .map(|line| {
+            let delay = number_after(line, marker).and_then(|n| n.parse().ok());
+            let retry = number_after(line, then).and_then(|n| n.parse().ok());
+            delay.zip(retry).unwrap_or_else(|| panic!("unexpected log line: {line}"))
+        })
+        .collect()
+}
+
 fn dispatch_line(session_id: &str, webhook_id: &str) -> String {
     let now = unix_now();
     let body = event_body("batch.completed", "evt_remote", now, &json!({"id": "batch_remote"}));
@@ -145,15 +185,28 @@ fn dispatch_line(session_id: &str, webhook_id: &str) -> String {
     support::request_line(session_id, &support::dispatch_data(&raw.bytes(), SECRET, ENDPOINT))
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
+/// Waits for the plugin to exit, at most `within` (a guard against hanging, not a measurement);
+/// answers its exit status and stderr.
+fn wait_exit(child: &mut Child, within: Duration) -> (std::process::ExitStatus, String) {
+    let mut pipe = BufReader::new(child.stderr.take().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (done, finished) = mpsc::channel();
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while pipe.read_line(&mut line).is_ok_and(|read| read > 0) {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
         }
-        assert!(Instant::now() < deadline, "plugin still running after {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        let _ = done.send(());
+    });
+    if finished.recv_timeout(within).is_err() {
+        let running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        panic!("stderr still open after {within:?} (process running: {running}): {}", seen.lock().unwrap());
     }
+    let stderr = seen.lock().unwrap().clone();
+    (child.wait().unwrap(), stderr)
 }
 
 #[test]
@@ -214,10 +267,8 @@ fn a_rejected_registration_prints_the_reason_and_exits_non_zero() {
     // What the daemon does with a bad key: one plain-text line, then close (§6.4).
     daemon.send("handshake failed, invalid key");
     drop(daemon);
-    let status = wait_exit(&mut plugin, support::WAIT);
+    let (status, stderr) = wait_exit(&mut plugin, support::WAIT);
     assert_eq!(status.code(), Some(1));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(plugin.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("handshake failed, invalid key"), "{stderr}");
 }
 
@@ -266,58 +317,112 @@ fn bad_remote_configuration_is_a_clear_error() {
     );
 }
 
-/// A daemon that was never reachable is a wrong address, not a drop: a few tries over 7 s, then a
-/// clear error naming the address and what to check (instead of retrying forever).
+/// A daemon that was never reachable is a wrong address, not a drop: the first connection is
+/// retried with the backoff while the delays fit the first-connection window (1, 2 and 4 s within
+/// 7 s by default; here 20, 40 and 80 ms within 140 ms), then a clear error names the address,
+/// the attempts and what to check (instead of retrying forever).
 #[test]
 fn an_unreachable_first_connection_fails_clearly_after_a_bounded_try() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let started = Instant::now();
-    let output = support::command(&["remote", "--url", &format!("127.0.0.1:{port}"), "--key", KEY]).output().unwrap();
-    let took = started.elapsed();
+    let settings = [("REMOTE_INSTALL_BACKOFF_INITIAL_MS", "20"), ("REMOTE_INSTALL_FIRST_CONNECT_WINDOW_MS", "140")];
+    let output = remote_command(&format!("127.0.0.1:{port}"), &settings).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("cannot reach the daemon's debugging port at 127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach the daemon's debugging port at 127.0.0.1:{port} after 4 attempt(s): ")),
+        "{stderr}"
+    );
     assert!(stderr.contains("Plugins → Debug") && stderr.contains("PLUGIN_REMOTE_INSTALLING_ENABLED"), "{stderr}");
+    // Three retries with the doubling delays, each within the window, then no fourth.
+    assert_eq!(logged(&stderr, "connecting again in ", "(retry "), [(20, 1), (40, 2), (80, 3)], "{stderr}");
+    assert!(
+        stderr.contains("giving up on the first connection to 127.0.0.1:")
+            && stderr.contains("after 4 attempt(s): retry 4 in 160 ms would pass the first connection's 140 ms window"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reconnecting in"), "an unreachable first connection is not a drop: {stderr}");
     assert!(!stderr.contains(KEY), "the key is never printed");
-    assert!(took >= Duration::from_secs(6) && took < Duration::from_secs(20), "gave up after {took:?}");
+    assert!(output.stdout.is_empty(), "nothing on stdout in remote mode");
+
+    // A zero window is one attempt and the error.
+    let settings = [("REMOTE_INSTALL_FIRST_CONNECT_WINDOW_MS", "0")];
+    let output = remote_command(&format!("127.0.0.1:{port}"), &settings).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("after 1 attempt(s): "), "{stderr}");
+    assert!(logged(&stderr, "connecting again in ", "(retry ").is_empty(), "{stderr}");
+}
+
+/// A timing setting that is not a number of milliseconds is refused at start, naming it.
+#[test]
+fn a_bad_timing_setting_is_a_clear_error() {
+    let output = remote_command("127.0.0.1:9", &[("REMOTE_INSTALL_BACKOFF_INITIAL_MS", "1s")]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            r#"REMOTE_INSTALL_BACKOFF_INITIAL_MS "1s" is not a whole number of milliseconds from 1 to 3600000"#
+        ),
+        "{stderr}"
+    );
 }
 
 /// A close without a reason line is the daemon going away (restarts do that), not a rejection:
-/// the plugin reconnects. And after each registered connection the backoff starts over at 1 s,
-/// so a daemon restarted again and again is rejoined quickly every time.
+/// the plugin reconnects. Without a registration in between the backoff doubles; after each
+/// registered connection it starts over at the initial delay, so a daemon restarted again and
+/// again is rejoined quickly every time. The reconnect decisions are read from the debug log.
 #[test]
 fn a_silent_close_is_a_drop_and_the_backoff_starts_over_after_each_registration() {
-    let (listener, mut plugin) = start_remote(KEY);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = listener.local_addr().unwrap().to_string();
+    // A long rejection window: a close right after `end` is always inside it (never taken for an
+    // acceptance), however slow the machine; a request line ends the window at once.
+    let settings = [("REMOTE_INSTALL_BACKOFF_INITIAL_MS", "20"), ("REMOTE_INSTALL_REJECTION_WINDOW_MS", "60000")];
+    let mut plugin = remote_command(&url, &settings).spawn().expect("spawn plugin");
+    let mut stderr_pipe = plugin.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr_pipe, &mut text).unwrap();
+        text
+    });
 
-    // Closed right after `end`, inside the window where a rejection line would come.
-    let mut daemon = Connection::accept(&listener, support::WAIT);
-    daemon.registration();
-    drop(daemon);
-
-    for round in 0..3 {
-        let mut daemon = Connection::accept(&listener, Duration::from_secs(5));
-        daemon.registration();
-        daemon.send(&dispatch_line(&format!("round-{round}"), &format!("wh_round_{round}")));
-        daemon.answer(&format!("round-{round}"));
-        drop(daemon);
-        // Doubling without a reset would wait 2, 4, then 8 s here.
-        let reconnect = Instant::now();
-        let next = Connection::accept(&listener, Duration::from_secs(5));
-        assert!(
-            reconnect.elapsed() < Duration::from_millis(2500),
-            "round {round}: reconnected after {:?}",
-            reconnect.elapsed()
-        );
-        drop(next);
-        if round < 2 {
-            // The accepted-then-closed probe above was unregistered; let the plugin come back once more.
-            std::thread::sleep(Duration::from_millis(10));
+    // Each connection is registered (a session served over it) or closed right after `end`.
+    let registered = [false, false, false, true, false, true, true];
+    for (round, &serve) in registered.iter().enumerate() {
+        let mut daemon = Connection::accept(&listener, support::WAIT);
+        assert_eq!(daemon.registration()[0]["data"]["key"], KEY);
+        if serve {
+            let session = format!("round-{round}");
+            daemon.send(&dispatch_line(&session, &format!("wh_round_{round}")));
+            assert_eq!(daemon.answer(&session)["events"][0], "batch_completed");
         }
+        drop(daemon);
     }
+    // One more connection: the last decision has been made (and logged) before it.
+    let mut last = Connection::accept(&listener, support::WAIT);
+    last.registration();
     assert!(plugin.try_wait().unwrap().is_none(), "the plugin must still be running");
     plugin.kill().unwrap();
     let _ = plugin.wait();
+    let stderr = stderr.join().unwrap();
+
+    let decisions = logged(&stderr, "reconnecting in ", "(retry ");
+    assert_eq!(
+        decisions,
+        [(20, 1), (40, 2), (80, 3), (20, 1), (40, 2), (20, 1), (20, 1)],
+        "unregistered closes double the delay, registered ones start it over: {stderr}"
+    );
+    let causes: Vec<bool> = stderr
+        .lines()
+        .filter(|line| line.contains(" DEBUG ") && line.contains("reconnecting in "))
+        .map(|line| line.contains("after a registered connection closed"))
+        .collect();
+    assert_eq!(causes, registered, "{stderr}");
+    assert_eq!(stderr.matches("registered with the daemon at").count(), 3, "{stderr}");
+    assert!(stderr.contains("closed; reconnecting in 20 ms"), "people see the drop: {stderr}");
+    assert!(!stderr.contains("rejected"), "{stderr}");
+    assert!(!stderr.contains(KEY), "the key must not be logged: {stderr}");
 }

@@ -20,7 +20,7 @@
 //! daemon with storage answers, to show that cost on its own.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -32,7 +32,9 @@ use openai_trigger::provider::{PROVIDER, unix_now};
 use openai_trigger::samples::SignedDelivery;
 use serde_json::{Value, json};
 
-use crate::say;
+use crate::cmd;
+use crate::console::say;
+use crate::error::{AtPath, Error, Result};
 
 const SECRET: &str = "whsec_YmVuY2gtc2lnbmluZy1zZWNyZXQtMDAwMDAwMDAwMDA=";
 const WRONG: &str = "whsec_d3Jvbmctc2lnbmluZy1zZWNyZXQtMDAwMDAwMDAwMDA=";
@@ -138,7 +140,7 @@ struct Script {
 const KEEP_BELOW: u64 = 4;
 
 impl Proc {
-    fn start(launch: &Launch) -> io::Result<Proc> {
+    fn start(launch: &Launch) -> Result<Proc> {
         let mut command = Command::new(&launch.program);
         command
             .args(&launch.args)
@@ -151,9 +153,10 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let started = Instant::now();
-        let mut child = command.spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
-        let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?;
+        let mut child = cmd::spawn(&mut command)?;
+        let no_pipe = |pipe| Error::NoPipe { command: launch.kind.name().to_owned(), pipe };
+        let stdout = child.stdout.take().ok_or_else(|| no_pipe("stdout"))?;
+        let stdin = child.stdin.take().ok_or_else(|| no_pipe("stdin"))?;
         let (tx, seen) = mpsc::channel();
         let kind = launch.kind;
         let stdin = Arc::new(Mutex::new(stdin));
@@ -169,35 +172,40 @@ impl Proc {
         self.child.id()
     }
 
-    fn send(&mut self, line: &[u8]) -> io::Result<()> {
-        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).write_all(line)
+    fn send(&mut self, line: &[u8]) -> Result<()> {
+        self.stdin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(line)
+            .map_err(|source| Error::Child { command: self.kind.name().to_owned(), source })
     }
 
-    fn wait_heartbeat(&self, timeout: Duration) -> io::Result<Instant> {
+    /// This contestant failed at something every run needs.
+    fn failed(&self, problem: String) -> Error {
+        Error::Contestant { contestant: self.kind.name(), problem }
+    }
+
+    fn wait_heartbeat(&self, timeout: Duration) -> Result<Instant> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Seen::Heartbeat(at)) => return Ok(at),
                 Ok(Seen::End { .. }) => continue,
-                Ok(Seen::Closed) => {
-                    return Err(io::Error::other(format!("{} exited before a heartbeat", self.kind.name())));
-                }
-                Err(_) => {
-                    return Err(io::Error::other(format!("{}: no heartbeat within {timeout:?}", self.kind.name())));
-                }
+                Ok(Seen::Closed) => return Err(self.failed("exited before a heartbeat".to_owned())),
+                Err(_) => return Err(self.failed(format!("no heartbeat within {timeout:?}"))),
             }
         }
     }
 
     /// The next session end (heartbeats skipped).
-    fn next_end(&self, timeout: Duration) -> io::Result<(u64, Instant, bool, Option<String>)> {
+    fn next_end(&self, timeout: Duration) -> Result<(u64, Instant, bool, Option<String>)> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Seen::End { session, at, ok, kept }) => return Ok((session, at, ok, kept)),
                 Ok(Seen::Heartbeat(_)) => continue,
-                Ok(Seen::Closed) => return Err(io::Error::other(format!("{} closed its output", self.kind.name()))),
-                Err(_) => return Err(io::Error::other(format!("{}: no answer within {timeout:?}", self.kind.name()))),
+                Ok(Seen::Closed) => return Err(self.failed("closed its output".to_owned())),
+                Err(_) => return Err(self.failed(format!("no answer within {timeout:?}"))),
             }
         }
     }
@@ -447,7 +455,7 @@ fn build_pairs(first_session: u64, count: usize, size: usize, secret: &str, tag:
 }
 
 /// Runs `lines` one at a time on the reader thread; answers the latency of each group of `group`.
-fn scripted(proc: &mut Proc, lines: Vec<Vec<u8>>, group: usize) -> io::Result<Vec<Duration>> {
+fn scripted(proc: &mut Proc, lines: Vec<Vec<u8>>, group: usize) -> Result<Vec<Duration>> {
     if lines.is_empty() {
         return Ok(Vec::new());
     }
@@ -458,13 +466,13 @@ fn scripted(proc: &mut Proc, lines: Vec<Vec<u8>>, group: usize) -> io::Result<Ve
     proc.send(&first)?;
     finished
         .recv_timeout(Duration::from_secs(600))
-        .map_err(|_| io::Error::other(format!("{}: a one-at-a-time run did not finish", proc.kind.name())))
+        .map_err(|_| proc.failed("a one-at-a-time run did not finish within 600 s".to_owned()))
 }
 
 /// Latencies of pairs run one at a time. Lines that do not fit a pipe are written from this
 /// thread instead (a contestant that echoes while it reads, like `cat`, would otherwise block the
 /// reader thread's write against its own full output).
-fn one_at_a_time(proc: &mut Proc, pairs: &[Pair]) -> io::Result<Vec<Duration>> {
+fn one_at_a_time(proc: &mut Proc, pairs: &[Pair]) -> Result<Vec<Duration>> {
     const PIPE: usize = 48 * 1024;
     if pairs.iter().all(|p| p.dispatch.len() < PIPE && p.invoke.len() < PIPE) {
         let lines = pairs.iter().flat_map(|p| [p.dispatch.clone(), p.invoke.clone()]).collect();
@@ -489,7 +497,7 @@ fn pipelined(
     pairs: &[Pair],
     in_flight: usize,
     first_session: u64,
-) -> io::Result<(Duration, Vec<Duration>)> {
+) -> Result<(Duration, Vec<Duration>)> {
     let mut started = vec![None; pairs.len()];
     let mut latencies = Vec::with_capacity(pairs.len());
     let mut next = 0;
@@ -593,7 +601,7 @@ fn sizes(kind: Kind, quick: bool) -> Sizes {
 }
 
 /// One run of every scenario against one contestant (a fresh process).
-fn run_one(launch: &Launch, quick: bool, session_base: &mut u64) -> io::Result<Figures> {
+fn run_one(launch: &Launch, quick: bool, session_base: &mut u64) -> Result<Figures> {
     let mut figures = Figures::default();
     let size = sizes(launch.kind, quick);
     let mut proc = Proc::start(launch)?;
@@ -610,13 +618,13 @@ fn run_one(launch: &Launch, quick: bool, session_base: &mut u64) -> io::Result<F
         let fired = kept.as_deref().and_then(|k| serde_json::from_str::<Value>(k).ok());
         let events = fired.as_ref().map(|f| f["events"].clone()).unwrap_or(Value::Null);
         if !ok || events != json!(["batch_completed", "any_event"]) {
-            return Err(io::Error::other(format!("{}: the first dispatch did not fire: {kept:?}", launch.kind.name())));
+            return Err(proc.failed(format!("the first dispatch did not fire: {kept:?}")));
         }
     }
     proc.send(&warm[0].invoke)?;
     let (_, _, ok, kept) = proc.next_end(Duration::from_secs(60))?;
     if launch.kind.is_plugin() && !ok {
-        return Err(io::Error::other(format!("{}: the first invoke failed: {kept:?}", launch.kind.name())));
+        return Err(proc.failed(format!("the first invoke failed: {kept:?}")));
     }
 
     let mut next_session = |count: usize| {
@@ -714,7 +722,7 @@ fn median(values: impl IntoIterator<Item = f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn launches(root: &Path, options: &Options) -> io::Result<Vec<Launch>> {
+fn launches(root: &Path, options: &Options) -> Result<Vec<Launch>> {
     let want = |kind: Kind| options.only.is_empty() || options.only.iter().any(|o| o == kind.key());
     let mut launches = Vec::new();
     if want(Kind::Ours) {
@@ -722,10 +730,8 @@ fn launches(root: &Path, options: &Options) -> io::Result<Vec<Launch>> {
             Some(binary) => binary.clone(),
             None => {
                 say("==> cargo build --release -p openai-trigger");
-                crate::cmd::run(
-                    crate::cmd::cargo()
-                        .args(["build", "--release", "--locked", "-p", "openai-trigger"])
-                        .current_dir(root),
+                cmd::run(
+                    cmd::cargo().args(["build", "--release", "--locked", "-p", "openai-trigger"]).current_dir(root),
                 )?;
                 root.join("target/release/openai-trigger")
             }
@@ -748,15 +754,12 @@ fn launches(root: &Path, options: &Options) -> io::Result<Vec<Launch>> {
     if want(Kind::Naive) {
         let manifest = root.join(NAIVE_MANIFEST);
         if !manifest.is_file() {
-            return Err(io::Error::other(format!(
-                "{} not found: the yardstick lives in ../shared/bench",
-                manifest.display()
-            )));
+            return Err(Error::NoYardstick { manifest });
         }
         let target = root.join("target/bench-naive");
         say(&format!("==> cargo build --release --manifest-path {} (the naive yardstick)", manifest.display()));
-        crate::cmd::run(
-            crate::cmd::cargo()
+        cmd::run(
+            cmd::cargo()
                 .args(["build", "--release", "--manifest-path"])
                 .arg(&manifest)
                 .arg("--target-dir")
@@ -772,10 +775,11 @@ fn launches(root: &Path, options: &Options) -> io::Result<Vec<Launch>> {
     if want(Kind::Python) {
         let dir = root.join("bench/python-sdk-plugin");
         say("==> bash bench/python-sdk-plugin/setup.sh (the official Python SDK, pinned)");
-        let output =
-            Command::new("bash").arg(dir.join("setup.sh")).current_dir(&dir).stderr(Stdio::inherit()).output()?;
+        let mut setup = Command::new("bash");
+        setup.arg(dir.join("setup.sh")).current_dir(&dir).stderr(Stdio::inherit());
+        let output = cmd::output(&mut setup)?;
         if !output.status.success() {
-            return Err(io::Error::other("bench/python-sdk-plugin/setup.sh failed"));
+            return Err(Error::Failed { command: cmd::describe(&setup), status: output.status });
         }
         let python = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or("").trim().to_owned();
         launches.push(Launch {
@@ -792,7 +796,7 @@ fn launches(root: &Path, options: &Options) -> io::Result<Vec<Launch>> {
 }
 
 /// `cargo xtask bench`.
-pub(crate) fn bench(root: &Path, options: &Options) -> io::Result<ExitCode> {
+pub(crate) fn bench(root: &Path, options: &Options) -> Result<ExitCode> {
     let launches = launches(root, options)?;
     let runs = if options.quick { 1 } else { options.runs.max(1) };
     let mut all: HashMap<Kind, Vec<Figures>> = HashMap::new();
@@ -805,7 +809,9 @@ pub(crate) fn bench(root: &Path, options: &Options) -> io::Result<ExitCode> {
         }
     }
     let million = if options.million && launches.iter().any(|l| l.kind == Kind::Ours) {
-        let ours = launches.iter().find(|l| l.kind == Kind::Ours).ok_or_else(|| io::Error::other("no ours"))?;
+        let ours = launches.iter().find(|l| l.kind == Kind::Ours);
+        let ours =
+            ours.ok_or(Error::Contestant { contestant: Kind::Ours.name(), problem: "not in this run".to_owned() })?;
         Some(million_pairs(ours, &mut session_base)?)
     } else {
         None
@@ -814,7 +820,7 @@ pub(crate) fn bench(root: &Path, options: &Options) -> io::Result<ExitCode> {
     say(&report);
     let machine = machine();
     let dir = root.join("target/bench");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).at(&dir)?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let path = dir.join(format!("bench-{stamp}.json"));
     let json = json!({
@@ -825,14 +831,15 @@ pub(crate) fn bench(root: &Path, options: &Options) -> io::Result<ExitCode> {
         "million_pairs_rss_kib": million,
         "report": report,
     });
-    std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap_or_default())?;
-    std::fs::write(dir.join("latest.json"), serde_json::to_vec_pretty(&json).unwrap_or_default())?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap_or_default()).at(&path)?;
+    let latest = dir.join("latest.json");
+    std::fs::write(&latest, serde_json::to_vec_pretty(&json).unwrap_or_default()).at(&latest)?;
     say(&format!("wrote {} (and target/bench/latest.json)", path.display()));
     Ok(ExitCode::SUCCESS)
 }
 
 /// RSS of our plugin sampled every 100 000 pairs over 1 000 000 pairs at 64 in flight.
-fn million_pairs(launch: &Launch, session_base: &mut u64) -> io::Result<Vec<(usize, u64)>> {
+fn million_pairs(launch: &Launch, session_base: &mut u64) -> Result<Vec<(usize, u64)>> {
     say("1 000 000 pairs at 64 in flight (RSS every 100 000)");
     let mut proc = Proc::start(launch)?;
     proc.wait_heartbeat(Duration::from_secs(10))?;

@@ -1,12 +1,29 @@
-//! Running the tools a release needs (cargo, rustup, pip, maturin, apt-get).
+//! Running the tools a release needs (cargo, rustup, pip, maturin, apt-get), with errors that name
+//! the command.
 
-use std::io;
-use std::process::Command;
+use std::process::{Child, Command, Output};
+
+use crate::error::{Error, Result};
+
+/// The command line as errors show it.
+pub(crate) fn describe(command: &Command) -> String {
+    format!("{command:?}")
+}
 
 /// Runs `command` with inherited output; a non-zero exit is an error naming it.
-pub(crate) fn run(command: &mut Command) -> io::Result<()> {
-    let status = command.status().map_err(|err| io::Error::new(err.kind(), format!("{command:?}: {err}")))?;
-    if status.success() { Ok(()) } else { Err(io::Error::other(format!("{command:?} failed: {status}"))) }
+pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().map_err(|source| Error::Start { command: describe(command), source })?;
+    if status.success() { Ok(()) } else { Err(Error::Failed { command: describe(command), status }) }
+}
+
+/// Runs `command` and collects its output, whatever its exit status.
+pub(crate) fn output(command: &mut Command) -> Result<Output> {
+    command.output().map_err(|source| Error::Start { command: describe(command), source })
+}
+
+/// Starts `command`.
+pub(crate) fn spawn(command: &mut Command) -> Result<Child> {
+    command.spawn().map_err(|source| Error::Start { command: describe(command), source })
 }
 
 /// `cargo`, for a build nested in `cargo xtask`, in a [`clean_env`].

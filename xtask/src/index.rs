@@ -4,14 +4,14 @@
 //! http.server` on 127.0.0.1, exactly the directory listing pip and uv read. Used by the install
 //! smoke test, `marketplace-check --install-test` and the real daemon (its `PIP_MIRROR_URL`).
 
-use std::io;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cmd::run;
-use crate::say;
+use crate::cmd::{self, run};
+use crate::console::say;
+use crate::error::{AtPath, Error, Result};
 
 /// PEP 503 name normalisation.
 pub(crate) fn normalize(name: &str) -> String {
@@ -44,9 +44,9 @@ pub(crate) fn build(
     requirements: &[String],
     pythons: &[PathBuf],
     cache: &Path,
-) -> io::Result<()> {
+) -> Result<()> {
     let _ = std::fs::remove_dir_all(root);
-    std::fs::create_dir_all(cache)?;
+    std::fs::create_dir_all(cache).at(cache)?;
     if !requirements.is_empty() {
         for python in pythons {
             say(&format!(
@@ -62,8 +62,8 @@ pub(crate) fn build(
         }
     }
     let mut files: Vec<PathBuf> = wheels.to_vec();
-    for entry in std::fs::read_dir(cache)? {
-        let path = entry?.path();
+    for entry in std::fs::read_dir(cache).at(cache)? {
+        let path = entry.at(cache)?.path();
         if path.extension().is_some_and(|e| e == "whl") {
             files.push(path);
         }
@@ -71,8 +71,9 @@ pub(crate) fn build(
     for file in files {
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let dir = root.join("simple").join(project_of(&name));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::copy(&file, dir.join(&name))?;
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let to = dir.join(&name);
+        std::fs::copy(&file, &to).map_err(|source| Error::Copy { from: file.clone(), to, source })?;
     }
     Ok(())
 }
@@ -85,18 +86,21 @@ pub(crate) struct Server {
 
 impl Server {
     /// Serves `root` on 127.0.0.1:`port` (0 = any free port).
-    pub(crate) fn start(root: &Path, port: u16) -> io::Result<Server> {
+    pub(crate) fn start(root: &Path, port: u16) -> Result<Server> {
         let port = if port == 0 { free_port()? } else { port };
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let mut child = cmd::spawn(
+            Command::new("python3")
+                .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+                .arg(root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if started.elapsed() > Duration::from_secs(10) {
-                return Err(io::Error::other(format!("the package index did not listen on 127.0.0.1:{port}")));
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::IndexNotListening { port });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -111,8 +115,10 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A TCP port free on 127.0.0.1 (the system's pick; free when this returns).
+pub(crate) fn free_port() -> Result<u16> {
+    let network = |source| Error::Network { address: "127.0.0.1:0".to_owned(), source };
+    Ok(std::net::TcpListener::bind("127.0.0.1:0").map_err(network)?.local_addr().map_err(network)?.port())
 }
 
 /// The requirement lines of a requirements.txt other than `name` (ours comes from our own build).
@@ -149,7 +155,7 @@ pub(crate) fn python312() -> Option<PathBuf> {
     candidates.push("python3.12".into());
     if let Some(home) = std::env::var_os("HOME") {
         if let Ok(entries) = std::fs::read_dir(Path::new(&home).join(".pyenv/versions")) {
-            let mut versions: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            let mut versions: Vec<PathBuf> = entries.filter_map(std::result::Result::ok).map(|e| e.path()).collect();
             versions.sort();
             for version in versions.into_iter().rev() {
                 if version.file_name().is_some_and(|n| n.to_string_lossy().starts_with("3.12.")) {

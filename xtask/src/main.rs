@@ -9,20 +9,28 @@ Release tooling, in the rust-analyzer manner: `cargo xtask <command>` (the alias
 - `soak`: a long mixed load on the release binary, answers and resources checked.
 - `bench`: the plugin against the Python SDK plugin, the naive yardstick and `cat`, in one run.
 - `keygen`, `sign`, `verify`: RSA keys and the daemon's third-party package signature.
+
+This file only parses the command line and dispatches. What the commands share has a module of its
+own: `paths` (where things are), `console` (output), `cmd` (running tools), `error` (the one error
+type); no module imports from the crate root (`xtask/tests/tidy.rs` checks).
 */
 
 mod bench;
 mod cmd;
+mod console;
+mod error;
 mod index;
 mod marketplace;
+mod offline;
 mod package;
+mod paths;
 mod release;
 mod smoke;
 mod soak;
 mod static_build;
 mod wheels;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -162,24 +170,25 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Release { publisher, example_publisher } => {
-            release::release(&publisher.unwrap_or_else(|| workspace_root().join("publisher.yaml")), example_publisher)
-        }
+        Command::Release { publisher, example_publisher } => release::release(
+            &publisher.unwrap_or_else(|| paths::workspace_root().join("publisher.yaml")),
+            example_publisher,
+        ),
         Command::MarketplaceCheck { package, index, wheels, pr_body } => {
-            marketplace_check(&package, index, wheels, pr_body)
+            marketplace::check_command(&package, index, wheels.as_deref(), pr_body.as_deref())
         }
         Command::BuildStatic => static_build::build_static().map(|_| ExitCode::SUCCESS),
         Command::Package { skip_build, amd64, arm64, out, no_smoke } => {
             let binaries = match (amd64, arm64) {
-                (Some(amd64), Some(arm64)) => Binaries::Given(amd64, arm64),
-                _ if skip_build => Binaries::Built,
-                _ => Binaries::Build,
+                (Some(amd64), Some(arm64)) => offline::Binaries::Given(amd64, arm64),
+                _ if skip_build => offline::Binaries::Built,
+                _ => offline::Binaries::Build,
             };
-            package_offline(binaries, out.as_deref(), !no_smoke)
+            offline::package_command(binaries, out.as_deref(), !no_smoke)
         }
         Command::Soak { requests, in_flight, binary } => soak::soak(requests, in_flight.max(1), binary.as_deref()),
         Command::Bench { runs, quick, with_storage, million, only, binary } => {
-            bench::bench(&workspace_root(), &bench::Options { runs, quick, with_storage, million, only, binary })
+            bench::bench(&paths::workspace_root(), &bench::Options { runs, quick, with_storage, million, only, binary })
         }
         Command::Keygen { out, bits } => package::keygen_command(&out, bits.into()),
         Command::Sign { package, key, category, out } => {
@@ -194,103 +203,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `cargo xtask marketplace-check`.
-fn marketplace_check(
-    package: &Path,
-    index: Option<String>,
-    wheels: Option<PathBuf>,
-    pr_body: Option<PathBuf>,
-) -> std::io::Result<ExitCode> {
-    let body = pr_body.map(|path| std::fs::read_to_string(&path)).transpose()?;
-    let mut server = None;
-    let index = match (index, wheels) {
-        (Some(index), _) => Some(index),
-        (None, Some(dir)) => {
-            let files = package::archive::read(&package::read(package)?).map_err(std::io::Error::other)?.0;
-            let requirements = files
-                .iter()
-                .find(|e| e.name == "requirements.txt")
-                .map(|e| String::from_utf8_lossy(&e.data).into_owned())
-                .unwrap_or_default();
-            let wheel_files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "whl"))
-                .collect();
-            let root = std::env::temp_dir().join(format!("xtask-index-{}", std::process::id()));
-            let cache = workspace_root().join("target/xtask-tools/pip-cache");
-            index::build(
-                &root,
-                &wheel_files,
-                &index::other_requirements(&requirements, wheels::DIST_NAME),
-                &index::pythons(),
-                &cache,
-            )?;
-            let started = index::Server::start(&root, 0)?;
-            let url = started.url.clone();
-            server = Some(started);
-            Some(url)
-        }
-        (None, None) => None,
-    };
-    let ok = release::check(package, index.as_deref(), body.as_deref())?;
-    drop(server);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// Which binaries go into the self-contained package.
-enum Binaries {
-    Build,
-    Built,
-    Given(PathBuf, PathBuf),
-}
-
-/// `cargo xtask package`.
-fn package_offline(binaries: Binaries, out: Option<&Path>, smoke: bool) -> std::io::Result<ExitCode> {
-    let binaries = match binaries {
-        Binaries::Build => static_build::build_static()?.binaries,
-        Binaries::Built => static_build::built_binaries()?,
-        Binaries::Given(amd64, arm64) => (package::read(&amd64)?, package::read(&arm64)?),
-    };
-    let files = package::archive::plugin_files(&plugin_dir()).map_err(std::io::Error::other)?;
-    let package = package::build(&files, Some(binaries)).map_err(std::io::Error::other)?;
-    let out = match out {
-        Some(out) => out.to_owned(),
-        None => dist_dir().join(format!("{}.difypkg", package.identity.file_stem())),
-    };
-    package::write_package(&out, &package)?;
-    if smoke {
-        smoke::extracted_package(&out)?;
-    }
-    say(&package.unique_identifier());
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The workspace root: xtask's manifest directory's parent.
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// The plugin's version (the crate's, which the manifest and the wheel share).
-fn crate_version() -> String {
-    openai_trigger::cli::VERSION_NUMBER.to_owned()
-}
-
-/// The Dify plugin directory: the package's files.
-fn plugin_dir() -> PathBuf {
-    workspace_root()
-}
-
-/// Where built artifacts go: `$DIST_DIR`, or `dist/` in the workspace.
-fn dist_dir() -> PathBuf {
-    std::env::var_os("DIST_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("dist"))
-}
-
-/// One line of output for the person running the command.
-#[expect(clippy::disallowed_methods, reason = "xtask's report to the person running it")]
-fn say(text: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }

@@ -13,14 +13,98 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
 use serde_json::Value;
 
-use crate::package::Entry;
+use crate::console::say;
+use crate::error::{AtPath, Error, Result};
+use crate::package::{self, Entry};
+use crate::{cmd, index, paths, wheels};
+
+/// `cargo xtask marketplace-check`: the rules on `package`, with the install test when given an
+/// index, or wheels to serve one from on loopback, and the PR body rules when given a body.
+pub(crate) fn check_command(
+    package: &Path,
+    index: Option<String>,
+    wheel_dir: Option<&Path>,
+    pr_body: Option<&Path>,
+) -> Result<ExitCode> {
+    let body = pr_body.map(|path| std::fs::read_to_string(path).at(path)).transpose()?;
+    let mut server = None;
+    let index = match (index, wheel_dir) {
+        (Some(index), _) => Some(index),
+        (None, Some(dir)) => {
+            let files = package::archive::read(&std::fs::read(package).at(package)?)?.0;
+            let requirements = files
+                .iter()
+                .find(|e| e.name == "requirements.txt")
+                .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+                .unwrap_or_default();
+            let wheel_files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .at(dir)?
+                .filter_map(std::result::Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+                .collect();
+            let root = std::env::temp_dir().join(format!("xtask-index-{}", std::process::id()));
+            index::build(
+                &root,
+                &wheel_files,
+                &index::other_requirements(&requirements, wheels::DIST_NAME),
+                &index::pythons(),
+                &paths::pip_cache(),
+            )?;
+            let started = index::Server::start(&root, 0)?;
+            let url = started.url.clone();
+            server = Some(started);
+            Some(url)
+        }
+        (None, None) => None,
+    };
+    let ok = check(package, index.as_deref(), body.as_deref())?;
+    drop(server);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs every Marketplace rule on `package` (with the install test when an index is given, and the
+/// PR body rules when a body is given); prints the findings; true when there is no error.
+pub(crate) fn check(package: &Path, index: Option<&str>, pr_body: Option<&str>) -> Result<bool> {
+    let bytes = std::fs::read(package).at(package)?;
+    let (entries, _) = package::archive::read(&bytes)?;
+    let modes = package::archive::modes(&bytes)?;
+    let mut report = check_entries(&entries, &modes, bytes.len() as u64);
+    let dir = std::env::temp_dir().join(format!("xtask-marketplace-{}", std::process::id()));
+    let unpacked = unpack(&entries, &modes, &dir)?;
+    compileall(&unpacked, &mut report);
+    match index {
+        Some(index) => {
+            let python = index::python312().unwrap_or_else(|| PathBuf::from("python3"));
+            install_test(&unpacked, index, &python, &mut report);
+        }
+        None => report.warnings.push("install test not run: no package index given (--index or --wheels)".into()),
+    }
+    if let Some(body) = pr_body {
+        check_pr_body(body, &capabilities(&entries), &mut report);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    say(&format!(
+        "marketplace-check {}: {} error(s), {} warning(s)",
+        package.display(),
+        report.errors.len(),
+        report.warnings.len()
+    ));
+    for error in &report.errors {
+        say(&format!("  error: {error}"));
+    }
+    for warning in &report.warnings {
+        say(&format!("  warning: {warning}"));
+    }
+    Ok(report.errors.is_empty())
+}
 
 /// What the check found.
 #[derive(Debug, Default)]
@@ -97,9 +181,6 @@ const REQUIRED_MANIFEST: &[&str] = &[
 ];
 /// The template icon the pre-check refuses (whitespace removed).
 const TEMPLATE_ICON: &str = r#"<svgwidth="100"height="100"xmlns="http://www.w3.org/2000/svg"><pathd="M20 20 V80 M20 20 H60 Q80 20 80 40 T60 60 H20"fill="none"stroke="black"stroke-width="5"/></svg>"#;
-
-/// Each zip entry's Unix mode, by name.
-pub(crate) type Modes = Vec<(String, u32)>;
 
 /// Every static rule on a package's entries (`zip_size`: the .difypkg's own size; `modes`: each
 /// entry's Unix mode from the zip).
@@ -477,7 +558,7 @@ fn dependencies(entries: &[Entry], report: &mut Report) {
             continue;
         }
         let name: String = line.chars().take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
-        if crate::index::normalize(&name) == "dify-plugin" {
+        if index::normalize(&name) == "dify-plugin" {
             let ok = lower_bound.captures(line).and_then(|c| version_tuple(&c[1])).is_some_and(|v| v >= (0, 9, 0));
             if !ok {
                 report.error("requirements.txt: dify_plugin dependency must be >= 0.9.0");
@@ -658,17 +739,6 @@ pub(crate) fn compileall(dir: &Path, report: &mut Report) {
 pub(crate) fn install_test(dir: &Path, index: &str, python: &Path, report: &mut Report) {
     let venv = dir.with_extension("venv");
     let _ = std::fs::remove_dir_all(&venv);
-    let step = |command: &mut Command| -> Result<String, String> {
-        let output = command.output().map_err(|e| format!("{command:?}: {e}"))?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(format!(
-                "{command:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or_default()
-            ))
-        }
-    };
     let vpython = venv.join("bin/python3");
     let prepared = step(Command::new(python).args(["-m", "venv"]).arg(&venv))
         .and_then(|_| {
@@ -680,7 +750,7 @@ pub(crate) fn install_test(dir: &Path, index: &str, python: &Path, report: &mut 
         })
         .and_then(|_| {
             step(Command::new(&vpython).args(["-c", "import requests"]))
-                .map_err(|e| format!("the workflow's test script imports requests from this venv: {e}"))
+                .map_err(|err| Error::MissingImport { module: "requests", source: Box::new(err) })
         })
         .and_then(|_| step(Command::new(&vpython).args(["-m", "pip", "list"])));
     let listing = match prepared {
@@ -710,21 +780,25 @@ pub(crate) fn install_test(dir: &Path, index: &str, python: &Path, report: &mut 
     let (lines, banner) = mpsc::channel();
     let stdout = child.stdout.take();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout.expect("piped")).lines().map_while(Result::ok) {
+        for line in BufReader::new(stdout.expect("piped")).lines().map_while(std::result::Result::ok) {
             if line.contains("Serving Flask app") {
                 let _ = lines.send(());
             }
         }
     });
     let outcome = match banner.recv_timeout(Duration::from_secs(20)) {
-        Err(_) => Err("no stdout line containing \"Serving Flask app\" within 20 s".to_owned()),
+        Err(_) => {
+            Err(Error::Serverless { problem: "no stdout line containing \"Serving Flask app\" within 20 s".to_owned() })
+        }
         Ok(()) => {
             std::thread::sleep(Duration::from_secs(3));
             http_get_status("127.0.0.1:8080").and_then(|status| {
                 if matches!(status, 200 | 404) {
                     Ok(status)
                 } else {
-                    Err(format!("GET http://127.0.0.1:8080 answered {status}, not 200 or 404"))
+                    Err(Error::Serverless {
+                        problem: format!("GET http://127.0.0.1:8080 answered {status}, not 200 or 404"),
+                    })
                 }
             })
         }
@@ -750,10 +824,9 @@ pub(crate) fn install_test(dir: &Path, index: &str, python: &Path, report: &mut 
     }
     let _ = child.wait();
     match outcome {
-        Ok(status) => crate::say(&format!(
-            "install test: passed in {:.1} s (GET / answered {status})",
-            started.elapsed().as_secs_f64()
-        )),
+        Ok(status) => {
+            say(&format!("install test: passed in {:.1} s (GET / answered {status})", started.elapsed().as_secs_f64()))
+        }
         Err(problem) => report.error(format!(
             "install test: {problem}; stderr: {}",
             stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
@@ -762,26 +835,46 @@ pub(crate) fn install_test(dir: &Path, index: &str, python: &Path, report: &mut 
     let _ = std::fs::remove_dir_all(&venv);
 }
 
-fn http_get_status(address: &str) -> Result<u16, String> {
-    let mut stream = std::net::TcpStream::connect(address).map_err(|e| format!("cannot connect to {address}: {e}"))?;
+/// Runs `command` to the end: its stdout, or an error with the last line of its stderr.
+fn step(command: &mut Command) -> Result<String> {
+    let output = cmd::output(command)?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(Error::FailedSaying {
+            command: cmd::describe(command),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// The status of `GET /` at `address`.
+fn http_get_status(address: &str) -> Result<u16> {
+    let network = |source| Error::Network { address: address.to_owned(), source };
+    let mut stream = std::net::TcpStream::connect(address).map_err(network)?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(stream, "GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(stream, "GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").map_err(network)?;
     let mut head = String::new();
-    BufReader::new(stream).read_line(&mut head).map_err(|e| e.to_string())?;
-    head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no HTTP status line: {head:?}"))
+    BufReader::new(stream).read_line(&mut head).map_err(network)?;
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| Error::Serverless {
+        problem: format!("GET http://{address}/ answered no HTTP status line: {head:?}"),
+    })
 }
 
 /// Unpacks entries into `dir` as the workflow's `unzip` does (modes kept), for compileall and the
 /// install test.
-pub(crate) fn unpack(entries: &[Entry], modes: &[(String, u32)], dir: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn unpack(entries: &[Entry], modes: &[(String, u32)], dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_dir_all(dir);
     for entry in entries {
         let path = dir.join(&entry.name);
-        std::fs::create_dir_all(path.parent().unwrap_or(dir))?;
-        std::fs::write(&path, &entry.data)?;
+        let parent = path.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent).at(parent)?;
+        std::fs::write(&path, &entry.data).at(&path)?;
         let mode = modes.iter().find(|(n, _)| *n == entry.name).map(|(_, m)| *m & 0o777).unwrap_or(0o644);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(if mode == 0 { 0o644 } else { mode }))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(if mode == 0 { 0o644 } else { mode }))
+            .at(&path)?;
     }
     Ok(dir.to_owned())
 }

@@ -12,16 +12,16 @@
 //!    and run in local mode and in serverless mode (Flask in front of the binary); and
 //!    `marketplace-check` with the install test.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::package::archive::PluginFiles;
-use crate::package::{self, Entry};
-use crate::{index, marketplace, say, smoke, static_build, wheels};
+use crate::console::say;
+use crate::error::{AtPath, Error, Result};
+use crate::package::{self, archive::PluginFiles};
+use crate::{index, marketplace, paths, smoke, static_build, wheels};
 
 /// Who publishes the plugin (`publisher.yaml`).
 #[derive(Debug, Deserialize)]
@@ -31,10 +31,9 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn load(path: &Path) -> io::Result<Publisher> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;
-        serde_yaml::from_str(&text).map_err(|err| io::Error::other(format!("{}: {err}", path.display())))
+    pub(crate) fn load(path: &Path) -> Result<Publisher> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        serde_yaml::from_str(&text).map_err(|source| Error::Yaml { file: path.display().to_string(), source })
     }
 
     /// The example values shipped in `publisher.yaml`, which must never reach the Marketplace.
@@ -50,16 +49,14 @@ impl Publisher {
 
 /// Writes the publisher into the package's files: `repo` and `contact` appended to manifest.yaml
 /// (which must not carry them itself), `{{repository}}` replaced in the READMEs.
-pub(crate) fn personalize(files: &PluginFiles, publisher: &Publisher) -> io::Result<PluginFiles> {
+pub(crate) fn personalize(files: &PluginFiles, publisher: &Publisher) -> Result<PluginFiles> {
     let mut entries = Vec::with_capacity(files.entries.len());
     for entry in &files.entries {
         let mut entry = entry.clone();
         if entry.name == "manifest.yaml" {
             let text = String::from_utf8_lossy(&entry.data).into_owned();
             if text.lines().any(|l| l.starts_with("repo:") || l.starts_with("contact:")) {
-                return Err(io::Error::other(
-                    "manifest.yaml must not set repo or contact: they come from publisher.yaml",
-                ));
+                return Err(Error::PublisherInManifest);
             }
             let mut text = text.trim_end().to_owned();
             text.push_str(&format!(
@@ -92,7 +89,7 @@ fn with_offline_requirements(files: &PluginFiles) -> PluginFiles {
 }
 
 /// The requirements.txt of the Marketplace package, after checking it pins this version's wheel.
-fn requirements(files: &PluginFiles, version: &str) -> io::Result<String> {
+fn requirements(files: &PluginFiles, version: &str) -> Result<String> {
     let text = files
         .entries
         .iter()
@@ -101,59 +98,54 @@ fn requirements(files: &PluginFiles, version: &str) -> io::Result<String> {
         .unwrap_or_default();
     let pin = format!("{}=={version}", wheels::DIST_NAME);
     if !text.lines().any(|l| l.split(" #").next().unwrap_or_default().trim() == pin) {
-        return Err(io::Error::other(format!("requirements.txt must pin the wheel of this version: {pin}")));
+        return Err(Error::UnpinnedWheel { pin });
     }
     Ok(text)
 }
 
 /// `cargo xtask release`.
-pub(crate) fn release(publisher: &Path, allow_example: bool) -> io::Result<ExitCode> {
+pub(crate) fn release(publisher: &Path, allow_example: bool) -> Result<ExitCode> {
     let started = Instant::now();
     let publisher = Publisher::load(publisher)?;
     if publisher.is_example() && !allow_example {
-        return Err(io::Error::other(format!(
-            "publisher.yaml holds example values (repo {}, contact {}): put the real repository and contact there \
-             before a release, or pass --example-publisher for a test build that must not be published",
-            publisher.repo, publisher.contact
-        )));
+        return Err(Error::ExamplePublisher { repo: publisher.repo, contact: publisher.contact });
     }
-    let version = crate::crate_version();
-    let dist = crate::dist_dir();
+    let version = openai_trigger::cli::VERSION_NUMBER;
+    let dist = paths::dist_dir();
     let static_build::Built { binaries: (amd64, arm64), wheels } = static_build::build_static()?;
     let built = started.elapsed();
 
-    let source = package::archive::plugin_files(&crate::plugin_dir()).map_err(io::Error::other)?;
-    let requirements = requirements(&source, &version)?;
+    let source = package::archive::plugin_files(&paths::plugin_dir())?;
+    let requirements = requirements(&source, version)?;
     let files = personalize(&source, &publisher)?;
-    let marketplace = package::build(&files, None).map_err(io::Error::other)?;
+    let marketplace = package::build(&files, None)?;
     let marketplace_path = dist.join(format!("{}.difypkg", marketplace.identity.file_stem()));
     package::write_package(&marketplace_path, &marketplace)?;
-    let offline = package::build(&with_offline_requirements(&files), Some((amd64, arm64))).map_err(io::Error::other)?;
+    let offline = package::build(&with_offline_requirements(&files), Some((amd64, arm64)))?;
     let offline_path = dist.join(format!("{}-offline.difypkg", offline.identity.file_stem()));
     package::write_package(&offline_path, &offline)?;
 
     let capabilities = marketplace::capabilities(&files.entries);
-    let pr_body = pr_body(&publisher, &version, &wheels, &capabilities, allow_example && publisher.is_example());
+    let pr_body = pr_body(&publisher, version, &wheels, &capabilities, allow_example && publisher.is_example());
     let pr_path = dist.join("marketplace-pr.md");
-    std::fs::write(&pr_path, &pr_body)?;
+    std::fs::write(&pr_path, &pr_body).at(&pr_path)?;
     say(&format!("wrote {} (the submission's PR body)", pr_path.display()));
 
     let wheel_paths: Vec<PathBuf> = wheels.iter().map(|w| w.path.clone()).collect();
     let index_root = dist.join("pypi");
-    let cache = crate::workspace_root().join("target/xtask-tools/pip-cache");
     index::build(
         &index_root,
         &wheel_paths,
         &index::other_requirements(&requirements, wheels::DIST_NAME),
         &index::pythons(),
-        &cache,
+        &paths::pip_cache(),
     )?;
     let server = index::Server::start(&index_root, 0)?;
     say(&format!("==> package index (standing in for PyPI): {} serving {}", server.url, index_root.display()));
 
     smoke::extracted_package(&offline_path)?;
     let measured = smoke::marketplace_package(&marketplace_path, &server.url)?;
-    let checked = check(&marketplace_path, Some(&server.url), Some(&pr_body))?;
+    let checked = marketplace::check(&marketplace_path, Some(&server.url), Some(&pr_body))?;
     drop(server);
 
     say("");
@@ -175,48 +167,6 @@ pub(crate) fn release(publisher: &Path, allow_example: bool) -> io::Result<ExitC
 
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Runs every Marketplace rule on `package` (with the install test when an index is given, and the
-/// PR body rules when a body is given); prints the findings; true when there is no error.
-pub(crate) fn check(package: &Path, index: Option<&str>, pr_body: Option<&str>) -> io::Result<bool> {
-    let bytes = package::read(package)?;
-    let (entries, modes) = read_with_modes(&bytes)?;
-    let mut report = marketplace::check_entries(&entries, &modes, bytes.len() as u64);
-    let dir = std::env::temp_dir().join(format!("xtask-marketplace-{}", std::process::id()));
-    let unpacked = marketplace::unpack(&entries, &modes, &dir)?;
-    marketplace::compileall(&unpacked, &mut report);
-    match index {
-        Some(index) => {
-            let python = index::python312().unwrap_or_else(|| PathBuf::from("python3"));
-            marketplace::install_test(&unpacked, index, &python, &mut report);
-        }
-        None => report.warnings.push("install test not run: no package index given (--index or --wheels)".into()),
-    }
-    if let Some(body) = pr_body {
-        marketplace::check_pr_body(body, &marketplace::capabilities(&entries), &mut report);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    say(&format!(
-        "marketplace-check {}: {} error(s), {} warning(s)",
-        package.display(),
-        report.errors.len(),
-        report.warnings.len()
-    ));
-    for error in &report.errors {
-        say(&format!("  error: {error}"));
-    }
-    for warning in &report.warnings {
-        say(&format!("  warning: {warning}"));
-    }
-    Ok(report.errors.is_empty())
-}
-
-/// The entries of a zip and each entry's Unix mode.
-fn read_with_modes(bytes: &[u8]) -> io::Result<(Vec<Entry>, marketplace::Modes)> {
-    let (entries, _) = package::archive::read(bytes).map_err(io::Error::other)?;
-    let modes = package::archive::modes(bytes).map_err(io::Error::other)?;
-    Ok((entries, modes))
 }
 
 /// The PR body for dify-plugins, filled in (the template's headings; risk High: a binary runs).

@@ -1,7 +1,6 @@
 //! Smoke tests of what was built, through a real serve session played the way the daemon plays it
 //! (`dify_plugin::host`): a signed `batch.completed` dispatched must fire `[batch_completed, any_event]`.
 
-use std::io;
 use std::path::Path;
 
 use dify_plugin::host::{MemoryStorage, PluginProcess, StorageMode, trigger};
@@ -9,15 +8,21 @@ use openai_trigger::provider::{PROVIDER, unix_now};
 use openai_trigger::samples::{DEMO_SECRET, SignedDelivery, sample_body};
 use serde_json::json;
 
+use crate::console::say;
+use crate::error::{AtPath, Error, Result};
+use crate::package::{self, Entry};
+use crate::{cmd, index};
+
 /// Starts `command` (which must serve the protocol on stdio) and runs one dispatch through it.
-pub(crate) fn one_session(command: tokio::process::Command) -> io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+pub(crate) fn one_session(command: tokio::process::Command) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
     runtime.block_on(async {
         let storage = MemoryStorage::with_quota(openai_trigger::shared_dedupe::MANIFEST_STORAGE_BYTES);
         let program = command.as_std().get_program().to_string_lossy().into_owned();
+        let session = |source| Error::Child { command: format!("smoke session with {program}"), source };
         let plugin = PluginProcess::spawn(command, StorageMode::Memory(storage))
             .await
-            .map_err(|err| io::Error::new(err.kind(), format!("cannot start {program}: {err}")))?;
+            .map_err(|source| Error::Start { command: program.clone(), source })?;
         let now = unix_now();
         let delivery =
             SignedDelivery::new(DEMO_SECRET, "wh_smoke_1", now, sample_body("batch.completed", "evt_smoke", now));
@@ -25,16 +30,17 @@ pub(crate) fn one_session(command: tokio::process::Command) -> io::Result<()> {
             "https://dify.localhost/triggers/plugin/smoke",
             json!({"webhook_secret": DEMO_SECRET}),
         );
-        let answer = plugin.call(trigger::dispatch(PROVIDER, &delivery.raw_request("/t"), &subscription)).await?;
+        let answer = plugin
+            .call(trigger::dispatch(PROVIDER, &delivery.raw_request("/t"), &subscription))
+            .await
+            .map_err(session)?;
         let events = answer.as_ref().ok().map(|chunk| chunk["events"].clone());
         if events != Some(json!(["batch_completed", "any_event"])) {
-            return Err(io::Error::other(format!(
-                "smoke session: expected [batch_completed, any_event], got {answer:?}"
-            )));
+            return Err(Error::SmokeAnswer { program: program.clone(), answer: format!("{answer:?}") });
         }
-        let status = plugin.close().await?;
+        let status = plugin.close().await.map_err(session)?;
         if !status.success() {
-            return Err(io::Error::other(format!("smoke session: the plugin exited with {status} on EOF")));
+            return Err(Error::SmokeExit { program: program.clone(), status });
         }
         Ok(())
     })
@@ -42,18 +48,12 @@ pub(crate) fn one_session(command: tokio::process::Command) -> io::Result<()> {
 
 /// Extracts `package` as the daemon does (every file 0644, directories created) into a temporary
 /// directory and runs `python3 -m main` there through [`one_session`].
-pub(crate) fn extracted_package(package: &Path) -> io::Result<()> {
+pub(crate) fn extracted_package(package: &Path) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("xtask-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (entries, _) = crate::package::archive::read(&crate::package::read(package)?).map_err(io::Error::other)?;
-    for entry in entries {
-        use std::os::unix::fs::PermissionsExt;
-        let path = dir.join(&entry.name);
-        std::fs::create_dir_all(path.parent().unwrap_or(&dir))?;
-        std::fs::write(&path, &entry.data)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-    }
-    crate::say(&format!("==> smoke test: python3 -m main in {} (extracted like the daemon does)", dir.display()));
+    let (entries, _) = package::archive::read(&std::fs::read(package).at(package)?)?;
+    extract(&entries, &dir, Some(0o644))?;
+    say(&format!("==> smoke test: python3 -m main in {} (extracted like the daemon does)", dir.display()));
     let mut command = tokio::process::Command::new("python3");
     command.args(["-m", "main"]).current_dir(&dir);
     let result = one_session(command);
@@ -65,22 +65,18 @@ pub(crate) fn extracted_package(package: &Path) -> io::Result<()> {
 /// Dify Cloud install them from PyPI), then runs it: one session in local mode, then serverless mode
 /// (`python -m main` with INSTALL_METHOD=serverless: Flask in front of the binary) answering a
 /// dispatch through `POST /invoke` and `GET /health`, then SIGTERM. Returns what it measured.
-pub(crate) fn marketplace_package(package: &Path, index: &str) -> io::Result<String> {
+pub(crate) fn marketplace_package(package: &Path, index: &str) -> Result<String> {
     let dir = std::env::temp_dir().join(format!("xtask-marketplace-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (entries, _) = crate::package::archive::read(&crate::package::read(package)?).map_err(io::Error::other)?;
+    let (entries, _) = package::archive::read(&std::fs::read(package).at(package)?)?;
     let plugin = dir.join("plugin");
-    for entry in &entries {
-        let path = plugin.join(&entry.name);
-        std::fs::create_dir_all(path.parent().unwrap_or(&plugin))?;
-        std::fs::write(&path, &entry.data)?;
-    }
+    extract(&entries, &plugin, None)?;
     let venv = dir.join("venv");
-    let python = crate::index::python312().unwrap_or_else(|| "python3".into());
-    crate::say(&format!("==> smoke test: {} in a fresh venv, requirements from {index}", package.display()));
+    let python = index::python312().unwrap_or_else(|| "python3".into());
+    say(&format!("==> smoke test: {} in a fresh venv, requirements from {index}", package.display()));
     let started = std::time::Instant::now();
-    crate::cmd::run(std::process::Command::new(&python).args(["-m", "venv"]).arg(&venv))?;
-    crate::cmd::run(
+    cmd::run(std::process::Command::new(&python).args(["-m", "venv"]).arg(&venv))?;
+    cmd::run(
         std::process::Command::new(venv.join("bin/python"))
             .args(["-m", "pip", "install", "--quiet", "--index-url", index, "-r"])
             .arg(plugin.join("requirements.txt")),
@@ -98,13 +94,30 @@ pub(crate) fn marketplace_package(package: &Path, index: &str) -> io::Result<Str
     ))
 }
 
+/// Writes `entries` under `dir`, directories created, each file with `mode` when given.
+fn extract(entries: &[Entry], dir: &Path, mode: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in entries {
+        let path = dir.join(&entry.name);
+        let parent = path.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent).at(parent)?;
+        std::fs::write(&path, &entry.data).at(&path)?;
+        if let Some(mode) = mode {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).at(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// `python -m main` in serverless mode on a free loopback port: cold start to the Flask banner and
 /// to `/health`, one dispatch through `POST /invoke`, memory of the front and the binary.
-fn serverless_session(venv: &Path, plugin: &Path) -> io::Result<String> {
+fn serverless_session(venv: &Path, plugin: &Path) -> Result<String> {
     use std::io::{BufRead, BufReader, Read, Write};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = index::free_port()?;
+    let address = format!("127.0.0.1:{port}");
     let started = std::time::Instant::now();
-    let mut child = std::process::Command::new(venv.join("bin/python"))
+    let mut command = std::process::Command::new(venv.join("bin/python"));
+    command
         .args(["-m", "main"])
         .current_dir(plugin)
         .env("INSTALL_METHOD", "serverless")
@@ -112,34 +125,38 @@ fn serverless_session(venv: &Path, plugin: &Path) -> io::Result<String> {
         .env("SERVERLESS_PORT", port.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd::spawn(&mut command)?;
+    let described = cmd::describe(&command);
+    let stdout = child.stdout.take().ok_or_else(|| Error::NoPipe { command: described.clone(), pipe: "stdout" })?;
     let (tx, banner) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in BufReader::new(stdout).lines().map_while(std::result::Result::ok) {
             if line.contains("Serving Flask app") {
                 let _ = tx.send(());
             }
         }
     });
-    let result = (|| -> io::Result<String> {
-        banner
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .map_err(|_| io::Error::other("serverless: no Flask banner within 20 s"))?;
+    let result = (|| -> Result<String> {
+        banner.recv_timeout(std::time::Duration::from_secs(20)).map_err(|_| Error::Serverless {
+            problem: "no stdout line containing \"Serving Flask app\" within 20 s".to_owned(),
+        })?;
         let to_banner = started.elapsed();
-        let request = |method: &str, path: &str, body: &[u8]| -> io::Result<(u16, Vec<u8>)> {
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        let request = |method: &str, path: &str, body: &[u8]| -> Result<(u16, Vec<u8>)> {
+            let network = |source| Error::Network { address: address.clone(), source };
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(network)?;
             write!(
                 stream,
                 "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
-            )?;
-            stream.write_all(body)?;
+            )
+            .map_err(network)?;
+            stream.write_all(body).map_err(network)?;
             let mut response = Vec::new();
-            stream.read_to_end(&mut response)?;
-            let split =
-                response.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| io::Error::other("no HTTP head"))? + 4;
+            stream.read_to_end(&mut response).map_err(network)?;
+            let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| Error::Serverless {
+                problem: format!("{method} {path} answered without an HTTP head"),
+            })? + 4;
             let status =
                 String::from_utf8_lossy(&response[..split]).split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
             Ok((status, response[split..].to_vec()))
@@ -150,8 +167,14 @@ fn serverless_session(venv: &Path, plugin: &Path) -> io::Result<String> {
             health = request("GET", "/health", b"");
         }
         let to_health = started.elapsed();
-        if !matches!(&health, Ok((200, body)) if body.ends_with(b"OK")) {
-            return Err(io::Error::other(format!("serverless: GET /health answered {health:?}")));
+        match &health {
+            Ok((200, body)) if body.ends_with(b"OK") => {}
+            Ok((status, body)) => {
+                return Err(Error::Serverless {
+                    problem: format!("GET /health answered {status}: {}", String::from_utf8_lossy(body)),
+                });
+            }
+            Err(err) => return Err(Error::Serverless { problem: format!("GET /health: {err}") }),
         }
         let now = unix_now();
         let delivery = SignedDelivery::new(
@@ -173,10 +196,8 @@ fn serverless_session(venv: &Path, plugin: &Path) -> io::Result<String> {
             && text.contains("[\"batch_completed\",\"any_event\"]")
             && text.contains("\"type\":\"end\"");
         if status != 200 || !chunked_ok {
-            return Err(io::Error::other(format!(
-                "serverless: POST /invoke answered {status}: {}",
-                &text[..text.len().min(400)]
-            )));
+            let shown: String = text.chars().take(400).collect();
+            return Err(Error::Serverless { problem: format!("POST /invoke answered {status}: {shown}") });
         }
         let rss = process_tree_rss_kib(child.id());
         Ok(format!(
@@ -189,10 +210,10 @@ fn serverless_session(venv: &Path, plugin: &Path) -> io::Result<String> {
     })();
     let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while child.try_wait()?.is_none() {
+    while child.try_wait().map_err(|source| Error::Child { command: described.clone(), source })?.is_none() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            return Err(io::Error::other("serverless: python -m main did not exit within 10 s of SIGTERM"));
+            return Err(Error::Serverless { problem: "python -m main did not exit within 10 s of SIGTERM".to_owned() });
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

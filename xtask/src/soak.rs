@@ -12,7 +12,7 @@
 //! then, and descriptors and threads never change.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
@@ -22,7 +22,9 @@ use openai_trigger::provider::PROVIDER;
 use openai_trigger::samples::{SignedDelivery, sample_body};
 use serde_json::{Value, json};
 
-use crate::say;
+use crate::console::say;
+use crate::error::{Error, Result};
+use crate::{cmd, paths};
 
 const SECRET: &str = "whsec_c29hay10ZXN0LXNpZ25pbmctc2VjcmV0LTAwMDAwMDE=";
 const OTHER: &str = "whsec_YW5vdGhlci1zb2FrLXNlY3JldC1rZXktMDAwMDAwMDI=";
@@ -136,35 +138,38 @@ fn fds(pid: u32) -> u64 {
 }
 
 /// `cargo xtask soak`.
-pub(crate) fn soak(requests: u64, in_flight: u64, binary: Option<&Path>) -> io::Result<ExitCode> {
+pub(crate) fn soak(requests: u64, in_flight: u64, binary: Option<&Path>) -> Result<ExitCode> {
     let binary = match binary {
         Some(path) => path.to_owned(),
         None => {
-            crate::cmd::run(crate::cmd::cargo().current_dir(crate::workspace_root()).args([
+            cmd::run(cmd::cargo().current_dir(paths::workspace_root()).args([
                 "build",
                 "--release",
                 "--locked",
                 "-p",
                 "openai-trigger",
             ]))?;
-            crate::workspace_root().join("target/release/openai-trigger")
+            paths::workspace_root().join("target/release/openai-trigger")
         }
     };
-    let mut child = Command::new(&binary)
-        .env("INSTALL_METHOD", "local")
-        .env_remove("OPENAI_TRIGGER_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let name = binary.display().to_string();
+    let mut child = cmd::spawn(
+        Command::new(&binary)
+            .env("INSTALL_METHOD", "local")
+            .env_remove("OPENAI_TRIGGER_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )?;
     let pid = child.id();
-    let mut stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?;
-    let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
+    let pipe = |source| Error::Child { command: name.clone(), source };
+    let mut stdin = child.stdin.take().ok_or_else(|| Error::NoPipe { command: name.clone(), pipe: "stdin" })?;
+    let stdout = child.stdout.take().ok_or_else(|| Error::NoPipe { command: name.clone(), pipe: "stdout" })?;
     // (session, Some(result class, None when unrecognised)) for a result; (session, None) for its end.
     let (answers, answered) = mpsc::channel::<(u64, Option<Option<Class>>)>();
     let reader = std::thread::spawn(move || {
         let mut lines = 0u64;
-        for line in BufReader::with_capacity(1 << 20, stdout).lines().map_while(Result::ok) {
+        for line in BufReader::with_capacity(1 << 20, stdout).lines().map_while(std::result::Result::ok) {
             lines += 1;
             let Ok(value) = serde_json::from_str::<Value>(&line) else { continue };
             let Some(id) =
@@ -189,7 +194,7 @@ pub(crate) fn soak(requests: u64, in_flight: u64, binary: Option<&Path>) -> io::
     while done < requests {
         while sent < requests && sent - done < in_flight {
             let (class, line) = request(sent, now, in_flight);
-            stdin.write_all(line.as_bytes())?;
+            stdin.write_all(line.as_bytes()).map_err(pipe)?;
             match class {
                 Some(class) => {
                     expected.insert(sent, class);
@@ -198,9 +203,9 @@ pub(crate) fn soak(requests: u64, in_flight: u64, binary: Option<&Path>) -> io::
             }
             sent += 1;
         }
-        stdin.flush()?;
+        stdin.flush().map_err(pipe)?;
         let (id, result) =
-            answered.recv_timeout(Duration::from_secs(30)).map_err(|_| io::Error::other("no answer within 30 s"))?;
+            answered.recv_timeout(Duration::from_secs(30)).map_err(|_| Error::SoakStalled { seconds: 30 })?;
         match result {
             Some(class) => {
                 results.insert(id, class);
@@ -224,7 +229,7 @@ pub(crate) fn soak(requests: u64, in_flight: u64, binary: Option<&Path>) -> io::
     }
     let elapsed = started.elapsed();
     drop(stdin);
-    let status = child.wait()?;
+    let status = child.wait().map_err(pipe)?;
     let _ = reader.join();
 
     let warm: Vec<&(u64, u64, u64, u64)> = samples.iter().filter(|s| s.0 >= REPLAY_CAPACITY).collect();

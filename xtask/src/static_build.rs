@@ -7,36 +7,41 @@
 //! (Debian) to run the foreign one. Each binary must be a static ELF for its architecture and answer
 //! a real serve session before it is accepted.
 
-use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cmd::run;
+use crate::console::say;
+use crate::error::{AtPath, Result};
 use crate::package::elf::{self, Arch};
-use crate::say;
+use crate::{paths, smoke, wheels};
 
 /// Where the binary for `arch` is left.
 pub(crate) fn binary_path(arch: Arch) -> PathBuf {
-    crate::dist_dir().join("bin").join(format!("openai-trigger-linux-{arch}"))
+    paths::dist_dir().join("bin").join(format!("openai-trigger-linux-{arch}"))
 }
 
 /// The binaries of an earlier build: (amd64, arm64).
-pub(crate) fn built_binaries() -> io::Result<(Vec<u8>, Vec<u8>)> {
-    Ok((crate::package::read(&binary_path(Arch::Amd64))?, crate::package::read(&binary_path(Arch::Arm64))?))
+pub(crate) fn built_binaries() -> Result<(Vec<u8>, Vec<u8>)> {
+    let read = |arch| {
+        let path = binary_path(arch);
+        std::fs::read(&path).at(&path)
+    };
+    Ok((read(Arch::Amd64)?, read(Arch::Arm64)?))
 }
 
 /// What [`build_static`] made.
 pub(crate) struct Built {
     /// (amd64, arm64).
     pub(crate) binaries: (Vec<u8>, Vec<u8>),
-    pub(crate) wheels: Vec<crate::wheels::Wheel>,
+    pub(crate) wheels: Vec<wheels::Wheel>,
 }
 
 /// Builds the wheels, copies their binaries to dist/bin, checks and smoke-tests both.
-pub(crate) fn build_static() -> io::Result<Built> {
-    let version = crate::crate_version();
-    let wheels = crate::wheels::build(&crate::dist_dir().join("wheels"), &version)?;
-    std::fs::create_dir_all(crate::dist_dir().join("bin"))?;
+pub(crate) fn build_static() -> Result<Built> {
+    let wheels = wheels::build(&paths::dist_dir().join("wheels"), openai_trigger::cli::VERSION_NUMBER)?;
+    let bin = paths::dist_dir().join("bin");
+    std::fs::create_dir_all(&bin).at(&bin)?;
     for wheel in &wheels {
         write_executable(&binary_path(wheel.arch), &wheel.binary)?;
     }
@@ -50,16 +55,16 @@ pub(crate) fn build_static() -> io::Result<Built> {
 
 /// Writes `bytes` to `path` with mode 0755. `fs::write` alone keeps the mode of a file that was
 /// already there, so a first build on a clean clone would leave 0644 and fail to run.
-fn write_executable(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
+fn write_executable(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, bytes)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+    std::fs::write(path, bytes).at(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).at(path)
 }
 
 /// A static ELF for `arch` that answers a serve session (natively or under qemu-user).
-pub(crate) fn check_binary(arch: Arch, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn check_binary(arch: Arch, bytes: &[u8]) -> Result<()> {
     let path = binary_path(arch);
-    elf::check_static(arch, bytes).map_err(|problem| io::Error::other(format!("{}: {problem}", path.display())))?;
+    elf::check_static(&path.display().to_string(), arch, bytes)?;
     let runner = if arch == native_arch() { None } else { Some(qemu(arch)) };
     say(&format!("==> serve session: {}{}", runner.map(|q| format!("{q} ")).unwrap_or_default(), path.display()));
     let mut command = match runner {
@@ -71,7 +76,7 @@ pub(crate) fn check_binary(arch: Arch, bytes: &[u8]) -> io::Result<()> {
         None => tokio::process::Command::new(&path),
     };
     command.arg("serve");
-    crate::smoke::one_session(command)?;
+    smoke::one_session(command)?;
     say(&format!("{:<44} {:>10} bytes, static {arch}", path.display(), bytes.len()));
     Ok(())
 }
@@ -87,7 +92,7 @@ fn qemu(arch: Arch) -> &'static str {
     }
 }
 
-fn install_qemu() -> io::Result<()> {
+fn install_qemu() -> Result<()> {
     let foreign = qemu(if native_arch() == Arch::Amd64 { Arch::Arm64 } else { Arch::Amd64 });
     if Command::new(foreign).arg("--version").output().is_err() {
         say("==> apt-get install qemu-user-static (to run the foreign binary)");

@@ -4,13 +4,14 @@
 //! musllinux_1_2 (one static binary serves both C libraries), so pip/uv install it into a venv's
 //! `bin/` on any Linux x86_64 or aarch64.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cmd::run;
-use crate::package::elf::Arch;
-use crate::say;
+use crate::cmd::{self, run};
+use crate::console::say;
+use crate::error::{AtPath, Error, Result};
+use crate::package::{self, Arch};
+use crate::paths;
 
 /// The PyPI distribution name (packaging/pypi/pyproject.toml).
 pub(crate) const DIST_NAME: &str = "hookwright-openai-trigger";
@@ -29,22 +30,21 @@ pub(crate) fn file_prefix(version: &str) -> String {
     format!("{}-{version}-", DIST_NAME.replace('-', "_"))
 }
 
-fn tools_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"));
-    target.join("xtask-tools")
+/// maturin's private venv.
+fn venv() -> PathBuf {
+    paths::tools_dir().join("venv")
 }
 
 /// maturin from a private venv, installed (from PyPI) when missing or of another version.
-fn maturin() -> io::Result<PathBuf> {
-    let venv = tools_dir().join("venv");
+fn maturin() -> Result<PathBuf> {
+    let venv = venv();
     let maturin = venv.join("bin/maturin");
     let wanted = MATURIN.rsplit("==").next().unwrap_or_default();
     let installed = Command::new(&maturin).arg("--version").output().ok().filter(|o| o.status.success());
     // The `zig` extra (the `ziglang` package) belongs to the check: a venv with maturin alone cannot
     // cross-link the musl binaries.
-    let has_zig = || Command::new(venv.join("bin/python")).args(["-c", "import ziglang"]).status().is_ok_and(|s| s.success());
+    let has_zig =
+        || Command::new(venv.join("bin/python")).args(["-c", "import ziglang"]).status().is_ok_and(|s| s.success());
     if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(wanted)) && has_zig() {
         return Ok(maturin);
     }
@@ -55,30 +55,30 @@ fn maturin() -> io::Result<PathBuf> {
 }
 
 /// `PATH` with the directory holding `maturin` (its venv's `bin`) first.
-fn venv_path(maturin: &Path) -> io::Result<std::ffi::OsString> {
-    let bin = maturin.parent().ok_or_else(|| io::Error::other("maturin has no parent directory"))?;
+fn venv_path() -> Result<std::ffi::OsString> {
+    let bin = venv().join("bin");
     let rest = std::env::var_os("PATH").unwrap_or_default();
-    std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&rest)))
-        .map_err(io::Error::other)
+    std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(&rest)))
+        .map_err(|source| Error::SearchPath { dir: bin, source })
 }
 
 /// Builds both wheels into `out` and returns them with their binaries.
-pub(crate) fn build(out: &Path, version: &str) -> io::Result<Vec<Wheel>> {
+pub(crate) fn build(out: &Path, version: &str) -> Result<Vec<Wheel>> {
     install_targets()?;
     let maturin = maturin()?;
-    std::fs::create_dir_all(out)?;
-    let project = crate::workspace_root().join("packaging/pypi");
+    std::fs::create_dir_all(out).at(out)?;
+    let project = paths::workspace_root().join("packaging/pypi");
     let mut wheels = Vec::new();
     for arch in Arch::ALL {
         for stale in wheel_files(out, version, arch)? {
-            std::fs::remove_file(stale)?;
+            std::fs::remove_file(&stale).at(&stale)?;
         }
         say(&format!("==> maturin build --release --target {} --zig (wheel for {arch})", target(arch)));
         // maturin finds zig through cargo-zigbuild, which runs `python3 -m ziglang` from PATH (or a `zig`
         // on PATH): the venv's `bin` first, so it is the venv's Python with the `ziglang` package that
         // the `zig` extra installed, never whatever a machine happens to have installed globally.
-        run(crate::cmd::clean_env(&mut Command::new(&maturin))
-            .env("PATH", venv_path(&maturin)?)
+        run(cmd::clean_env(&mut Command::new(&maturin))
+            .env("PATH", venv_path()?)
             .current_dir(&project)
             .args(["build", "--release", "--locked", "--zig", "--target", target(arch)])
             .args(["--compatibility", "pypi", "manylinux2014", "musllinux_1_2"])
@@ -86,7 +86,7 @@ pub(crate) fn build(out: &Path, version: &str) -> io::Result<Vec<Wheel>> {
             .arg(out))?;
         let found = wheel_files(out, version, arch)?;
         let [path] = found.as_slice() else {
-            return Err(io::Error::other(format!("expected one {arch} wheel in {}, found {found:?}", out.display())));
+            return Err(Error::WheelCount { arch: arch.as_str(), dir: out.to_owned(), found });
         };
         let binary = binary_in(path, version)?;
         wheels.push(Wheel { path: path.clone(), arch, binary });
@@ -101,11 +101,11 @@ fn arch_suffix(arch: Arch) -> &'static str {
     }
 }
 
-fn wheel_files(dir: &Path, version: &str, arch: Arch) -> io::Result<Vec<PathBuf>> {
+fn wheel_files(dir: &Path, version: &str, arch: Arch) -> Result<Vec<PathBuf>> {
     let prefix = file_prefix(version);
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name.starts_with(&prefix) && name.ends_with(arch_suffix(arch)) {
             found.push(path);
@@ -115,14 +115,13 @@ fn wheel_files(dir: &Path, version: &str, arch: Arch) -> io::Result<Vec<PathBuf>
 }
 
 /// The executable inside a wheel (`<dist>-<version>.data/scripts/openai-trigger`).
-pub(crate) fn binary_in(wheel: &Path, version: &str) -> io::Result<Vec<u8>> {
-    let (entries, _) = crate::package::archive::read(&crate::package::read(wheel)?).map_err(io::Error::other)?;
+pub(crate) fn binary_in(wheel: &Path, version: &str) -> Result<Vec<u8>> {
+    let (entries, _) = package::archive::read(&std::fs::read(wheel).at(wheel)?)?;
     let wanted = format!("{}-{version}.data/scripts/openai-trigger", DIST_NAME.replace('-', "_"));
-    entries
-        .into_iter()
-        .find(|entry| entry.name == wanted)
-        .map(|entry| entry.data)
-        .ok_or_else(|| io::Error::other(format!("{} holds no {wanted}", wheel.display())))
+    match entries.into_iter().find(|entry| entry.name == wanted) {
+        Some(entry) => Ok(entry.data),
+        None => Err(Error::NotInWheel { wheel: wheel.to_owned(), entry: wanted }),
+    }
 }
 
 /// The Rust target triple of `arch`.
@@ -134,8 +133,8 @@ pub(crate) fn target(arch: Arch) -> &'static str {
 }
 
 /// The two musl targets, through rustup, when missing.
-pub(crate) fn install_targets() -> io::Result<()> {
-    let listed = Command::new("rustup").args(["target", "list", "--installed"]).output()?;
+pub(crate) fn install_targets() -> Result<()> {
+    let listed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     let installed = String::from_utf8_lossy(&listed.stdout).into_owned();
     for arch in Arch::ALL {
         if !installed.lines().any(|line| line.trim() == target(arch)) {

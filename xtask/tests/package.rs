@@ -189,18 +189,20 @@ fn manifest_version() -> String {
 fn expected_files(amd64: &[u8], arm64: &[u8]) -> BTreeMap<String, Vec<u8>> {
     let root = Path::new(ROOT);
     let mut files = BTreeMap::new();
-    for name in [
-        "manifest.yaml",
-        "provider/openai_trigger.yaml",
-        "_assets/icon.svg",
-        "_assets/icon-dark.svg",
-        "README.md",
-        "PRIVACY.md",
-        "requirements.txt",
-        "main.py",
-        "serverless.py",
+    // (the file in the repository, its name in the package): the package's README.md is the
+    // repository's PLUGIN_README.md (the repository's own README.md is the developers' page).
+    for (source, name) in [
+        ("manifest.yaml", "manifest.yaml"),
+        ("provider/openai_trigger.yaml", "provider/openai_trigger.yaml"),
+        ("_assets/icon.svg", "_assets/icon.svg"),
+        ("_assets/icon-dark.svg", "_assets/icon-dark.svg"),
+        ("PLUGIN_README.md", "README.md"),
+        ("PRIVACY.md", "PRIVACY.md"),
+        ("requirements.txt", "requirements.txt"),
+        ("main.py", "main.py"),
+        ("serverless.py", "serverless.py"),
     ] {
-        files.insert(name.to_owned(), fs::read(root.join(name)).unwrap());
+        files.insert(name.to_owned(), fs::read(root.join(source)).unwrap());
     }
     for family in fs::read_dir(root.join("events")).unwrap() {
         let family = family.unwrap();

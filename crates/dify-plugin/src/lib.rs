@@ -28,6 +28,12 @@ Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) an
 Logs go through `tracing` (to stderr: the daemon records stderr lines as warnings, §1.3).
 */
 
+// The README's code is compiled with the crate's doctests, so the page a stranger starts from
+// cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod action;
 pub mod backwards;
 pub mod declaration;
@@ -49,7 +55,7 @@ pub use action::Action;
 pub use backwards::{BackwardsError, Storage};
 pub use declaration::{Asset, Declaration, ProviderKind};
 pub use outbox::Closed;
-pub use remote::{ConfigError, InstallMethod, RemoteConfig, RemoteError};
+pub use remote::{Backoff, ConfigError, InstallMethod, RemoteConfig, RemoteError, RemoteTiming};
 pub use serve::{ServeEnd, ServeOptions, serve};
 pub use session::{Plugin, Reply, Request, Session};
 pub use wire::ErrorData;

@@ -13,9 +13,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::action::Action;
 use crate::backwards::{BackwardsError, Channel, Invoker, Storage};
 use crate::outbox::{Closed, Outbox};
-use crate::{Action, ErrorData, wire};
+use crate::wire::{self, ErrorData};
 
 /// The result of one request: one `stream` chunk (Ok) or one `error` message (Err). The runtime
 /// adds the session's `end` either way (daemon-protocol.md §2.4).

@@ -45,3 +45,16 @@ async fn the_example_plugin_serves_dispatch_and_invoke_over_stdio() {
     assert!(plugin.heartbeats_seen() >= 1);
     assert!(plugin.close().await.unwrap().success(), "the example exits 0 at the end of its input");
 }
+
+/// The README shows the example's code (and compiles it as a doctest): the two must not drift.
+#[test]
+fn the_readme_shows_the_example_as_it_is() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let example = std::fs::read_to_string(format!("{root}/examples/echo_trigger.rs")).unwrap();
+    let block = readme.split("```rust,no_run\n").nth(1).expect("the README has the example block");
+    let block = block.split("```").next().unwrap();
+    // The example file adds only its header comment and lint attributes before the code.
+    let code = &example[example.find("use std::sync::Arc;").expect("the example's first line of code")..];
+    assert_eq!(block, code, "README.md's example differs from examples/echo_trigger.rs");
+}

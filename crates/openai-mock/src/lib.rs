@@ -7,7 +7,7 @@ What it serves (paths under `/v1`, shapes as documented by OpenAI; openai-webhoo
 
 | Call | Answer |
 | --- | --- |
-| `GET /webhook_event_types` | `{"object":"list","data":[…27 types…]}` |
+| `GET /webhook_event_types` | `{"object":"list","data":[…the types of [`SUBSCRIBABLE_TYPES`]…]}` |
 | `POST /webhook_endpoints` `{name,url,event_types}` | the endpoint with `signing_secret` (400 for a non-https URL, an empty or unknown type, a name outside 1–256 chars) |
 | `GET /webhook_endpoints?after=&limit=` | cursor page `{object,data,first_id,last_id,has_more}`, newest first; `limit` 1–100 |
 | `GET /webhook_endpoints/{id}` | the endpoint with `signing_secret_hint` only |
@@ -17,11 +17,15 @@ What it serves (paths under `/v1`, shapes as documented by OpenAI; openai-webhoo
 | `GET /responses/{id}`, `/batches/{id}`, `/fine_tuning/jobs/{id}`, `/evals/{eval_id}/runs/{run_id}`, `/safety/alerts/{id}`, `/safety/cases/{id}` | the stored object |
 | `GET /files/{id}/content` | the stored file's bytes (JSONL) |
 | `GET /evals?order=&limit=&after=` | cursor page of evals |
+| `GET /organization/health/alerts/{id}`, `/organization/projects/{project_id}/health/alerts/{id}` | the stored health alert notification ([`health_alert`]); [`ADMIN_KEY`] only |
 
 Errors use OpenAI's body, `{"error":{"message","type","param","code"}}`: 401 without a key or
 with an unknown one (the message quotes the key masked, as OpenAI does), 401 "insufficient
-permissions" for [`READ_ONLY_KEY`] on writes, 401 for a mismatched `OpenAI-Organization` or
-`OpenAI-Project`, 404 for unknown ids and paths, 400 for invalid arguments.
+permissions" for [`READ_ONLY_KEY`] on writes, 403 "insufficient permissions"
+([`ADMIN_KEY_REQUIRED`]) for a project key on the `/organization/…` routes, 403
+([`PROJECT_KEY_REQUIRED`]) for [`ADMIN_KEY`] on every other route, 401 for a mismatched
+`OpenAI-Organization` or `OpenAI-Project`, 404 for unknown ids and paths, 400 for invalid
+arguments.
 
 Every request is journaled (method, path, query, headers, body) for tests to assert what the
 plugin sent. [`Fault`]s make chosen requests fail, answer slowly, answer malformed JSON, or hang
@@ -52,40 +56,58 @@ use tokio::sync::Notify;
 pub const VALID_KEY: &str = "sk-test-mock-full-access-0123456789abcdef";
 /// A restricted key that may read but not manage webhook endpoints.
 pub const READ_ONLY_KEY: &str = "sk-test-mock-read-only-0123456789abcdef";
+/// An organization Admin API key (`sk-admin-…`): only for the `/organization/…` routes (health
+/// alerts), which refuse the project keys above; every other route refuses it.
+pub const ADMIN_KEY: &str = "sk-admin-mock-org-admin-0123456789abcdef";
+/// The message of the 403 a project key gets on an `/organization/…` route. OpenAI documents
+/// neither the status nor the text for health alerts (openai-webhooks.md §1.2: "whether a project
+/// key is actually rejected is unconfirmed"); this is the answer observed for project keys on other
+/// organization endpoints (403, "insufficient permissions … Missing scopes: api.management.read"),
+/// in OpenAI's usual error object, like the mock's other refusals.
+pub const ADMIN_KEY_REQUIRED: &str = "You have insufficient permissions for this operation. Missing scopes: api.management.read. Check that you have the correct role in your organization (Reader, Writer, Owner) and project (Member, Owner), and if you're using a restricted API key, that it has the necessary scopes.";
+/// The message of the 403 [`ADMIN_KEY`] gets outside the `/organization/…` routes (Admin API keys
+/// cannot call the project APIs; OpenAI's exact answer is not documented).
+pub const PROJECT_KEY_REQUIRED: &str = "Admin API keys can only be used with the organization administration endpoints (/v1/organization/...). Use a project API key for this request.";
+/// The kind ([`MockOpenAi::insert`], `POST /_mock/objects/{kind}`) health alerts are stored under.
+pub const HEALTH_ALERTS: &str = "health_alerts";
 /// The organization and project the keys belong to.
 pub const ORGANIZATION: &str = "org-mock0123456789";
 pub const PROJECT: &str = "proj_mock0123456789";
 
-/// The 27 types a project can subscribe to through the API (not `live.*`, `safety.org_alert.created`,
-/// `safety.warning_issued` or `safety.deactivation_issued`, which the dashboard configures).
+/// The types a project can subscribe to through the API, in the SDK's order (openai-python
+/// 3.63.0 `webhook_create_params.py`, openai-webhooks.md §3.2): health alerts first. Not `live.*`,
+/// `safety.org_alert.created`, `safety.warning_issued` or `safety.deactivation_issued`, which the
+/// dashboard configures.
 pub const SUBSCRIBABLE_TYPES: &[&str] = &[
-    "batch.cancelled",
+    // The two health alert types lead OpenAI's enum since openai-python 3.62.0; they join here with
+    // their declarations in the plugin (issue #18), so the plugin's built-in list and this agree.
     "batch.completed",
-    "batch.expired",
     "batch.failed",
-    "eval.run.canceled",
-    "eval.run.failed",
-    "eval.run.succeeded",
-    "fine_tuning.job.cancelled",
-    "fine_tuning.job.failed",
-    "fine_tuning.job.succeeded",
-    "realtime.call.incoming",
-    "response.cancelled",
+    "batch.expired",
+    "batch.cancelled",
     "response.completed",
     "response.failed",
+    "response.cancelled",
     "response.incomplete",
+    "eval.run.succeeded",
+    "eval.run.failed",
+    "eval.run.canceled",
+    "fine_tuning.job.succeeded",
+    "fine_tuning.job.failed",
+    "fine_tuning.job.cancelled",
+    "realtime.call.incoming",
     "video.completed",
     "video.failed",
-    "safety.alert.created",
+    "agent.environment.ready",
+    "agent.environment.failed",
+    "agent.environment.suspended",
+    "agent.environment.expired",
     "agent.session.created",
     "agent.session.action_required",
     "agent.session.in_progress",
     "agent.session.idle",
     "agent.session.failed",
-    "agent.environment.ready",
-    "agent.environment.failed",
-    "agent.environment.suspended",
-    "agent.environment.expired",
+    "safety.alert.created",
 ];
 
 /// Ids of the objects every mock starts with (see [`fixtures`]).
@@ -102,6 +124,11 @@ pub mod ids {
     pub const EVAL_RUN: &str = "evalrun_mock_succeeded";
     pub const SAFETY_ALERT: &str = "alert_mock_0001";
     pub const SAFETY_CASE: &str = "case_mock_0001";
+    /// A health alert notification of type "triggered" and its recovery ("resolved"), both of
+    /// [`HEALTH_ALERT_RULE`].
+    pub const HEALTH_ALERT_TRIGGERED: &str = "healthalert_mock_triggered";
+    pub const HEALTH_ALERT_RESOLVED: &str = "healthalert_mock_resolved";
+    pub const HEALTH_ALERT_RULE: &str = "alertrule_mock_0001";
 }
 
 /// One request as the mock received it.
@@ -211,7 +238,7 @@ struct State {
     /// Newest last.
     endpoints: Vec<Endpoint>,
     /// kind ("responses", "batches", "fine_tuning_jobs", "evals", "eval_runs", "safety_alerts",
-    /// "safety_cases", "files") → id → object (files: {"content": text}).
+    /// "safety_cases", "health_alerts", "files") → id → object (files: {"content": text}).
     objects: HashMap<String, BTreeMap<String, Value>>,
     /// Evals, newest first (the list order).
     eval_order: Vec<String>,
@@ -316,6 +343,13 @@ impl MockOpenAi {
     /// `{"content": …}`), replacing one with the same `id`.
     pub fn insert(&self, kind: &str, object: Value) {
         insert_object(&mut lock(&self.state), kind, object);
+    }
+
+    /// Stores a health alert notification (e.g. one made with [`health_alert`]) for
+    /// `GET /organization/health/alerts/{id}`, replacing one with the same `id`. The binary's
+    /// equivalent is `POST /_mock/objects/health_alerts`.
+    pub fn insert_health_alert(&self, alert: Value) {
+        self.insert(HEALTH_ALERTS, alert);
     }
 
     /// Every webhook endpoint, newest first, with its secrets (`signing_secret`, `old_secret`).
@@ -570,8 +604,29 @@ fn admin_route(method: &Method, path: &str, body: &str, state: &Arc<Mutex<State>
     }
 }
 
-/// Checks the key and the organization/project headers like OpenAI: Err is the 401 to send.
-fn authenticate(request: &Recorded, write: bool) -> Result<(), Answer> {
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    /// [`VALID_KEY`]: every project call.
+    Project,
+    /// [`READ_ONLY_KEY`]: project reads only.
+    ReadOnly,
+    /// [`ADMIN_KEY`]: the `/organization/…` routes only.
+    Admin,
+}
+
+fn key_kind(key: &str) -> Option<KeyKind> {
+    match key {
+        VALID_KEY => Some(KeyKind::Project),
+        READ_ONLY_KEY => Some(KeyKind::ReadOnly),
+        ADMIN_KEY => Some(KeyKind::Admin),
+        _ => None,
+    }
+}
+
+/// Checks the key and the organization/project headers like OpenAI: Err is the 401/403 to send.
+/// `organization` is true for the `/organization/…` (Admin API) routes.
+fn authenticate(request: &Recorded, write: bool, organization: bool) -> Result<(), Answer> {
     let Some(authorization) = request.header("authorization") else {
         return Err(error(
             401,
@@ -582,7 +637,7 @@ fn authenticate(request: &Recorded, write: bool) -> Result<(), Answer> {
         ));
     };
     let key = authorization.strip_prefix("Bearer ").unwrap_or("");
-    if key != VALID_KEY && key != READ_ONLY_KEY {
+    let Some(kind) = key_kind(key) else {
         return Err(error(
             401,
             &format!(
@@ -593,9 +648,9 @@ fn authenticate(request: &Recorded, write: bool) -> Result<(), Answer> {
             None,
             Some("invalid_api_key"),
         ));
-    }
-    if let Some(organization) = request.header("openai-organization") {
-        if organization != ORGANIZATION {
+    };
+    if let Some(header) = request.header("openai-organization") {
+        if header != ORGANIZATION {
             return Err(error(
                 401,
                 "OpenAI-Organization header should match organization for API key",
@@ -616,7 +671,13 @@ fn authenticate(request: &Recorded, write: bool) -> Result<(), Answer> {
             ));
         }
     }
-    if write && key == READ_ONLY_KEY {
+    if organization && kind != KeyKind::Admin {
+        return Err(error(403, ADMIN_KEY_REQUIRED, "invalid_request_error", None, None));
+    }
+    if !organization && kind == KeyKind::Admin {
+        return Err(error(403, PROJECT_KEY_REQUIRED, "invalid_request_error", None, None));
+    }
+    if write && kind == KeyKind::ReadOnly {
         return Err(error(
             401,
             "You have insufficient permissions for this operation. Missing scopes: api.webhooks.write. Check that you have the correct role in your organization (Reader, Writer, Owner) and project (Member, Owner), and if you're using a restricted API key, that it has the necessary scopes.",
@@ -652,7 +713,8 @@ fn api_route(state: &mut State, request: &Recorded) -> Answer {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method.as_str();
     let write = method != "GET";
-    if let Err(refused) = authenticate(request, write) {
+    let organization = segments.first() == Some(&"organization");
+    if let Err(refused) = authenticate(request, write, organization) {
         return refused;
     }
     state.clock += 1;
@@ -687,6 +749,10 @@ fn api_route(state: &mut State, request: &Recorded) -> Answer {
             ),
             None => not_found("file", id),
         },
+        ("GET", ["organization", "health", "alerts", id]) => stored(state, HEALTH_ALERTS, "health alert", id),
+        ("GET", ["organization", "projects", project_id, "health", "alerts", id]) => {
+            project_health_alert(state, project_id, id)
+        }
         ("GET", ["evals"]) => list_evals(state, request),
         ("GET", ["evals", eval_id, "runs", run_id]) => {
             if !state.objects.get("evals").is_some_and(|evals| evals.contains_key(*eval_id)) {
@@ -711,6 +777,20 @@ fn stored(state: &State, kind: &str, what: &str, id: &str) -> Answer {
     match state.objects.get(kind).and_then(|objects| objects.get(id)) {
         Some(object) => answer(200, object),
         None => not_found(what, id),
+    }
+}
+
+/// A health alert through its project's route: only the project's own notifications
+/// (`dimensions.project_id`), "a retained notification owned by this project" (openai-python 3.63.0
+/// `admin/organization/projects/health/alerts.py`).
+fn project_health_alert(state: &State, project_id: &str, id: &str) -> Answer {
+    if project_id != PROJECT {
+        return not_found("project", project_id);
+    }
+    let alert = state.objects.get(HEALTH_ALERTS).and_then(|alerts| alerts.get(id));
+    match alert {
+        Some(alert) if alert["dimensions"]["project_id"].as_str() == Some(project_id) => answer(200, alert),
+        _ => not_found("health alert", id),
     }
 }
 
@@ -888,6 +968,33 @@ fn list_evals(state: &State, request: &Recorded) -> Answer {
     answer(200, &page_body(page, has_more))
 }
 
+/// A health alert notification as `GET /organization/health/alerts/{id}` returns it (openai-python
+/// 3.63.0 `types/admin/organization/health/health_alert.py`, openai-webhooks.md §4): an error-rate
+/// rule ([`ids::HEALTH_ALERT_RULE`]) on HTTP 500s of `gpt-5.5` in [`PROJECT`]. `alert_type` is
+/// "triggered" (the rate above the threshold) or "resolved" (back below it). Tests change fields as
+/// they need, then store it with [`MockOpenAi::insert_health_alert`].
+pub fn health_alert(id: &str, alert_type: &str) -> Value {
+    let (occurred_at, error_count, request_count): (i64, i64, i64) =
+        if alert_type == "resolved" { (1_760_003_600, 12, 3_000) } else { (1_760_000_300, 420, 5_000) };
+    json!({
+        "id": id,
+        "object": "health.alert",
+        "type": alert_type,
+        "alert_rule_id": ids::HEALTH_ALERT_RULE,
+        "created_at": occurred_at + 4,
+        "occurred_at": occurred_at,
+        "window": {"started_at": occurred_at - 300, "ended_at": occurred_at},
+        "dimensions": {"model": "gpt-5.5", "project_id": PROJECT, "service_tier": "default", "http_status": 500},
+        "measurement": {
+            "type": "error_rate",
+            "error_count": error_count,
+            "request_count": request_count,
+            "value": error_count as f64 / request_count as f64,
+            "threshold": 0.05
+        }
+    })
+}
+
 /// The objects a mock starts with: one of each kind the plugin enriches, with realistic fields.
 pub fn fixtures() -> Vec<(&'static str, Value)> {
     let output_lines = [
@@ -1013,6 +1120,8 @@ pub fn fixtures() -> Vec<(&'static str, Value)> {
                 "notice": {"type": "warning"}
             }),
         ),
+        (HEALTH_ALERTS, health_alert(ids::HEALTH_ALERT_TRIGGERED, "triggered")),
+        (HEALTH_ALERTS, health_alert(ids::HEALTH_ALERT_RESOLVED, "resolved")),
     ]
 }
 
@@ -1020,5 +1129,168 @@ fn seed(state: &mut State) {
     // Insert evals oldest first so the list comes out newest first.
     for (kind, object) in fixtures() {
         insert_object(state, kind, object);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use super::*;
+
+    /// One HTTP/1.1 request to the mock; the status and the body as JSON (Null when not JSON).
+    fn call(mock: &MockOpenAi, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        let mut stream = TcpStream::connect(mock.addr()).unwrap();
+        let auth = key.map(|key| format!("Authorization: Bearer {key}\r\n")).unwrap_or_default();
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+        let (_, answer) = text.split_once("\r\n\r\n").unwrap();
+        (status, serde_json::from_str(answer).unwrap_or(Value::Null))
+    }
+
+    fn get(mock: &MockOpenAi, path: &str, key: Option<&str>) -> (u16, Value) {
+        call(mock, "GET", path, key, None)
+    }
+
+    fn alert_path(id: &str) -> String {
+        format!("/v1/organization/health/alerts/{id}")
+    }
+
+    #[test]
+    fn an_admin_key_gets_the_health_alert_and_the_request_is_recorded() {
+        let mock = MockOpenAi::start().unwrap();
+        let (status, body) = get(&mock, &alert_path(ids::HEALTH_ALERT_TRIGGERED), Some(ADMIN_KEY));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, health_alert(ids::HEALTH_ALERT_TRIGGERED, "triggered"));
+        assert_eq!(body["object"], "health.alert");
+        assert_eq!(body["type"], "triggered");
+        assert_eq!(body["alert_rule_id"], ids::HEALTH_ALERT_RULE);
+        assert_eq!(body["measurement"]["type"], "error_rate");
+        assert!(body["measurement"]["value"].as_f64().unwrap() > body["measurement"]["threshold"].as_f64().unwrap());
+        let (status, resolved) = get(&mock, &alert_path(ids::HEALTH_ALERT_RESOLVED), Some(ADMIN_KEY));
+        assert_eq!(status, 200);
+        assert_eq!(resolved["type"], "resolved");
+        assert_eq!(resolved["alert_rule_id"], body["alert_rule_id"]);
+        assert!(resolved["measurement"]["value"].as_f64().unwrap() < 0.05);
+
+        let requests = mock.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].method, "GET");
+        assert_eq!(requests[0].path, alert_path(ids::HEALTH_ALERT_TRIGGERED));
+        assert_eq!(requests[0].header("Authorization"), Some(format!("Bearer {ADMIN_KEY}").as_str()));
+    }
+
+    #[test]
+    fn tests_seed_their_own_health_alerts() {
+        let mock = MockOpenAi::start().unwrap();
+        let mut alert = health_alert("healthalert_test_1", "triggered");
+        alert["measurement"] = json!({
+            "type": "rate_limit_utilization", "metric": "tpm", "consecutive_minutes": 3,
+            "rate_limit_scope": "gpt-5.5", "value": 0.97, "threshold": 0.9
+        });
+        mock.insert_health_alert(alert.clone());
+        assert_eq!(get(&mock, &alert_path("healthalert_test_1"), Some(ADMIN_KEY)), (200, alert));
+
+        // The binary's way: the admin route, under the same kind.
+        let seeded = health_alert("healthalert_test_2", "resolved");
+        assert_eq!(call(&mock, "POST", "/_mock/objects/health_alerts", None, Some(&seeded)).0, 200);
+        assert_eq!(get(&mock, &alert_path("healthalert_test_2"), Some(ADMIN_KEY)), (200, seeded));
+        // Admin routes are not journaled.
+        assert_eq!(mock.requests().len(), 2);
+    }
+
+    #[test]
+    fn project_keys_are_refused_on_health_alerts() {
+        let mock = MockOpenAi::start().unwrap();
+        for key in [VALID_KEY, READ_ONLY_KEY] {
+            let (status, body) = get(&mock, &alert_path(ids::HEALTH_ALERT_TRIGGERED), Some(key));
+            assert_eq!(status, 403, "{key}: {body}");
+            assert_eq!(body, error_body(ADMIN_KEY_REQUIRED, "invalid_request_error", None, None));
+            assert!(body["error"]["message"].as_str().unwrap().contains("insufficient permissions"));
+        }
+        // An unknown key (whatever its prefix) is a wrong key, and no key is no key: both 401.
+        let (status, body) = get(&mock, &alert_path(ids::HEALTH_ALERT_TRIGGERED), Some("sk-proj-abcdefghijklmnop"));
+        assert_eq!(status, 401);
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+        assert!(!body.to_string().contains("sk-proj-abcdefghijklmnop"), "the key is masked: {body}");
+        let (status, body) = get(&mock, &alert_path(ids::HEALTH_ALERT_TRIGGERED), None);
+        assert_eq!(status, 401);
+        assert!(body["error"]["message"].as_str().unwrap().starts_with("You didn't provide an API key"));
+        // The refusals are recorded like every request.
+        assert_eq!(mock.requests().len(), 4);
+    }
+
+    #[test]
+    fn an_unknown_health_alert_is_404() {
+        let mock = MockOpenAi::start().unwrap();
+        let (status, body) = get(&mock, &alert_path("healthalert_nope"), Some(ADMIN_KEY));
+        assert_eq!(status, 404);
+        assert_eq!(
+            body,
+            error_body("No health alert found with id 'healthalert_nope'.", "invalid_request_error", None, None)
+        );
+        // The key is checked first: a project key learns nothing about which ids exist.
+        assert_eq!(get(&mock, &alert_path("healthalert_nope"), Some(VALID_KEY)).0, 403);
+    }
+
+    #[test]
+    fn the_project_route_serves_the_projects_own_alerts() {
+        let mock = MockOpenAi::start().unwrap();
+        let path = |project: &str, id: &str| format!("/v1/organization/projects/{project}/health/alerts/{id}");
+        let (status, body) = get(&mock, &path(PROJECT, ids::HEALTH_ALERT_TRIGGERED), Some(ADMIN_KEY));
+        assert_eq!((status, body), (200, health_alert(ids::HEALTH_ALERT_TRIGGERED, "triggered")));
+        assert_eq!(get(&mock, &path("proj_other", ids::HEALTH_ALERT_TRIGGERED), Some(ADMIN_KEY)).0, 404);
+        let mut elsewhere = health_alert("healthalert_other_project", "triggered");
+        elsewhere["dimensions"]["project_id"] = json!("proj_other");
+        mock.insert_health_alert(elsewhere);
+        assert_eq!(get(&mock, &path(PROJECT, "healthalert_other_project"), Some(ADMIN_KEY)).0, 404);
+        assert_eq!(get(&mock, &path(PROJECT, ids::HEALTH_ALERT_TRIGGERED), Some(VALID_KEY)).0, 403);
+    }
+
+    #[test]
+    fn the_admin_key_is_refused_outside_the_organization_routes() {
+        let mock = MockOpenAi::start().unwrap();
+        let (status, body) = get(&mock, &format!("/v1/safety/alerts/{}", ids::SAFETY_ALERT), Some(ADMIN_KEY));
+        assert_eq!(status, 403);
+        assert_eq!(body, error_body(PROJECT_KEY_REQUIRED, "invalid_request_error", None, None));
+        assert_eq!(get(&mock, "/v1/webhook_event_types", Some(ADMIN_KEY)).0, 403);
+        // The project keys keep working there.
+        assert_eq!(get(&mock, &format!("/v1/safety/alerts/{}", ids::SAFETY_ALERT), Some(VALID_KEY)).0, 200);
+    }
+
+    #[test]
+    fn the_subscribable_types_are_listed_and_accepted() {
+        let mock = MockOpenAi::start().unwrap();
+        assert_eq!(SUBSCRIBABLE_TYPES.len(), 27);
+        let unique: std::collections::BTreeSet<&str> = SUBSCRIBABLE_TYPES.iter().copied().collect();
+        assert_eq!(unique.len(), 27);
+        let (status, listed) = get(&mock, "/v1/webhook_event_types", Some(VALID_KEY));
+        assert_eq!(status, 200);
+        assert_eq!(listed, json!({"object": "list", "data": SUBSCRIBABLE_TYPES}));
+
+        let create = |types: Value| {
+            let body =
+                json!({"name": "dify", "url": "https://dify.example.com/triggers/plugin/x", "event_types": types});
+            call(&mock, "POST", "/v1/webhook_endpoints", Some(VALID_KEY), Some(&body))
+        };
+        let (status, created) = create(json!(["batch.completed", "response.completed"]));
+        assert_eq!(status, 200, "{created}");
+        assert_eq!(created["event_types"], json!(["batch.completed", "response.completed"]));
+        let (status, created) = create(json!(SUBSCRIBABLE_TYPES));
+        assert_eq!((status, created["event_types"].as_array().unwrap().len()), (200, 27));
+        for manual in ["live.transport.connected", "live.transport.incoming", "safety.warning_issued"] {
+            let (status, refused) = create(json!([manual]));
+            assert_eq!(status, 400, "{manual}");
+            assert_eq!(refused["error"]["message"], format!("Invalid event type: '{manual}'."));
+        }
     }
 }

@@ -11,8 +11,8 @@ use std::path::Path;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
-use super::Error;
 use super::elf::Arch;
+use crate::error::{AtPath, Error, Result};
 
 /// The daemon's default `MAX_PLUGIN_PACKAGE_SIZE`, which bounds the sum of uncompressed sizes.
 pub(crate) const MAX_UNCOMPRESSED_SIZE: u64 = 50 * 1024 * 1024;
@@ -54,26 +54,29 @@ const DOCS: [(&str, &str); 5] = [
 /// Reads the package's files from `root` (the repository root): `manifest.yaml`, the provider
 /// it names, every event that provider lists, everything under `_assets/` and `readme/`, and
 /// [`DOCS`]. Errors name the missing or unreadable file.
-pub(crate) fn plugin_files(root: &Path) -> Result<PluginFiles, Error> {
+pub(crate) fn plugin_files(root: &Path) -> Result<PluginFiles> {
     let read = |path: &str| {
-        std::fs::read(root.join(path)).map_err(|err| Error::Manifest(format!("{}/{path}: {err}", root.display())))
+        let path = root.join(path);
+        std::fs::read(&path).at(&path)
     };
     let yaml = |path: &str, bytes: &[u8]| {
         serde_yaml::from_slice::<serde_json::Value>(bytes)
-            .map_err(|err| Error::Manifest(format!("{path} is not valid YAML: {err}")))
+            .map_err(|source| Error::Yaml { file: path.to_owned(), source })
     };
     let manifest = read("manifest.yaml")?;
     let manifest_value = yaml("manifest.yaml", &manifest)?;
     let provider_path = manifest_value["plugins"]["triggers"][0]
         .as_str()
-        .ok_or_else(|| Error::Manifest("manifest.yaml: plugins.triggers[0] is not a path".into()))?
+        .ok_or(Error::Declaration { file: "manifest.yaml".to_owned(), problem: "plugins.triggers[0] is not a path" })?
         .to_owned();
     let provider = read(&provider_path)?;
     let provider_value = yaml(&provider_path, &provider)?;
     let mut declarations = vec![("manifest.yaml".to_owned(), manifest), (provider_path.clone(), provider)];
     for event in provider_value["events"].as_array().into_iter().flatten() {
-        let path =
-            event.as_str().ok_or_else(|| Error::Manifest(format!("{provider_path}: events entries must be paths")))?;
+        let path = event.as_str().ok_or_else(|| Error::Declaration {
+            file: provider_path.clone(),
+            problem: "events entries must be paths",
+        })?;
         declarations.push((path.to_owned(), read(path)?));
     }
     let declaration_digest = openai_trigger::digest::declaration_digest(&declarations);
@@ -81,13 +84,13 @@ pub(crate) fn plugin_files(root: &Path) -> Result<PluginFiles, Error> {
     for dir in ["_assets", "readme"] {
         let mut names: Vec<String> = match std::fs::read_dir(root.join(dir)) {
             Ok(listing) => listing
-                .filter_map(Result::ok)
+                .filter_map(std::result::Result::ok)
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|name| !name.starts_with('.'))
                 .collect(),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && dir == "readme" => Vec::new(),
-            Err(err) => return Err(Error::Manifest(format!("{}/{dir}: {err}", root.display()))),
+            Err(source) => return Err(Error::File { path: root.join(dir), source }),
         };
         names.sort();
         for name in names {
@@ -121,12 +124,12 @@ pub(crate) fn uncompressed_size(entries: &[Entry]) -> u64 {
     entries.iter().map(|entry| entry.data.len() as u64).sum()
 }
 
-fn check_size(total: u64) -> Result<(), Error> {
-    if total > MAX_UNCOMPRESSED_SIZE { Err(Error::TooLarge { total }) } else { Ok(()) }
+fn check_size(total: u64) -> Result<()> {
+    if total > MAX_UNCOMPRESSED_SIZE { Err(Error::TooLarge { total, limit: MAX_UNCOMPRESSED_SIZE }) } else { Ok(()) }
 }
 
 /// Zips `entries` in order, with `comment` as the archive comment (where a signature goes).
-pub(crate) fn write(entries: &[Entry], comment: Option<&str>) -> Result<Vec<u8>, Error> {
+pub(crate) fn write(entries: &[Entry], comment: Option<&str>) -> Result<Vec<u8>> {
     check_size(uncompressed_size(entries))?;
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     for entry in entries {
@@ -146,7 +149,7 @@ pub(crate) fn write(entries: &[Entry], comment: Option<&str>) -> Result<Vec<u8>,
 }
 
 /// Each entry's Unix mode bits (0 when the zip records none), in central-directory order.
-pub(crate) fn modes(bytes: &[u8]) -> Result<Vec<(String, u32)>, Error> {
+pub(crate) fn modes(bytes: &[u8]) -> Result<Vec<(String, u32)>> {
     let mut zip = ZipArchive::new(Cursor::new(bytes))?;
     (0..zip.len())
         .map(|i| zip.by_index(i).map(|f| (f.name().to_owned(), f.unix_mode().unwrap_or(0))).map_err(Error::from))
@@ -156,7 +159,7 @@ pub(crate) fn modes(bytes: &[u8]) -> Result<Vec<(String, u32)>, Error> {
 /// Reads every entry in central-directory order (the order the daemon's verifier hashes them
 /// in), and the archive comment. Refuses what the daemon would refuse: directory entries, paths
 /// that leave the package, more than the size limit.
-pub(crate) fn read(bytes: &[u8]) -> Result<(Vec<Entry>, String), Error> {
+pub(crate) fn read(bytes: &[u8]) -> Result<(Vec<Entry>, String)> {
     let mut zip = ZipArchive::new(Cursor::new(bytes))?;
     let comment = String::from_utf8_lossy(zip.comment()).into_owned();
     let mut entries = Vec::with_capacity(zip.len());
@@ -260,7 +263,7 @@ mod tests {
             "the package would hold 52428801 bytes uncompressed, over the daemon's limit of 52428800 bytes"
         );
         let over = vec![Entry::new("a", vec![0u8; MAX_UNCOMPRESSED_SIZE as usize]), Entry::new("b", "x")];
-        assert!(matches!(write(&over, None), Err(Error::TooLarge { total }) if total == MAX_UNCOMPRESSED_SIZE + 1));
+        assert!(matches!(write(&over, None), Err(Error::TooLarge { total, .. }) if total == MAX_UNCOMPRESSED_SIZE + 1));
     }
 
     #[test]

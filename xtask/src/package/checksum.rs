@@ -6,6 +6,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Entry;
+use crate::error::{Error, Result};
 
 /// `hex(sha256(concat over names sorted bytewise of sha256(name) ‖ sha256(content)))`.
 pub(crate) fn checksum(entries: &[Entry]) -> String {
@@ -29,17 +30,17 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    pub(crate) fn from_manifest(yaml: &str) -> Result<Self, String> {
-        let identity: Identity =
-            serde_yaml::from_str(yaml).map_err(|err| format!("manifest.yaml has no usable identity: {err}"))?;
+    pub(crate) fn from_manifest(yaml: &str) -> Result<Self> {
+        let identity: Identity = serde_yaml::from_str(yaml).map_err(Error::NoIdentity)?;
+        let refuse = |field, value: &str, rule| Err(Error::Identity { field, value: value.to_owned(), rule });
         if !is_identifier(&identity.author, 64) {
-            return Err(format!("manifest author {:?} must be 1-64 of a-z 0-9 _ -", identity.author));
+            return refuse("author", &identity.author, "1-64 of a-z 0-9 _ -");
         }
         if !is_identifier(&identity.name, 128) {
-            return Err(format!("manifest name {:?} must be 1-128 of a-z 0-9 _ -", identity.name));
+            return refuse("name", &identity.name, "1-128 of a-z 0-9 _ -");
         }
         if !is_version(&identity.version) {
-            return Err(format!("manifest version {:?} must look like 1.2.3 or 1.2.3-beta", identity.version));
+            return refuse("version", &identity.version, "a version like 1.2.3 or 1.2.3-beta");
         }
         Ok(identity)
     }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::error::{Error, Result};
+
 /// The two architectures the package ships (`meta.arch` in the manifest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Arch {
@@ -44,13 +46,22 @@ const PT_INTERP: u32 = 3;
 const HEADER_LEN: usize = 64;
 
 /// Checks that `bytes` is a 64-bit little-endian ELF executable for `arch` that needs no dynamic
-/// loader. The error says what is wrong, in words meant for the person running `package`.
-pub(crate) fn check_static(arch: Arch, bytes: &[u8]) -> Result<(), String> {
+/// loader. The error names the binary as `binary` ("the amd64 binary", a path) and says what is
+/// wrong, in words meant for the person running `package`.
+pub(crate) fn check_static(binary: &str, arch: Arch, bytes: &[u8]) -> Result<()> {
+    match problem(arch, bytes) {
+        None => Ok(()),
+        Some(problem) => Err(Error::Binary { binary: binary.to_owned(), problem }),
+    }
+}
+
+/// What keeps `bytes` from being a static ELF executable for `arch`, if anything.
+fn problem(arch: Arch, bytes: &[u8]) -> Option<String> {
     if bytes.len() < HEADER_LEN || &bytes[..4] != b"\x7fELF" {
-        return Err("is not an ELF executable (build it with cargo xtask build-static)".to_owned());
+        return Some("is not an ELF executable (build it with cargo xtask build-static)".to_owned());
     }
     if bytes[4] != 2 || bytes[5] != 1 {
-        return Err("is not a 64-bit little-endian ELF executable".to_owned());
+        return Some("is not a 64-bit little-endian ELF executable".to_owned());
     }
     let machine = u16_at(bytes, 18);
     if machine != arch.machine() {
@@ -59,7 +70,7 @@ pub(crate) fn check_static(arch: Arch, bytes: &[u8]) -> Result<(), String> {
             EM_AARCH64 => "arm64 (aarch64)".to_owned(),
             other => format!("ELF machine {other}"),
         };
-        return Err(format!("is built for {found}, not {arch}"));
+        return Some(format!("is built for {found}, not {arch}"));
     }
     let table = u64_at(bytes, 32);
     let entry_len = u64::from(u16_at(bytes, 54));
@@ -67,15 +78,17 @@ pub(crate) fn check_static(arch: Arch, bytes: &[u8]) -> Result<(), String> {
     for index in 0..count {
         let offset = table.checked_add(index * entry_len).and_then(|at| usize::try_from(at).ok());
         let Some(offset) = offset.filter(|&at| at.checked_add(4).is_some_and(|end| end <= bytes.len())) else {
-            return Err("has a truncated program header table".to_owned());
+            return Some("has a truncated program header table".to_owned());
         };
         if u32_at(bytes, offset) == PT_INTERP {
-            return Err("is dynamically linked (it asks for an ELF interpreter); the package needs a static musl \
-                        build: run scripts/build-static.sh"
-                .to_owned());
+            return Some(
+                "is dynamically linked (it asks for an ELF interpreter); the package needs a static musl \
+                 build: run cargo xtask build-static"
+                    .to_owned(),
+            );
         }
     }
-    Ok(())
+    None
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
@@ -129,12 +142,13 @@ mod tests {
     const PT_LOAD: u32 = 1;
 
     #[track_caller]
-    fn check(arch: Arch, bytes: &[u8], expect: Result<(), &str>) {
-        let got = check_static(arch, bytes);
+    fn check(arch: Arch, bytes: &[u8], expect: std::result::Result<(), &str>) {
+        let got = check_static("the binary", arch, bytes);
         match expect {
-            Ok(()) => assert_eq!(got, Ok(())),
+            Ok(()) => assert!(got.is_ok(), "{got:?}"),
             Err(fragment) => {
-                let message = got.expect_err("should be refused");
+                let message = got.expect_err("should be refused").to_string();
+                assert!(message.starts_with("the binary "), "{message:?}");
                 assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
             }
         }
@@ -168,11 +182,11 @@ mod tests {
     fn the_test_binary_itself_is_recognised() {
         let bytes = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let arch = if cfg!(target_arch = "aarch64") { Arch::Arm64 } else { Arch::Amd64 };
-        let result = check_static(arch, &bytes);
+        let result = check_static("the test binary", arch, &bytes);
         if cfg!(all(target_env = "gnu", not(target_feature = "crt-static"))) {
-            assert!(result.unwrap_err().contains("dynamically linked"));
+            assert!(result.unwrap_err().to_string().contains("dynamically linked"));
         } else {
-            assert_eq!(result, Ok(()));
+            assert!(result.is_ok(), "{result:?}");
         }
     }
 }

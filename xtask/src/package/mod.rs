@@ -15,48 +15,19 @@ pub(crate) mod elf;
 pub(crate) mod sign;
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use thiserror::Error;
-
-pub(crate) use archive::{Entry, MAX_UNCOMPRESSED_SIZE};
+pub(crate) use archive::Entry;
 pub(crate) use checksum::{Identity, checksum};
 pub(crate) use elf::Arch;
 pub(crate) use sign::Category;
 
-use crate::say;
-
-#[derive(Debug, Error)]
-pub(crate) enum Error {
-    #[error("the {arch} binary {problem}")]
-    Binary { arch: Arch, problem: String },
-    #[error(
-        "the {arch} binary was built from other declarations (it embeds {embedded}, the plugin directory gives {files}): \
-         rebuild it (cargo xtask build-static) before packaging"
-    )]
-    StaleBinary { arch: Arch, embedded: String, files: String },
-    #[error("{0}")]
-    Manifest(String),
-    #[error(
-        "the package would hold {total} bytes uncompressed, over the daemon's limit of {limit} bytes",
-        limit = MAX_UNCOMPRESSED_SIZE
-    )]
-    TooLarge { total: u64 },
-    #[error("package entry {name} {problem}")]
-    Entry { name: String, problem: &'static str },
-    #[error("zip: {0}")]
-    Zip(#[from] zip::result::ZipError),
-    #[error("key: {0}")]
-    Key(String),
-    #[error("the package is not signed (its zip comment holds no signature)")]
-    Unsigned,
-    #[error("the signature does not match this key and these contents")]
-    BadSignature,
-}
+use crate::console::say;
+use crate::error::{AtPath, Error, Result};
 
 /// A built package, in memory.
 #[derive(Debug)]
@@ -79,11 +50,11 @@ impl Package {
     }
 
     /// Describes an already-zipped package (signed or not) from its bytes.
-    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Result<Self, Error> {
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
         let (entries, _comment) = archive::read(&bytes)?;
         let manifest = entries.iter().find(|entry| entry.name == "manifest.yaml");
-        let manifest = manifest.ok_or_else(|| Error::Manifest("the package has no manifest.yaml".to_owned()))?;
-        let identity = Identity::from_manifest(&String::from_utf8_lossy(&manifest.data)).map_err(Error::Manifest)?;
+        let manifest = manifest.ok_or(Error::MissingEntry("manifest.yaml"))?;
+        let identity = Identity::from_manifest(&String::from_utf8_lossy(&manifest.data))?;
         Ok(Package::new(bytes, &entries, identity))
     }
 }
@@ -91,15 +62,15 @@ impl Package {
 /// Builds the package from the plugin's files and, for the self-contained (offline) package, the
 /// two binaries, refusing anything but static builds of the right architectures built from these
 /// very declarations.
-pub(crate) fn build(files: &archive::PluginFiles, binaries: Option<(Vec<u8>, Vec<u8>)>) -> Result<Package, Error> {
+pub(crate) fn build(files: &archive::PluginFiles, binaries: Option<(Vec<u8>, Vec<u8>)>) -> Result<Package> {
     if let Some((amd64, arm64)) = &binaries {
         for (arch, bytes) in [(Arch::Amd64, amd64), (Arch::Arm64, arm64)] {
-            elf::check_static(arch, bytes).map_err(|problem| Error::Binary { arch, problem })?;
+            elf::check_static(&format!("the {arch} binary"), arch, bytes)?;
             match elf::declaration_digest(bytes) {
                 Some(embedded) if embedded == files.declaration_digest => {}
                 embedded => {
                     return Err(Error::StaleBinary {
-                        arch,
+                        arch: arch.as_str(),
                         embedded: embedded.unwrap_or_else(|| "no declaration digest".into()),
                         files: files.declaration_digest.clone(),
                     });
@@ -109,14 +80,14 @@ pub(crate) fn build(files: &archive::PluginFiles, binaries: Option<(Vec<u8>, Vec
     }
     let manifest =
         files.entries.iter().find(|e| e.name == "manifest.yaml").map(|e| e.data.as_slice()).unwrap_or_default();
-    let identity = Identity::from_manifest(&String::from_utf8_lossy(manifest)).map_err(Error::Manifest)?;
+    let identity = Identity::from_manifest(&String::from_utf8_lossy(manifest))?;
     let entries = archive::contents(files, binaries);
     let bytes = archive::write(&entries, None)?;
     Ok(Package::new(bytes, &entries, identity))
 }
 
 /// Writes `package` to `out` and prints what it is.
-pub(crate) fn write_package(out: &Path, package: &Package) -> io::Result<()> {
+pub(crate) fn write_package(out: &Path, package: &Package) -> Result<()> {
     write_file(out, &package.bytes)?;
     report(out, package);
     Ok(())
@@ -124,16 +95,16 @@ pub(crate) fn write_package(out: &Path, package: &Package) -> io::Result<()> {
 
 /// `cargo xtask keygen`: writes `<name>.private.pem` (mode 0600) and `<name>.public.pem`,
 /// refusing to overwrite either.
-pub(crate) fn keygen_command(name: &Path, bits: usize) -> io::Result<ExitCode> {
+pub(crate) fn keygen_command(name: &Path, bits: usize) -> Result<ExitCode> {
     let private_path = with_suffix(name, ".private.pem");
     let public_path = with_suffix(name, ".public.pem");
     for path in [&private_path, &public_path] {
         if path.exists() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", path.display())));
+            return Err(Error::Exists { path: path.clone() });
         }
     }
-    let key = sign::generate_key(bits).map_err(io::Error::other)?;
-    let (private, public) = sign::key_pems(&key).map_err(io::Error::other)?;
+    let key = sign::generate_key(bits)?;
+    let (private, public) = sign::key_pems(&key)?;
     create_new(&private_path, private.as_bytes(), 0o600)?;
     create_new(&public_path, public.as_bytes(), 0o644)?;
     say(&format!("private key: {} (keep it secret; mode 0600)", private_path.display()));
@@ -146,12 +117,11 @@ pub(crate) fn keygen_command(name: &Path, bits: usize) -> io::Result<ExitCode> {
 
 /// `cargo xtask sign`: writes the signed package (by default `<package>.signed.difypkg`) and
 /// prints its new unique identifier (signing changes the checksum) on the last line.
-pub(crate) fn sign_command(package: &Path, key: &Path, category: Category, out: Option<&Path>) -> io::Result<ExitCode> {
-    let key = fs::read_to_string(key).map_err(|err| with_path(err, key))?;
-    let key = sign::private_key_from_pem(&key).map_err(io::Error::other)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(io::Error::other)?.as_secs();
-    let signed = sign::sign(&read(package)?, &key, category, now).map_err(io::Error::other)?;
-    let signed = Package::from_bytes(signed).map_err(io::Error::other)?;
+pub(crate) fn sign_command(package: &Path, key: &Path, category: Category, out: Option<&Path>) -> Result<ExitCode> {
+    let key = sign::private_key_from_pem(&fs::read_to_string(key).at(key)?)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let signed = sign::sign(&fs::read(package).at(package)?, &key, category, now)?;
+    let signed = Package::from_bytes(signed)?;
     let out = match out {
         Some(out) => out.to_owned(),
         None => {
@@ -166,10 +136,9 @@ pub(crate) fn sign_command(package: &Path, key: &Path, category: Category, out: 
 }
 
 /// `cargo xtask verify`: checks a signed package against a public key, as the daemon's verifier does.
-pub(crate) fn verify_command(package: &Path, key: &Path) -> io::Result<ExitCode> {
-    let key = fs::read_to_string(key).map_err(|err| with_path(err, key))?;
-    let key = sign::public_key_from_pem(&key).map_err(io::Error::other)?;
-    let verified = sign::verify(&read(package)?, &key).map_err(io::Error::other)?;
+pub(crate) fn verify_command(package: &Path, key: &Path) -> Result<ExitCode> {
+    let key = sign::public_key_from_pem(&fs::read_to_string(key).at(key)?)?;
+    let verified = sign::verify(&fs::read(package).at(package)?, &key)?;
     say(&format!(
         "{}: signature valid (signed at {}, category {})",
         package.display(),
@@ -190,28 +159,20 @@ fn report(path: &Path, package: &Package) {
     say(&package.unique_identifier());
 }
 
-pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
-    fs::read(path).map_err(|err| with_path(err, path))
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(|err| with_path(err, parent))?;
+        fs::create_dir_all(parent).at(parent)?;
     }
-    fs::write(path, bytes).map_err(|err| with_path(err, path))
+    fs::write(path, bytes).at(path)
 }
 
-fn create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let write = || OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?.write_all(bytes);
-    write().map_err(|err| with_path(err, path))
+    write().at(path)
 }
 
 fn with_suffix(name: &Path, suffix: &str) -> PathBuf {
     let mut path = name.as_os_str().to_owned();
     path.push(suffix);
     PathBuf::from(path)
-}
-
-fn with_path(err: io::Error, path: &Path) -> io::Error {
-    io::Error::new(err.kind(), format!("{}: {err}", path.display()))
 }

@@ -18,8 +18,8 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::Error;
 use super::archive::{self, Entry};
+use crate::error::{Error, Result};
 
 /// The file the signer adds; the daemon reads the category from it.
 pub(crate) const VERIFICATION_FILE: &str = ".verification.dify.json";
@@ -45,35 +45,35 @@ impl Category {
 }
 
 /// A new RSA key pair.
-pub(crate) fn generate_key(bits: usize) -> Result<RsaPrivateKey, Error> {
-    RsaPrivateKey::new(&mut OsRng, bits).map_err(|err| Error::Key(err.to_string()))
+pub(crate) fn generate_key(bits: usize) -> Result<RsaPrivateKey> {
+    Ok(RsaPrivateKey::new(&mut OsRng, bits)?)
 }
 
 /// The key pair as PKCS#1 PEM texts: (private, public).
-pub(crate) fn key_pems(key: &RsaPrivateKey) -> Result<(String, String), Error> {
-    let private = key.to_pkcs1_pem(LineEnding::LF).map_err(|err| Error::Key(err.to_string()))?;
-    let public = key.to_public_key().to_pkcs1_pem(LineEnding::LF).map_err(|err| Error::Key(err.to_string()))?;
+pub(crate) fn key_pems(key: &RsaPrivateKey) -> Result<(String, String)> {
+    let private = key.to_pkcs1_pem(LineEnding::LF)?;
+    let public = key.to_public_key().to_pkcs1_pem(LineEnding::LF)?;
     Ok((private.as_str().to_owned(), public))
 }
 
 /// Reads a private key: PKCS#1 (`RSA PRIVATE KEY`, what `keygen` and the Dify CLI write) or
 /// PKCS#8 (`PRIVATE KEY`, what `openssl genpkey` writes).
-pub(crate) fn private_key_from_pem(pem: &str) -> Result<RsaPrivateKey, Error> {
+pub(crate) fn private_key_from_pem(pem: &str) -> Result<RsaPrivateKey> {
     RsaPrivateKey::from_pkcs1_pem(pem)
         .or_else(|_| RsaPrivateKey::from_pkcs8_pem(pem))
-        .map_err(|_| Error::Key("expected an RSA private key in PEM (BEGIN RSA PRIVATE KEY)".to_owned()))
+        .map_err(|_| Error::KeyFormat("an RSA private key in PEM (BEGIN RSA PRIVATE KEY)"))
 }
 
 /// Reads a public key the way the daemon does: PKCS#1 PEM (`RSA PUBLIC KEY`) only.
-pub(crate) fn public_key_from_pem(pem: &str) -> Result<RsaPublicKey, Error> {
+pub(crate) fn public_key_from_pem(pem: &str) -> Result<RsaPublicKey> {
     RsaPublicKey::from_pkcs1_pem(pem)
-        .map_err(|_| Error::Key("expected an RSA public key in PKCS#1 PEM (BEGIN RSA PUBLIC KEY)".to_owned()))
+        .map_err(|_| Error::KeyFormat("an RSA public key in PKCS#1 PEM (BEGIN RSA PUBLIC KEY)"))
 }
 
 /// Returns `package` signed at unix time `time`: every entry copied in order, any earlier
 /// verification file and signature dropped, then a new [`VERIFICATION_FILE`] appended and the
 /// signature put in the zip comment.
-pub(crate) fn sign(package: &[u8], key: &RsaPrivateKey, category: Category, time: u64) -> Result<Vec<u8>, Error> {
+pub(crate) fn sign(package: &[u8], key: &RsaPrivateKey, category: Category, time: u64) -> Result<Vec<u8>> {
     let (mut entries, _comment) = archive::read(package)?;
     entries.retain(|entry| entry.name != VERIFICATION_FILE);
     // Byte for byte what Go's json.Marshal writes for the daemon's Verification struct.
@@ -95,7 +95,7 @@ pub(crate) struct Verified {
 }
 
 /// Checks `package`'s signature against `key`, as the daemon's verifier does.
-pub(crate) fn verify(package: &[u8], key: &RsaPublicKey) -> Result<Verified, Error> {
+pub(crate) fn verify(package: &[u8], key: &RsaPublicKey) -> Result<Verified> {
     #[derive(Deserialize)]
     struct Comment {
         signature: String,

@@ -1,0 +1,167 @@
+/*!
+`invoke_trigger_event` (triggers.md §4.2): one routed event → the workflow variables its event
+declares (or `cancelled: true` when a node's filter or the type does not match), and, for the
+families that have them, the object the event is about, fetched from OpenAI within the action's
+budget ([`crate::enrich`]).
+*/
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use dify_plugin::Action;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::dispatch::MAX_BODY_BYTES;
+use crate::enrich::{self, KeySource};
+use crate::error::PluginError;
+use crate::events::{self, Delivery, Outcome};
+use crate::openai::{Account, Budget, OpenAi};
+use crate::raw_http::HttpRequest;
+use crate::signature;
+use crate::subscription::{Subscription, SubscriptionProperties, object_or_null};
+
+/// An invoke answer larger than this drops the whole fetched objects (the line limit is 4 MiB).
+const MAX_VARIABLES_BYTES: usize = 3584 * 1024;
+
+/// Invoke with the process's OpenAI client, the action's `now` (Unix seconds, read once from the
+/// provider's clock) and what it may spend on OpenAI.
+pub(crate) struct Invoker<'a> {
+    pub(crate) api: &'a OpenAi,
+    pub(crate) now: i64,
+    pub(crate) budget: Duration,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvokeRequest<'a> {
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    payload: Option<Map<String, Value>>,
+    /// Read only when the payload lacks what invoke needs (a payload stored by another plugin).
+    #[serde(borrow, default)]
+    raw_http_request: Option<Cow<'a, str>>,
+    #[serde(default)]
+    subscription: Option<Subscription>,
+    #[serde(default, deserialize_with = "object_or_null")]
+    credentials: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct InvokeResponse {
+    variables: Map<String, Value>,
+    cancelled: bool,
+}
+
+impl Invoker<'_> {
+    pub(crate) async fn invoke(&self, request: InvokeRequest<'_>) -> Result<InvokeResponse, PluginError> {
+        let name =
+            request.event.ok_or(PluginError::MissingField { action: Action::InvokeTriggerEvent, field: "event" })?;
+        let spec = events::by_name(&name).ok_or_else(|| PluginError::UnknownEvent { event: name.clone() })?;
+        let mut payload = request.payload.unwrap_or_default();
+        // Our dispatch's payload carries everything; the stored request is decoded only for a
+        // payload from elsewhere (the Python plugin's, or none).
+        let complete = matches!(payload.get("event"), Some(Value::Object(_)))
+            && payload.get("webhook_id").is_some_and(Value::is_string)
+            && payload.get("webhook_timestamp").is_some_and(Value::is_i64);
+        let raw = if complete {
+            None
+        } else {
+            request.raw_http_request.as_deref().and_then(|hex| HttpRequest::from_hex(hex, MAX_BODY_BYTES).ok())
+        };
+        let header = |name: &str| raw.as_ref().and_then(|r| r.header_str(name)).map(str::to_owned);
+        let webhook_id = payload
+            .get("webhook_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| header(signature::HEADER_ID))
+            .unwrap_or_default();
+        let webhook_timestamp = payload
+            .get("webhook_timestamp")
+            .and_then(Value::as_i64)
+            .or_else(|| header(signature::HEADER_TIMESTAMP).and_then(|t| t.parse().ok()))
+            .unwrap_or(0);
+
+        // Our dispatch wraps the event; a payload stored by the Python plugin is the bare event; as a
+        // last resort the stored request's body is read again. The event is owned from here on.
+        let mut event: Map<String, Value> = match payload.remove("event") {
+            Some(Value::Object(event)) => event,
+            _ if payload.get("type").is_some_and(Value::is_string) => payload,
+            _ => match raw.as_ref().and_then(|r| serde_json::from_slice::<Map<String, Value>>(r.body()).ok()) {
+                Some(event) => event,
+                None => return Ok(cancelled(&name, &events::Skip::NoEvent)),
+            },
+        };
+        let delivery = Delivery { event: &event, webhook_id: &webhook_id, webhook_timestamp };
+        let parameters = request.parameters.unwrap_or_default();
+        let mut variables = match events::variables_without_data(spec, &delivery, &parameters) {
+            Outcome::Fire(variables) => variables,
+            Outcome::Ignore(reason) => return Ok(cancelled(&name, &reason)),
+        };
+        if enrich::is_enrichable(spec.family) {
+            let properties = request.subscription.map(|s| s.properties).unwrap_or_default();
+            let key = key_source(&request.credentials, &properties);
+            let empty = Map::new();
+            let data = event.get("data").and_then(Value::as_object).unwrap_or(&empty);
+            let budget = Budget::new(self.budget, self.now);
+            enrich::add_details(self.api, &key, spec.family, data, &parameters, &budget, &mut variables).await;
+        }
+        // `data` moves from the event into the variables: no copy of what may be most of the body.
+        let data = match event.remove("data") {
+            Some(Value::Object(data)) => data,
+            _ => Map::new(),
+        };
+        variables.insert("data".into(), Value::Object(data));
+        // Only fetched objects can be large; plain variables are bounded by the body's 1 MiB.
+        if variables.get("details_fetched") == Some(&Value::Bool(true)) {
+            fit_line(&mut variables);
+        }
+        Ok(InvokeResponse { variables, cancelled: false })
+    }
+}
+
+/// The key enrichment uses: the constructor's credentials, else a manual subscription's optional
+/// `api_key` property.
+fn key_source(credentials: &Map<String, Value>, properties: &SubscriptionProperties) -> KeySource {
+    let found = match Account::from_settings(credentials) {
+        Ok(None) => properties.account(),
+        other => other,
+    };
+    match found {
+        Ok(Some(account)) => KeySource::Found(account),
+        Ok(None) => KeySource::Missing,
+        Err(err) => KeySource::Invalid(err.to_string()),
+    }
+}
+
+/// Keeps the invoke answer under the line limit: past [`MAX_VARIABLES_BYTES`] the whole fetched
+/// objects and downloaded lines go (their summary fields stay), and `details_error` says so.
+fn fit_line(variables: &mut Map<String, Value>) {
+    let size = serde_json::to_string(variables).map(|text| text.len()).unwrap_or(usize::MAX);
+    if size <= MAX_VARIABLES_BYTES {
+        return;
+    }
+    for key in ["response", "batch", "job", "run", "alert", "case", "output_lines", "output_text"] {
+        if let Some(value) = variables.get_mut(key) {
+            *value = match value {
+                Value::Array(_) => Value::Array(Vec::new()),
+                Value::String(_) => Value::String(String::new()),
+                _ => Value::Object(Map::new()),
+            };
+        }
+    }
+    if variables.contains_key("output_truncated") {
+        variables.insert("output_truncated".into(), Value::Bool(true));
+    }
+    variables.insert(
+        "details_error".into(),
+        Value::String(format!("the details were {size} bytes, over the {MAX_VARIABLES_BYTES} bytes one run can carry; the whole objects were left out")),
+    );
+}
+
+fn cancelled(event: &str, reason: &events::Skip) -> InvokeResponse {
+    tracing::info!(event, %reason, "event ignored for this workflow");
+    InvokeResponse { variables: Map::new(), cancelled: true }
+}
