@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::support::{self, EXE, RawRequest, SECRET, dispatch_data, event_body, unix_now};
 
-const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/py-serverless-front");
+const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/py-serverless-front");
 const PLUGIN: &str = env!("CARGO_MANIFEST_DIR");
 
 struct Front {
