@@ -239,19 +239,9 @@ pub enum Skip {
     },
 }
 
-/// Builds the variables of `spec` for `delivery`, applying the node's filters (`parameters`).
-pub fn variables(spec: &EventSpec, delivery: &Delivery<'_>, parameters: &Parameters) -> Outcome {
-    match variables_without_data(spec, delivery, parameters) {
-        Outcome::Fire(mut vars) => {
-            vars.insert("data".into(), Value::Object(delivery.data().clone()));
-            Outcome::Fire(vars)
-        }
-        ignored => ignored,
-    }
-}
-
-/// [`variables`] without `data`, for a caller that owns the event and moves its `data` in
-/// afterwards instead of copying it (it can be most of the event).
+/// Builds the variables of `spec` for `delivery`, applying the node's filters (`parameters`), all
+/// but `data`: the caller owns the event and moves its `data` in afterwards instead of copying it
+/// (it can be most of the event).
 pub fn variables_without_data(spec: &EventSpec, delivery: &Delivery<'_>, parameters: &Parameters) -> Outcome {
     let actual = delivery.openai_type();
     if let Some(expected) = spec.openai_type {
