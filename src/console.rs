@@ -6,7 +6,7 @@ use std::io::Write;
 
 /// Writes one line of human output to stdout. A no-op (logged) while the protocol owns stdout.
 #[expect(clippy::disallowed_methods, reason = "the human commands' output; guarded against the protocol")]
-pub fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     if dify_plugin::stdio::is_serving() {
         tracing::error!("refused to print to stdout while serving the protocol on it");
         return;
@@ -17,7 +17,7 @@ pub fn say(text: &str) {
 
 /// The width lines for people are fitted to: `COLUMNS` when set (shells export it), else the
 /// terminal's width when stdout is one, else 80; at least 60, at most 400.
-pub fn output_width() -> usize {
+pub(crate) fn output_width() -> usize {
     let from_env = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<usize>().ok());
     // terminal_size() asks stdout's terminal and answers None for a pipe or a file.
     let from_terminal = || terminal_size::terminal_size().map(|(width, _)| usize::from(width.0));
@@ -25,7 +25,7 @@ pub fn output_width() -> usize {
 }
 
 /// `line` cut to `width` characters, with `…` where it was cut.
-pub fn fit(line: &str, width: usize) -> String {
+pub(crate) fn fit(line: &str, width: usize) -> String {
     if line.chars().count() <= width {
         return line.to_owned();
     }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use thiserror::Error;
 
 use crate::error::PluginError;
 use crate::events;
@@ -181,17 +182,18 @@ impl Constructor<'_> {
             .map_err(|err| failed(err.to_string()))?
             .ok_or_else(|| failed("api_key is required to create the OpenAI webhook endpoint".into()))?;
         let callback = request.endpoint.unwrap_or_default();
-        check_callback(&callback).map_err(failed)?;
+        let setup = |err: SetupError| failed(err.to_string());
+        check_callback(&callback).map_err(setup)?;
         let parameters = request.parameters.unwrap_or_default();
-        let requested = requested_types(&parameters).map_err(failed)?;
-        let rotate_days = rotation_days(&parameters).map_err(failed)?;
+        let requested = requested_types(&parameters).map_err(setup)?;
+        let rotate_days = rotation_days(&parameters).map_err(setup)?;
         let budget = Budget::new(self.budget, self.now);
         let types =
             if requested.is_empty() { self.available_types(&account, &budget).await.0 } else { requested.clone() };
 
         // A subscription built again (Dify's rebuild, or a retry after a lost answer) must not
         // leave a second endpoint delivering to the same URL: ensure_endpoint adopts one that does.
-        let (id, secret) = self.ensure_endpoint(&account, &callback, &types, &budget).await.map_err(failed)?;
+        let (id, secret) = self.ensure_endpoint(&account, &callback, &types, &budget).await.map_err(setup)?;
 
         let mut properties = SubscriptionProperties {
             webhook_secret: secret,
@@ -454,17 +456,19 @@ impl Constructor<'_> {
         callback: &str,
         types: &[String],
         budget: &Budget,
-    ) -> Result<(String, String), String> {
+    ) -> Result<(String, String), SetupError> {
         let name = endpoint_name(callback);
-        let existing = self.find_by_url(account, callback, budget).await.map_err(|err| {
-            format!("could not look for an endpoint already delivering to this URL: {}", err_message(&err))
-        })?;
+        let existing = self
+            .find_by_url(account, callback, budget)
+            .await
+            .map_err(|err| SetupError::Lookup { detail: err_message(&err) })?;
         let answer = match existing {
             Some(id) => {
                 let update = json!({"name": name, "url": callback, "event_types": types});
-                self.api.post(account, &format!("webhook_endpoints/{id}"), &update, budget).await.map_err(|err| {
-                    format!("OpenAI refused to update the existing endpoint {id}: {}", err_message(&err))
-                })?;
+                self.api
+                    .post(account, &format!("webhook_endpoints/{id}"), &update, budget)
+                    .await
+                    .map_err(|err| SetupError::Update { id: id.clone(), detail: err_message(&err) })?;
                 let rotate = json!({"keep_old_secret_active_for_24_hours": false});
                 self.api.post(account, &format!("webhook_endpoints/{id}/rotate_secret"), &rotate, budget).await
             }
@@ -473,7 +477,7 @@ impl Constructor<'_> {
                 self.api.post(account, "webhook_endpoints", &body, budget).await
             }
         }
-        .map_err(|err| format!("OpenAI refused to create the webhook endpoint: {}", err_message(&err)))?;
+        .map_err(|err| SetupError::Create { detail: err_message(&err) })?;
         endpoint_secret(&answer)
     }
 
@@ -512,13 +516,40 @@ fn err_message(err: &ApiError) -> String {
     }
 }
 
+/// Why a subscription cannot be set up; the message is what the user reads in Dify, with the fix.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SetupError {
+    #[error("Dify sent no usable callback URL ({url:?}). {CALLBACK_FIX}")]
+    NoCallback { url: String },
+    #[error("Dify's callback URL {url} cannot receive OpenAI webhooks: {reason}. {CALLBACK_FIX}")]
+    Unreachable { url: String, reason: &'static str },
+    #[error(
+        "{openai_type} cannot be subscribed through the API: OpenAI delivers it only to endpoints created in its \
+         dashboard. Create a manual subscription for it"
+    )]
+    ManualOnly { openai_type: String },
+    #[error("{given:?} is not an OpenAI event type")]
+    NotAnEventType { given: String },
+    #[error("rotate_secret_days must be a whole number from 0 (never) to {MAX_ROTATION_DAYS}")]
+    RotationDays,
+    #[error("could not look for an endpoint already delivering to this URL: {detail}")]
+    Lookup { detail: String },
+    #[error("OpenAI refused to update the existing endpoint {id}: {detail}")]
+    Update { id: String, detail: String },
+    #[error("OpenAI refused to create the webhook endpoint: {detail}")]
+    Create { detail: String },
+    #[error("OpenAI's answer carried no endpoint id or signing_secret")]
+    NoSecret,
+}
+
+const CALLBACK_FIX: &str = "Set TRIGGER_URL in Dify's environment (docker/.env; a local Dify has http://localhost) to \
+                            the public https:// address of this Dify, restart Dify, then create the subscription \
+                            again. A manual subscription works behind a tunnel too";
+
 /// Dify's callback URL must be one OpenAI can deliver to: https, and a public host name.
-pub fn check_callback(url: &str) -> Result<(), String> {
-    let fix = "Set TRIGGER_URL in Dify's environment (docker/.env; a local Dify has http://localhost) to the public \
-               https:// address of this Dify, restart Dify, then create the subscription again. A manual subscription \
-               works behind a tunnel too";
+pub fn check_callback(url: &str) -> Result<(), SetupError> {
     let parsed = reqwest::Url::parse(url)
-        .map_err(|_| format!("Dify sent no usable callback URL ({:?}). {fix}", dify_plugin::wire::truncate(url, 80)))?;
+        .map_err(|_| SetupError::NoCallback { url: dify_plugin::wire::truncate(url, 80).to_owned() })?;
     let host = parsed.host_str().unwrap_or("");
     let reason = if parsed.scheme() != "https" {
         Some("OpenAI only delivers to https:// URLs")
@@ -532,7 +563,7 @@ pub fn check_callback(url: &str) -> Result<(), String> {
         None
     };
     match reason {
-        Some(reason) => Err(format!("Dify's callback URL {url} cannot receive OpenAI webhooks: {reason}. {fix}")),
+        Some(reason) => Err(SetupError::Unreachable { url: url.to_owned(), reason }),
         None => Ok(()),
     }
 }
@@ -558,7 +589,7 @@ fn is_private(host: &str) -> bool {
 
 /// The `events` parameter as OpenAI types: a list or a comma-separated string, Dify event names
 /// accepted for their type, duplicates dropped. Empty means "every type available".
-fn requested_types(parameters: &Map<String, Value>) -> Result<Vec<String>, String> {
+fn requested_types(parameters: &Map<String, Value>) -> Result<Vec<String>, SetupError> {
     let raw: Vec<&str> = match parameters.get(parameter::EVENTS) {
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
         Some(Value::String(list)) => list.split(',').collect(),
@@ -574,13 +605,10 @@ fn requested_types(parameters: &Map<String, Value>) -> Result<Vec<String>, Strin
             continue;
         }
         if MANUAL_ONLY_TYPES.contains(&openai_type) {
-            return Err(format!(
-                "{openai_type} cannot be subscribed through the API: OpenAI delivers it only to endpoints created in its \
-                 dashboard. Create a manual subscription for it"
-            ));
+            return Err(SetupError::ManualOnly { openai_type: openai_type.to_owned() });
         }
         if !is_event_type(openai_type) {
-            return Err(format!("{:?} is not an OpenAI event type", dify_plugin::wire::truncate(openai_type, 64)));
+            return Err(SetupError::NotAnEventType { given: dify_plugin::wire::truncate(openai_type, 64).to_owned() });
         }
         if !types.iter().any(|t| t == openai_type) {
             types.push(openai_type.to_owned());
@@ -590,7 +618,7 @@ fn requested_types(parameters: &Map<String, Value>) -> Result<Vec<String>, Strin
 }
 
 /// `rotate_secret_days`: 0 (never) to [`MAX_ROTATION_DAYS`]; a number or a numeric string.
-fn rotation_days(parameters: &Map<String, Value>) -> Result<i64, String> {
+fn rotation_days(parameters: &Map<String, Value>) -> Result<i64, SetupError> {
     let days = match parameters.get(parameter::ROTATE_SECRET_DAYS) {
         None | Some(Value::Null) => return Ok(0),
         Some(Value::Number(n)) => n.as_f64(),
@@ -600,7 +628,7 @@ fn rotation_days(parameters: &Map<String, Value>) -> Result<i64, String> {
     };
     match days {
         Some(days) if days.fract() == 0.0 && (0.0..=MAX_ROTATION_DAYS as f64).contains(&days) => Ok(days as i64),
-        _ => Err(format!("rotate_secret_days must be a whole number from 0 (never) to {MAX_ROTATION_DAYS}")),
+        _ => Err(SetupError::RotationDays),
     }
 }
 
@@ -614,12 +642,12 @@ fn endpoint_name(callback: &str) -> String {
 }
 
 /// The `id` and `signing_secret` of a create or rotate answer.
-fn endpoint_secret(answer: &Value) -> Result<(String, String), String> {
+fn endpoint_secret(answer: &Value) -> Result<(String, String), SetupError> {
     let id = answer.get("id").and_then(Value::as_str).filter(|id| !id.is_empty());
     let secret = answer.get("signing_secret").and_then(Value::as_str).filter(|s| !s.is_empty());
     match (id, secret) {
         (Some(id), Some(secret)) => Ok((id.to_owned(), secret.to_owned())),
-        _ => Err("OpenAI's answer carried no endpoint id or signing_secret".into()),
+        _ => Err(SetupError::NoSecret),
     }
 }
 
@@ -683,7 +711,7 @@ mod tests {
             ("https://api/triggers/plugin/x", "domain"),
             ("3f8e2c1a-7b4d-4e9f", "no usable"),
         ] {
-            let err = check_callback(url).unwrap_err();
+            let err = check_callback(url).unwrap_err().to_string();
             assert!(err.contains(why), "{url}: {err}");
             assert!(err.contains("TRIGGER_URL"), "{url}: {err}");
         }
@@ -703,10 +731,14 @@ mod tests {
             requested_types(&params(json!({"events": "video.completed, batch.failed"}))).unwrap(),
             vec!["video.completed", "batch.failed"]
         );
-        assert!(
-            requested_types(&params(json!({"events": ["safety.warning_issued"]}))).unwrap_err().contains("dashboard")
+        assert_eq!(
+            requested_types(&params(json!({"events": ["safety.warning_issued"]}))),
+            Err(SetupError::ManualOnly { openai_type: "safety.warning_issued".into() })
         );
-        assert!(requested_types(&params(json!({"events": ["Batch Completed!"]}))).is_err());
+        assert_eq!(
+            requested_types(&params(json!({"events": ["Batch Completed!"]}))),
+            Err(SetupError::NotAnEventType { given: "Batch Completed!".into() })
+        );
     }
 
     #[test]
@@ -716,7 +748,7 @@ mod tests {
         assert_eq!(rotation_days(&params(json!({"rotate_secret_days": "7"}))), Ok(7));
         assert_eq!(rotation_days(&params(json!({"rotate_secret_days": ""}))), Ok(0));
         for bad in [json!(-1), json!(1.5), json!(366), json!("soon"), json!([1])] {
-            assert!(rotation_days(&params(json!({"rotate_secret_days": bad}))).is_err());
+            assert_eq!(rotation_days(&params(json!({"rotate_secret_days": bad}))), Err(SetupError::RotationDays));
         }
     }
 

@@ -20,18 +20,18 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 
 /// OpenAI's retry horizon.
-pub const RETENTION_SECONDS: i64 = 72 * 3600;
+pub(crate) const RETENTION_SECONDS: i64 = 72 * 3600;
 /// 768 KiB at most; far above the deliveries one Dify subscription sees in 72 h.
-pub const DEFAULT_CAPACITY: usize = 65_536;
+pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 /// Slots per bucket.
 const WAYS: usize = 16;
 
 /// A `(scope, webhook-id)` digest.
-pub type Key = [u8; 16];
+pub(crate) type Key = [u8; 16];
 
 /// What a delivery's id is to the guard.
 #[derive(Debug)]
-pub enum Sighting<'a> {
+pub(crate) enum Sighting<'a> {
     /// Not seen: process it, then [`Claim::confirm`] once it fired and was answered 200.
     New(Claim<'a>),
     /// Already accepted within the retention: acknowledge, fire nothing.
@@ -40,7 +40,7 @@ pub enum Sighting<'a> {
     InProgress,
 }
 
-pub struct ReplayGuard {
+pub(crate) struct ReplayGuard {
     retention: i64,
     state: Mutex<State>,
 }
@@ -78,7 +78,7 @@ struct State {
 
 /// A reservation of one delivery's id; forgotten when dropped unconfirmed.
 #[must_use = "an unconfirmed claim is forgotten when dropped"]
-pub struct Claim<'a> {
+pub(crate) struct Claim<'a> {
     guard: &'a ReplayGuard,
     key: Key,
     now: i64,
@@ -93,7 +93,7 @@ impl std::fmt::Debug for Claim<'_> {
 
 impl Claim<'_> {
     /// The delivery fired and was answered 200: remember its id for the retention.
-    pub fn confirm(mut self) {
+    pub(crate) fn confirm(mut self) {
         self.confirmed = true;
         let mut state = self.guard.lock();
         let (short, _) = split(&self.key);
@@ -102,7 +102,7 @@ impl Claim<'_> {
     }
 
     /// The digest this claim reserves.
-    pub fn key(&self) -> Key {
+    pub(crate) fn key(&self) -> Key {
         self.key
     }
 }
@@ -125,7 +125,7 @@ fn split(key: &Key) -> (u64, u64) {
 
 impl ReplayGuard {
     /// A guard remembering up to `capacity` ids (rounded up to whole buckets) for `retention` seconds.
-    pub fn new(capacity: usize, retention: i64) -> Self {
+    pub(crate) fn new(capacity: usize, retention: i64) -> Self {
         let ways = capacity.clamp(1, WAYS);
         let buckets = capacity.max(1).div_ceil(ways);
         // Zeroed memory: the pages are only touched as the table fills.
@@ -141,7 +141,7 @@ impl ReplayGuard {
 
     /// What `(scope, webhook_id)` is at `now`. `scope` keeps subscriptions apart (one plugin
     /// process serves every tenant, daemon-protocol.md §1.1); it must identify the subscription.
-    pub fn claim(&self, scope: &str, webhook_id: &str, now: i64) -> Sighting<'_> {
+    pub(crate) fn claim(&self, scope: &str, webhook_id: &str, now: i64) -> Sighting<'_> {
         let key = digest(scope, webhook_id);
         let (short, _) = split(&key);
         let mut state = self.lock();
@@ -154,8 +154,9 @@ impl ReplayGuard {
         Sighting::New(Claim { guard: self, key, now, confirmed: false })
     }
 
-    /// Ids remembered and not yet expired at `now` (a scan of the table; for tests and diagnostics).
-    pub fn len_at(&self, now: i64) -> usize {
+    /// Ids remembered and not yet expired at `now` (a scan of the table, for the tests).
+    #[cfg(test)]
+    fn len_at(&self, now: i64) -> usize {
         let state = self.lock();
         state.expiries.iter().filter(|&&expiry| expiry != 0 && i64::from(expiry) > now).count()
     }
@@ -198,7 +199,7 @@ impl Default for ReplayGuard {
 }
 
 /// The digest of one delivery in one scope.
-pub fn digest(scope: &str, webhook_id: &str) -> Key {
+pub(crate) fn digest(scope: &str, webhook_id: &str) -> Key {
     let mut hasher = Sha256::new();
     hasher.update(scope.as_bytes());
     hasher.update([0]);

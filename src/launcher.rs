@@ -3,11 +3,11 @@
 //! removed as soon as the copy runs (Linux keeps the running image).
 
 /// Set by `main.py` to the temporary copy's path; children must not inherit it.
-pub const COPY_VAR: &str = "OPENAI_TRIGGER_UNLINK";
+pub(crate) const COPY_VAR: &str = "OPENAI_TRIGGER_UNLINK";
 
 /// Removes the launcher's temporary copy. Only a path that is this very executable is removed, so
 /// the variable can never be used to delete anything else.
-pub fn remove_copy() {
+pub(crate) fn remove_copy() {
     use std::os::unix::fs::MetadataExt;
     let Some(path) = std::env::var_os(COPY_VAR) else { return };
     let (Ok(copy), Ok(running)) = (std::fs::metadata(&path), std::fs::metadata("/proc/self/exe")) else { return };

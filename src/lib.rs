@@ -27,10 +27,10 @@ line through the runtime's single writer.
 
 pub mod body;
 pub mod cli;
-pub mod console;
+mod console;
 pub mod constructor;
 pub mod declarations;
-pub mod dedupe;
+mod dedupe;
 mod demo;
 mod dev;
 pub mod digest;
@@ -39,7 +39,7 @@ pub mod enrich;
 pub mod error;
 pub mod events;
 mod invoke;
-pub mod launcher;
+mod launcher;
 mod local_plugin;
 pub mod openai;
 pub mod provider;

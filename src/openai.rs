@@ -302,7 +302,7 @@ impl Budget {
 /// The process's OpenAI client, built on first use (building reads the system's root certificates).
 #[derive(Default)]
 pub struct OpenAi {
-    http: OnceCell<Result<reqwest::Client, String>>,
+    http: OnceCell<Result<reqwest::Client, ClientError>>,
 }
 
 impl std::fmt::Debug for OpenAi {
@@ -318,11 +318,11 @@ impl OpenAi {
             .get_or_init(|| async {
                 match tokio::task::spawn_blocking(build_client).await {
                     Ok(result) => result,
-                    Err(err) => Err(format!("the client could not be built: {err}")),
+                    Err(err) => Err(ClientError::Builder { detail: err.to_string() }),
                 }
             })
             .await;
-        built.as_ref().map_err(|detail| ApiError::Network { base_url: String::new(), detail: detail.clone() })
+        built.as_ref().map_err(|err| ApiError::Network { base_url: String::new(), detail: err.to_string() })
     }
 
     /// `GET` `path` and decode the JSON object it answers.
@@ -558,7 +558,16 @@ fn chain(err: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
-fn build_client() -> Result<reqwest::Client, String> {
+/// Why the process's HTTP client could not be built (kept, so every later call says the same).
+#[derive(Debug, Error)]
+enum ClientError {
+    #[error("TLS setup failed: {detail}")]
+    Tls { detail: String },
+    #[error("the HTTP client could not be built: {detail}")]
+    Builder { detail: String },
+}
+
+fn build_client() -> Result<reqwest::Client, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -571,7 +580,7 @@ fn build_client() -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|err| format!("TLS setup failed: {err}"))?
+        .map_err(|err| ClientError::Tls { detail: err.to_string() })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -582,7 +591,7 @@ fn build_client() -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("openai-trigger/", env!("CARGO_PKG_VERSION"), " (Dify plugin)"))
         .build()
-        .map_err(|err| format!("the HTTP client could not be built: {err}"))
+        .map_err(|err| ClientError::Builder { detail: chain(&err) })
 }
 
 #[cfg(test)]

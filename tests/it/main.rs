@@ -14,6 +14,7 @@ mod declarations; // The tidy test: YAML on disk ⇄ provider list ⇄ event tab
 mod demo; // The human commands: demo, --help, dev + send on loopback.
 mod dispatch; // The six trigger actions through the binary, with exact response shapes.
 mod hostile; // The table of hostile input across every layer, then the privacy scan of everything written.
+mod in_process; // The provider in process on an injected clock: a subscription's days, replay memory, invoke.
 mod launcher; // The binary side of main.py's noexec fallback: its temporary copy removes itself.
 mod limits; // File descriptors and threads across bursts; SIGTERM drains, flushes, exits 0.
 mod openai_api; // API-key subscriptions and enriched events against the mock OpenAI API on loopback.
