@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use dify_plugin::{InstallMethod, RemoteConfig, RunError, ServeOptions};
+use dify_plugin::{InstallMethod, RemoteConfig, RunError, ServeOptions, Settings};
 
 use crate::declarations;
 use crate::provider::OpenAiTrigger;
@@ -33,7 +33,8 @@ Examples:
   openai-trigger send batch.completed --secret whsec_...
                                post a signed sample to it (another terminal)
 
-Environment (serve also reads ./.env):
+Environment, or ./.env (the plugin folder's: since daemon PR #799 a plugin
+gets only PATH, HOME, locale, proxies and INSTALL_METHOD from the daemon):
   INSTALL_METHOD              local (default), remote, serverless, aws_lambda
   REMOTE_INSTALL_URL          remote debugging address, host:port
                               (or REMOTE_INSTALL_HOST and REMOTE_INSTALL_PORT)
@@ -166,6 +167,15 @@ pub fn main() -> ExitCode {
     }
     let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|err| err.exit());
     let command = cli.command.unwrap_or(Command::Serve);
+    // The plugin's own settings: the environment, then the plugin folder's `.env` (the daemon
+    // passes only an allow-listed environment since its PR #799, daemon-protocol.md §1.1).
+    let settings = match Settings::load(std::path::Path::new(".")) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("openai-trigger: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Decided before logging starts: under the daemon (stdio) the default level is quieter.
     let method = match command {
         Command::Serve => match InstallMethod::from_env(std::path::Path::new("."), |name| std::env::var(name).ok()) {
@@ -177,7 +187,7 @@ pub fn main() -> ExitCode {
         },
         _ => None,
     };
-    init_logging(matches!(method, Some(InstallMethod::Local)));
+    init_logging(&settings, matches!(method, Some(InstallMethod::Local)));
     if matches!(method, Some(InstallMethod::Local)) && std::io::stdin().is_terminal() {
         eprintln!(
             "openai-trigger: serving the Dify plugin protocol on stdin/stdout, as Dify's\n\
@@ -198,7 +208,7 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match runtime_builder().enable_all().build() {
+    let runtime = match runtime_builder(&settings).enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("openai-trigger: cannot start the async runtime: {err}");
@@ -209,13 +219,13 @@ pub fn main() -> ExitCode {
         match command {
             Command::Serve => {
                 let method = method.unwrap_or(InstallMethod::Local);
-                serve(method).await.map(|()| ExitCode::SUCCESS)
+                serve(method, &settings).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Remote { url, key } => {
                 // The timing settings (back-off, windows) come from the environment here too.
                 let timing = dify_plugin::RemoteTiming::from_env(|name| std::env::var(name).ok())?;
                 let config = RemoteConfig::new(&url, &key)?.with_timing(timing);
-                serve(InstallMethod::Remote(config)).await.map(|()| ExitCode::SUCCESS)
+                serve(InstallMethod::Remote(config), &settings).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Demo { wide } => Ok(crate::demo::run(wide).await?),
             Command::Dev { secret, port, bind, json } => Ok(crate::dev::serve(secret, bind, port, json).await?),
@@ -246,24 +256,24 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs the plugin the way `method` asks, until the daemon stops it.
-async fn serve(method: InstallMethod) -> Result<(), RunError> {
-    let plugin = Arc::new(OpenAiTrigger::with_system_clock().with_api_budget(api_budget()));
+async fn serve(method: InstallMethod, settings: &Settings) -> Result<(), RunError> {
+    let plugin = Arc::new(OpenAiTrigger::with_system_clock().with_api_budget(api_budget(settings)));
     dify_plugin::run_as(method, plugin, declarations::declaration, ServeOptions::default()).await
 }
 
 /// `OPENAI_TRIGGER_API_TIMEOUT`: seconds one action may spend on OpenAI's API (fetching an event's
 /// details, creating or checking an endpoint), 1–120 (default 20).
-fn api_budget() -> std::time::Duration {
+fn api_budget(settings: &Settings) -> std::time::Duration {
     let default = crate::provider::DEFAULT_API_BUDGET;
-    number_setting("OPENAI_TRIGGER_API_TIMEOUT", 1..=120, &format!("{} s", default.as_secs()))
+    number_setting(settings, "OPENAI_TRIGGER_API_TIMEOUT", 1..=120, &format!("{} s", default.as_secs()))
         .map_or(default, std::time::Duration::from_secs)
 }
 
-/// A number from the environment variable `name`: `None` when it is unset; when it is set to
-/// anything outside `range`, reported (the variable, its value, and `instead`, what is used) and
-/// `None`.
-fn number_setting(name: &str, range: std::ops::RangeInclusive<u64>, instead: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
+/// A number from the setting `name` (the environment, then `.env`): `None` when it is unset; when
+/// it is set to anything outside `range`, reported (the setting, its value, and `instead`, what is
+/// used) and `None`.
+fn number_setting(settings: &Settings, name: &str, range: std::ops::RangeInclusive<u64>, instead: &str) -> Option<u64> {
+    let text = settings.get(name)?;
     match text.trim().parse::<u64>() {
         Ok(number) if range.contains(&number) => Some(number),
         _ => {
@@ -281,11 +291,11 @@ fn number_setting(name: &str, range: std::ops::RangeInclusive<u64>, instead: &st
 /// Logs go to stderr, never stdout (stdout is the protocol). `OPENAI_TRIGGER_LOG` sets the level;
 /// under the daemon the default is `warn`, because the daemon records every stderr line as a warning.
 /// A value that is not a level is reported (once, on stderr) and the default used.
-fn init_logging(under_daemon: bool) {
+fn init_logging(settings: &Settings, under_daemon: bool) {
     let default = if under_daemon { tracing::Level::WARN } else { tracing::Level::INFO };
-    let level = match std::env::var("OPENAI_TRIGGER_LOG") {
-        Err(_) => default,
-        Ok(text) => text.trim().parse::<tracing::Level>().unwrap_or_else(|_| {
+    let level = match settings.get("OPENAI_TRIGGER_LOG") {
+        None => default,
+        Some(text) => text.trim().parse::<tracing::Level>().unwrap_or_else(|_| {
             eprintln!(
                 "openai-trigger: OPENAI_TRIGGER_LOG={:?} is not one of error, warn, info, debug, trace; using {}",
                 dify_plugin::wire::truncate(&text, 16),
@@ -305,8 +315,8 @@ fn init_logging(under_daemon: bool) {
 /// The async runtime: one thread by default (the fastest under the daemon: no cross-thread
 /// wake-ups), `OPENAI_TRIGGER_WORKERS=N` for N worker threads (1-64). Another value is reported
 /// and one thread used.
-fn runtime_builder() -> tokio::runtime::Builder {
-    match number_setting("OPENAI_TRIGGER_WORKERS", 1..=64, "one thread") {
+fn runtime_builder(settings: &Settings) -> tokio::runtime::Builder {
+    match number_setting(settings, "OPENAI_TRIGGER_WORKERS", 1..=64, "one thread") {
         Some(workers @ 2..) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(workers as usize);

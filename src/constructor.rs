@@ -48,6 +48,7 @@ pub mod parameter {
 /// organization-level safety notices): a constructor cannot subscribe to them.
 pub const MANUAL_ONLY_TYPES: &[&str] = &[
     "live.transport.incoming",
+    "live.transport.connected",
     "live.call.incoming",
     "safety.org_alert.created",
     "safety.warning_issued",
@@ -55,13 +56,50 @@ pub const MANUAL_ONLY_TYPES: &[&str] = &[
 ];
 
 /// The types a project can subscribe to through the API, when `GET /webhook_event_types` cannot be
-/// asked: every type this release declares except [`MANUAL_ONLY_TYPES`], plus the deprecated
-/// video types (which fire `any_event`).
+/// asked: the `event_types` enum of `POST /v1/webhook_endpoints`, 29 values in OpenAI's order
+/// (openai-webhooks.md §3.2, openai-python 3.63.0 `webhook_create_params.py`). The video types
+/// are undeclared (the Videos API shut down on 2026-09-24) and fire `any_event`.
+pub const SUBSCRIBABLE_TYPES: [&str; 29] = [
+    "health.alert.triggered",
+    "health.alert.resolved",
+    "batch.completed",
+    "batch.failed",
+    "batch.expired",
+    "batch.cancelled",
+    "response.completed",
+    "response.failed",
+    "response.cancelled",
+    "response.incomplete",
+    "eval.run.succeeded",
+    "eval.run.failed",
+    "eval.run.canceled",
+    "fine_tuning.job.succeeded",
+    "fine_tuning.job.failed",
+    "fine_tuning.job.cancelled",
+    "realtime.call.incoming",
+    "video.completed",
+    "video.failed",
+    "agent.environment.ready",
+    "agent.environment.failed",
+    "agent.environment.suspended",
+    "agent.environment.expired",
+    "agent.session.created",
+    "agent.session.action_required",
+    "agent.session.in_progress",
+    "agent.session.idle",
+    "agent.session.failed",
+    "safety.alert.created",
+];
+
+/// The built-in list of subscribable types ([`SUBSCRIBABLE_TYPES`]), for when OpenAI cannot be asked.
 pub fn fallback_types() -> Vec<&'static str> {
-    events::known_openai_types()
-        .filter(|t| !MANUAL_ONLY_TYPES.contains(t))
-        .chain(["video.completed", "video.failed"])
-        .collect()
+    SUBSCRIBABLE_TYPES.to_vec()
+}
+
+/// Types whose API OpenAI has shut down (openai-webhooks.md §1.2): a subscription left on "every
+/// type" does not take them; the user may still pick them.
+pub fn is_shut_down(openai_type: &str) -> bool {
+    openai_type.starts_with("eval.run.") || openai_type.starts_with("video.")
 }
 
 /// The constructor actions, with the process's OpenAI client, the action's `now` (Unix seconds,
@@ -162,8 +200,15 @@ impl Constructor<'_> {
                 rejected("api_key is required: an OpenAI API key of the project that owns the webhooks".into())
             })?;
         let budget = Budget::new(self.budget, self.now);
+        let admin = match request.credentials.as_ref() {
+            Some(settings) => Account::admin_from_settings(settings).map_err(|err| rejected(err.to_string()))?,
+            None => None,
+        };
         match self.api.get(&account, "webhook_endpoints", &[("limit", "1")], &budget).await {
-            Ok(_) => Ok(json!({"result": true})),
+            Ok(_) => match admin {
+                Some(admin) => self.validate_admin(&admin, &budget).await,
+                None => Ok(json!({"result": true})),
+            },
             Err(err @ ApiError::Status { status: 401 | 403, .. }) => {
                 Err(rejected(format!("OpenAI refused this API key: {}", err_message(&err))))
             }
@@ -171,6 +216,20 @@ impl Constructor<'_> {
                 Err(rejected(format!("{} has no webhook endpoint API ({err}); check base_url", account.base_url())))
             }
             Err(err) => Err(rejected(format!("could not check the key: {err}"))),
+        }
+    }
+
+    /// The optional Admin API key, checked with the cheapest call it exists for: one health alert
+    /// rule (openai-webhooks.md §4).
+    async fn validate_admin(&self, admin: &Account, budget: &Budget) -> Result<Value, PluginError> {
+        let rejected = |message: String| PluginError::CredentialsRejected { message };
+        match self.api.get(admin, "organization/health/alert_rules", &[("limit", "1")], budget).await {
+            Ok(_) => Ok(json!({"result": true})),
+            Err(err @ ApiError::Status { status: 401 | 403, .. }) => Err(rejected(format!(
+                "OpenAI refused the Admin API key (health alert details need an organization Admin API key): {}",
+                err_message(&err)
+            ))),
+            Err(err) => Err(rejected(format!("could not check the Admin API key: {err}"))),
         }
     }
 
@@ -188,8 +247,7 @@ impl Constructor<'_> {
         let requested = requested_types(&parameters).map_err(setup)?;
         let rotate_days = rotation_days(&parameters).map_err(setup)?;
         let budget = Budget::new(self.budget, self.now);
-        let types =
-            if requested.is_empty() { self.available_types(&account, &budget).await.0 } else { requested.clone() };
+        let types = if requested.is_empty() { self.default_types(&account, &budget).await } else { requested.clone() };
 
         // A subscription built again (Dify's rebuild, or a retry after a lost answer) must not
         // leave a second endpoint delivering to the same URL: ensure_endpoint adopts one that does.
@@ -296,7 +354,7 @@ impl Constructor<'_> {
         let mut types: Vec<String> =
             properties.subscribed_types().unwrap_or_default().into_iter().map(str::to_owned).collect();
         if types.is_empty() {
-            types = self.available_types(&account, &budget).await.0;
+            types = self.default_types(&account, &budget).await;
             properties.set_event_types(&types);
         }
 
@@ -373,28 +431,12 @@ impl Constructor<'_> {
                 };
                 types.iter().map(|t| type_option(t)).collect::<Vec<_>>()
             }
+            // The Evals API was shut down on 2026-11-30 (openai-webhooks.md §1.2): no eval to list,
+            // and no call to a route that is gone. The parameter stays so saved nodes keep loading.
             (event, events::details::EVAL_ID)
                 if events::by_name(event).is_some_and(|s| s.family == events::Family::Eval) =>
             {
-                // Manual subscriptions have no credentials here (Dify sends the builder's or the
-                // subscription's credentials only): nothing to list, and the run is found by a scan.
-                let Some(account) = account else { return Ok(json!({"options": []})) };
-                let page =
-                    self.api.get(&account, "evals", &[("order", "desc"), ("limit", "100")], &budget).await.map_err(
-                        |err| PluginError::Options {
-                            message: format!("could not list the project's evals: {}", err_message(&err)),
-                        },
-                    )?;
-                page.get("data")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|eval| {
-                        let id = eval.get("id").and_then(Value::as_str).filter(|id| !id.is_empty())?;
-                        let name = eval.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).unwrap_or(id);
-                        Some(SelectOption { value: id.to_owned(), label: json!({"en_US": format!("{name} ({id})")}) })
-                    })
-                    .collect()
+                Vec::new()
             }
             _ => {
                 return Err(PluginError::UnknownParameter {
@@ -404,6 +446,14 @@ impl Constructor<'_> {
             }
         };
         Ok(json!({ "options": options }))
+    }
+
+    /// The types a subscription takes when the user picks none: what the project offers, less the
+    /// types of APIs OpenAI has shut down.
+    async fn default_types(&self, account: &Account, budget: &Budget) -> Vec<String> {
+        let (mut types, _) = self.available_types(account, budget).await;
+        types.retain(|t| !is_shut_down(t));
+        types
     }
 
     /// The types this project may subscribe to, and whether OpenAI said so (else the fallback).
@@ -686,13 +736,27 @@ mod tests {
     }
 
     #[test]
-    fn the_fallback_is_the_27_subscribable_types() {
+    fn the_fallback_is_openais_29_subscribable_types_in_its_order() {
         let types = fallback_types();
-        assert_eq!(types.len(), 27);
+        assert_eq!(types.len(), 29);
+        assert_eq!(types[..2], ["health.alert.triggered", "health.alert.resolved"], "the new two come first");
+        let mut unique = types.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 29, "no type twice");
         for manual in MANUAL_ONLY_TYPES {
-            assert!(!types.contains(manual));
+            assert!(!types.contains(manual), "{manual}");
         }
-        assert!(types.contains(&"video.completed") && types.contains(&"response.completed"));
+        // Every declared type is either subscribable or dashboard-only; what is neither is a type
+        // OpenAI added that this list lacks (cargo xtask openai-drift says which).
+        for declared in events::known_openai_types() {
+            assert!(types.contains(&declared) || MANUAL_ONLY_TYPES.contains(&declared), "{declared}");
+        }
+        let undeclared: Vec<&str> = types.iter().copied().filter(|t| events::by_openai_type(t).is_none()).collect();
+        assert_eq!(undeclared, ["video.completed", "video.failed"], "only the shut-down Videos API is undeclared");
+        assert!(types.iter().filter(|t| is_shut_down(t)).eq(
+            ["eval.run.succeeded", "eval.run.failed", "eval.run.canceled", "video.completed", "video.failed"].iter()
+        ));
     }
 
     #[test]

@@ -15,7 +15,7 @@ delivered either way. One invoke spends at most its budget on OpenAI (20 s by de
 use serde_json::{Map, Value, json};
 
 use crate::events::details::{
-    DEFAULT_OUTPUT_BYTES, DOWNLOAD_OUTPUT, EVAL_ID, FETCH_DETAILS, MAX_OUTPUT_BYTES, MIN_OUTPUT_BYTES, OUTPUT_MAX_BYTES,
+    DEFAULT_OUTPUT_BYTES, DOWNLOAD_OUTPUT, FETCH_DETAILS, MAX_OUTPUT_BYTES, MIN_OUTPUT_BYTES, OUTPUT_MAX_BYTES,
 };
 use crate::events::{Enrichment, Family, Parameter, ParameterKind, Parameters};
 
@@ -29,8 +29,12 @@ pub const NO_KEY_MESSAGE: &str = "no OpenAI API key: add one to this subscriptio
 const MAX_CONCURRENT_DOWNLOADS: usize = 4;
 static DOWNLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_DOWNLOADS);
 
-/// Evals probed when the run's eval is not configured (plus one list call).
-pub const MAX_EVAL_PROBES: usize = 10;
+/// `details_error` of a health alert without an organization Admin API key.
+pub const NO_ADMIN_KEY_MESSAGE: &str = "no organization Admin API key: health alert details need one (sk-admin-…; OpenAI refuses project keys for GET /v1/organization/health/alerts): add it to this subscription's Admin API key field";
+
+/// `details_error` of every eval run: the API is gone (openai-webhooks.md §1.2), so no call is made.
+pub const EVALS_SHUT_DOWN_MESSAGE: &str =
+    "OpenAI shut down the Evals API on 2026-11-30: an eval run's details can no longer be fetched";
 
 /// The JSON type of an added variable, as its `output_schema` declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +121,14 @@ const ALERT: &[(&str, VarType)] = &[
     ("alert", Object),
 ];
 const CASE: &[(&str, VarType)] = &[("entity_identifier", Str), ("reason", Str), ("notice", Object), ("case", Object)];
+const HEALTH_ALERT: &[(&str, VarType)] = &[
+    ("alert_rule_id", Str),
+    ("occurred_at", Integer),
+    ("window", Object),
+    ("dimensions", Object),
+    ("measurement", Object),
+    ("alert", Object),
+];
 
 /// The variables enrichment adds to `family`'s events (the common two first); empty when the
 /// family is not enrichable.
@@ -129,6 +141,7 @@ pub fn variables_of(family: Family) -> Vec<(&'static str, VarType)> {
         Some(Enrichment::EvalRun) => EVAL,
         Some(Enrichment::SafetyAlert) => ALERT,
         Some(Enrichment::SafetyCase) => CASE,
+        Some(Enrichment::HealthAlert) => HEALTH_ALERT,
     };
     COMMON.iter().chain(specific).copied().collect()
 }
@@ -142,7 +155,8 @@ pub fn is_enrichable(family: Family) -> bool {
 #[derive(Debug)]
 pub enum KeySource {
     Found(Account),
-    Missing,
+    /// No key: `details_error` is this message.
+    Missing(&'static str),
     Invalid(String),
 }
 
@@ -160,13 +174,18 @@ pub async fn add_details(
     for (name, kind) in &declared {
         vars.insert((*name).to_owned(), kind.empty());
     }
+    let Some(enrichment) = family.enrichment() else { return };
     if !flag(parameters, &FETCH_DETAILS) {
+        return;
+    }
+    if enrichment == Enrichment::EvalRun {
+        vars.insert("details_error".into(), json!(EVALS_SHUT_DOWN_MESSAGE));
         return;
     }
     let account = match key {
         KeySource::Found(account) => account,
-        KeySource::Missing => {
-            vars.insert("details_error".into(), json!(NO_KEY_MESSAGE));
+        KeySource::Missing(message) => {
+            vars.insert("details_error".into(), json!(message));
             return;
         }
         KeySource::Invalid(reason) => {
@@ -179,18 +198,22 @@ pub async fn add_details(
         vars.insert("details_error".into(), json!("the event names no usable object id"));
         return;
     }
-    let Some(enrichment) = family.enrichment() else { return };
     let fetched = match enrichment {
         Enrichment::Response => response(api, account, id, budget).await,
         Enrichment::Batch => batch(api, account, id, parameters, budget).await,
         Enrichment::FineTuningJob => {
             fetch_into(api, account, &format!("fine_tuning/jobs/{id}"), "job", FINE_TUNING, budget).await
         }
-        Enrichment::EvalRun => eval_run(api, account, id, parameters, budget).await,
+        // Answered above, without a call.
+        Enrichment::EvalRun => return,
         Enrichment::SafetyAlert => {
             fetch_into(api, account, &format!("safety/alerts/{id}"), "alert", ALERT, budget).await
         }
         Enrichment::SafetyCase => fetch_into(api, account, &format!("safety/cases/{id}"), "case", CASE, budget).await,
+        Enrichment::HealthAlert => {
+            let path = format!("organization/health/alerts/{id}");
+            fetch_into(api, account, &path, "alert", HEALTH_ALERT, budget).await
+        }
     };
     match fetched {
         Ok(details) => {
@@ -247,18 +270,6 @@ enum DetailsError {
     /// The batch's output file could not be read.
     #[error("the batch was fetched, but its output file was not: {}", .0.summary())]
     OutputFile(ApiError),
-    /// The node's `eval_id` parameter cannot be an id.
-    #[error("this node's eval_id is not an eval id (eval_…)")]
-    BadEvalId,
-    /// Reading the run from a named eval failed.
-    #[error("run {run_id} of eval {eval_id}: {}", .source.summary())]
-    EvalRun { run_id: String, eval_id: String, source: ApiError },
-    /// Listing the project's evals failed.
-    #[error("could not list the project's evals: {}", .0.summary())]
-    EvalList(ApiError),
-    /// No recent eval holds the run.
-    #[error("run {run_id} is not in the project's {probed} most recent evals: set this node's eval_id")]
-    EvalNotFound { run_id: String, probed: usize },
 }
 
 /// The named fields of `object` (null → the type's empty value), plus the whole object as `whole`.
@@ -382,60 +393,6 @@ pub fn jsonl_lines(bytes: &[u8], cut: bool) -> Vec<Value> {
         .collect()
 }
 
-async fn eval_run(
-    api: &OpenAi,
-    account: &Account,
-    run_id: &str,
-    parameters: &Parameters,
-    budget: &Budget,
-) -> Result<Details, DetailsError> {
-    let configured = parameters.get(EVAL_ID).and_then(Value::as_str).map(str::trim).filter(|e| !e.is_empty());
-    let run = match configured {
-        Some(eval_id) => {
-            if !is_safe_id(eval_id) {
-                return Err(DetailsError::BadEvalId);
-            }
-            api.get(account, &format!("evals/{eval_id}/runs/{run_id}"), &[], budget).await.map_err(|source| {
-                DetailsError::EvalRun { run_id: run_id.to_owned(), eval_id: eval_id.to_owned(), source }
-            })?
-        }
-        None => scan_evals(api, account, run_id, budget).await?,
-    };
-    Ok(pick(&run, "run", EVAL))
-}
-
-/// The webhook does not name the eval: probe the project's most recent ones.
-async fn scan_evals(api: &OpenAi, account: &Account, run_id: &str, budget: &Budget) -> Result<Value, DetailsError> {
-    let limit = MAX_EVAL_PROBES.to_string();
-    let page = api
-        .get(account, "evals", &[("order", "desc"), ("limit", limit.as_str())], budget)
-        .await
-        .map_err(DetailsError::EvalList)?;
-    let ids: Vec<&str> = page
-        .get("data")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|eval| eval.get("id").and_then(Value::as_str))
-        .filter(|id| is_safe_id(id))
-        .take(MAX_EVAL_PROBES)
-        .collect();
-    for eval_id in &ids {
-        match api.get(account, &format!("evals/{eval_id}/runs/{run_id}"), &[], budget).await {
-            Ok(run) => return Ok(run),
-            Err(err) if err.is_not_found() => continue,
-            Err(source) => {
-                return Err(DetailsError::EvalRun {
-                    run_id: run_id.to_owned(),
-                    eval_id: (*eval_id).to_owned(),
-                    source,
-                });
-            }
-        }
-    }
-    Err(DetailsError::EvalNotFound { run_id: run_id.to_owned(), probed: ids.len() })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,9 +454,14 @@ mod tests {
 
     #[test]
     fn every_enrichable_family_reads_fetch_details() {
-        for family in
-            [Family::Response, Family::Batch, Family::FineTuning, Family::Eval, Family::Safety(SafetySubject::Case)]
-        {
+        for family in [
+            Family::Response,
+            Family::Batch,
+            Family::FineTuning,
+            Family::Eval,
+            Family::Safety(SafetySubject::Case),
+            Family::Health,
+        ] {
             assert!(is_enrichable(family));
             assert_eq!(parameters_of(family)[0], FETCH_DETAILS);
             assert_eq!(variables_of(family)[0].0, "details_fetched");

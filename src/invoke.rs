@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::dispatch::MAX_BODY_BYTES;
 use crate::enrich::{self, KeySource};
 use crate::error::PluginError;
-use crate::events::{self, Delivery, Outcome};
+use crate::events::{self, Delivery, Enrichment, Outcome};
 use crate::openai::{Account, Budget, OpenAi};
 use crate::raw_http::HttpRequest;
 use crate::signature;
@@ -102,7 +102,7 @@ impl Invoker<'_> {
         };
         if enrich::is_enrichable(spec.family) {
             let properties = request.subscription.map(|s| s.properties).unwrap_or_default();
-            let key = key_source(&request.credentials, &properties);
+            let key = key_source(spec.family.enrichment(), &request.credentials, &properties);
             let empty = Map::new();
             let data = event.get("data").and_then(Value::as_object).unwrap_or(&empty);
             let budget = Budget::new(self.budget, self.now);
@@ -123,15 +123,29 @@ impl Invoker<'_> {
 }
 
 /// The key enrichment uses: the constructor's credentials, else a manual subscription's optional
-/// `api_key` property.
-fn key_source(credentials: &Map<String, Value>, properties: &SubscriptionProperties) -> KeySource {
-    let found = match Account::from_settings(credentials) {
-        Ok(None) => properties.account(),
-        other => other,
+/// properties; `api_key` for project objects, `admin_api_key` for health alerts (only an
+/// organization Admin API key may read them, openai-webhooks.md §4).
+fn key_source(
+    enrichment: Option<Enrichment>,
+    credentials: &Map<String, Value>,
+    properties: &SubscriptionProperties,
+) -> KeySource {
+    let (found, missing) = if enrichment == Some(Enrichment::HealthAlert) {
+        let found = match Account::admin_from_settings(credentials) {
+            Ok(None) => properties.admin_account(),
+            other => other,
+        };
+        (found, enrich::NO_ADMIN_KEY_MESSAGE)
+    } else {
+        let found = match Account::from_settings(credentials) {
+            Ok(None) => properties.account(),
+            other => other,
+        };
+        (found, enrich::NO_KEY_MESSAGE)
     };
     match found {
         Ok(Some(account)) => KeySource::Found(account),
-        Ok(None) => KeySource::Missing,
+        Ok(None) => KeySource::Missing(missing),
         Err(err) => KeySource::Invalid(err.to_string()),
     }
 }

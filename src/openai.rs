@@ -26,6 +26,8 @@ use thiserror::Error;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+/// The credential and subscription field of the optional organization Admin API key.
+pub const ADMIN_API_KEY: &str = "admin_api_key";
 /// Where OpenAI's API lives unless an account says otherwise.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// One attempt never waits longer than this for an answer.
@@ -72,6 +74,8 @@ pub enum AccountError {
     BaseUrlExtras,
     #[error("the OpenAI API key is not a plain token (it contains spaces or control characters)")]
     MalformedKey,
+    #[error("the Admin API key is not an organization Admin API key (those begin with sk-admin-)")]
+    NotAdminKey,
 }
 
 impl Account {
@@ -81,6 +85,27 @@ impl Account {
     pub fn from_settings(settings: &Map<String, Value>) -> Result<Option<Account>, AccountError> {
         let field = |name: &str| settings.get(name).and_then(Value::as_str);
         Account::from_fields(field("api_key"), field("organization"), field("project"), field("base_url"))
+    }
+
+    /// The organization Admin API account of `settings` (openai-webhooks.md §4: only it may read
+    /// health alerts): `admin_api_key` (`sk-admin-…`), with the settings' `organization` and
+    /// `base_url`; never their `project` (an Admin key acts for the organization). None without one.
+    pub fn admin_from_settings(settings: &Map<String, Value>) -> Result<Option<Account>, AccountError> {
+        let field = |name: &str| settings.get(name).and_then(Value::as_str);
+        Account::admin_from_fields(field(ADMIN_API_KEY), field("organization"), field("base_url"))
+    }
+
+    /// The Admin API account of these values; see [`Account::admin_from_settings`].
+    pub fn admin_from_fields(
+        admin_api_key: Option<&str>,
+        organization: Option<&str>,
+        base_url: Option<&str>,
+    ) -> Result<Option<Account>, AccountError> {
+        let account = Account::from_fields(admin_api_key, organization, None, base_url)?;
+        match account {
+            Some(account) if !account.key.starts_with("sk-admin-") => Err(AccountError::NotAdminKey),
+            other => Ok(other),
+        }
     }
 
     /// The account of these settings' values (each trimmed; blank is absent). None without a key.

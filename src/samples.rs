@@ -27,6 +27,10 @@ pub fn sample_data(openai_type: &str) -> Value {
         "realtime.call" => {
             json!({"call_id": "rtc_479a275623b54bdb9b6fbae2f7cbd408", "sip_headers": sip_headers, "sip_media_security": "srtp"})
         }
+        // A WebRTC session: no SIP headers (openai-webhooks.md §1.3).
+        "live.transport" if openai_type == "live.transport.connected" => {
+            json!({"session_id": "live_6b12e84e9f1d8190a3b5c7d9e1f3a5b7", "type": "webrtc"})
+        }
         "live.transport" => {
             json!({"type": "sip", "session_id": "live_68ac1effc0d18190a2b4c6d8e0f2a4b6", "sip_headers": sip_headers, "sip_media_security": "srtp"})
         }
@@ -37,6 +41,10 @@ pub fn sample_data(openai_type: &str) -> Value {
             json!({"id": "salert_68ac3c3fa1b2819083c4d5e6f7a8b9c0"})
         }
         "safety" => json!({"id": "C-7Hq2Lm9x"}),
+        "health.alert" => match openai_type {
+            "health.alert.resolved" => json!({"id": "healthalert_6b0fe7df4d2e8190b3c5d7e9f1a3b5c7"}),
+            _ => json!({"id": "healthalert_6b0fe15e3c1d8190a2b4c6d8e0f2a4b6"}),
+        },
         "agent.session" => match openai_type {
             "agent.session.created" => json!({
                 "id": "sess_68ac6194a1b28190c3d4e5f6a7b8c9d0", "environment_type": "self_hosted",

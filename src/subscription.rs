@@ -12,6 +12,7 @@ constructor share, and written by the constructor's subscribe and refresh.
 | `secret_created_at` | the constructor | when the current secret was issued (Unix seconds) |
 | `previous_secret_expires_at` | the constructor | when the old secret stops being valid (0: no old secret kept) |
 | `api_key`, `organization`, `project`, `base_url` | the user (manual, optional) | the OpenAI account invoke fetches details with |
+| `admin_api_key` | the user (manual, optional) | the organization Admin API key (`sk-admin-…`) health alert details need |
 
 Reading is lenient, exactly as the readers before this type were: a property of the wrong type
 never fails a request, it reads as absent:
@@ -20,7 +21,7 @@ never fails a request, it reads as absent:
 - `endpoint_id`: the key being there, whatever it holds (`null` included), marks a constructor
   subscription (its old secret expires, its types filter); a value that is not a string reads as
   `""`, which unsubscribe and refresh treat as no endpoint to manage.
-- `subscribed_event_types`, `api_key`, `organization`, `project`, `base_url`: strings; anything else
+- `subscribed_event_types`, `api_key`, `admin_api_key`, `organization`, `project`, `base_url`: strings; anything else
   is absent (every type fires; no account).
 - the times: a JSON number (a fraction cut toward zero) or a string holding a whole number
   (`" 1700000000 "`); anything else is absent, which reads as 0.
@@ -52,6 +53,8 @@ pub(crate) struct SubscriptionProperties {
     pub(crate) previous_secret_expires_at: Option<i64>,
     #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
     pub(crate) api_key: Option<String>,
+    #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
+    pub(crate) admin_api_key: Option<String>,
     #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
     pub(crate) organization: Option<String>,
     #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
@@ -112,6 +115,16 @@ impl SubscriptionProperties {
             self.api_key.as_deref(),
             self.organization.as_deref(),
             self.project.as_deref(),
+            self.base_url.as_deref(),
+        )
+    }
+
+    /// The organization Admin API account a manual subscription gives for health alert details
+    /// (None without an `admin_api_key`).
+    pub(crate) fn admin_account(&self) -> Result<Option<Account>, AccountError> {
+        Account::admin_from_fields(
+            self.admin_api_key.as_deref(),
+            self.organization.as_deref(),
             self.base_url.as_deref(),
         )
     }

@@ -1,5 +1,7 @@
 //! Incoming SIP calls: `realtime.call.incoming` (Realtime API, `call_id`) and the Live API's
-//! `live.transport.incoming` / deprecated `live.call.incoming` (`session_id`).
+//! `live.transport.incoming` / deprecated `live.call.incoming` (`session_id`), and the Live API's
+//! `live.transport.connected` (a WebRTC session connected: `session_id` and `type`, no SIP headers,
+//! so the same variables with empty SIP fields and the same node filters).
 //!
 //! `sip_headers` arrives as an ordered list of `{name, value}`; workflows get it as an object too.
 //! Repeated headers are joined with ", " (SIP, like HTTP, allows that for list-valued headers),
@@ -14,7 +16,8 @@ use super::{Parameter, Parameters, Skip, put, text};
 pub enum Call {
     /// `realtime.call.incoming`: `data.call_id`.
     Realtime,
-    /// `live.transport.incoming`: `data.session_id` and the transport `data.type`.
+    /// `live.transport.incoming` and `live.transport.connected`: `data.session_id` and the
+    /// transport `data.type`.
     LiveTransport,
     /// `live.call.incoming` (deprecated by OpenAI): `data.session_id`.
     LiveCall,

@@ -32,9 +32,13 @@ pub const MAX_OUTPUT_BYTES: usize = 3 * 1024 * 1024;
 pub fn parameters_of(family: Family) -> &'static [Parameter] {
     match family.enrichment() {
         None => &[],
-        Some(Enrichment::Response | Enrichment::FineTuningJob | Enrichment::SafetyAlert | Enrichment::SafetyCase) => {
-            &[FETCH_DETAILS]
-        }
+        Some(
+            Enrichment::Response
+            | Enrichment::FineTuningJob
+            | Enrichment::SafetyAlert
+            | Enrichment::SafetyCase
+            | Enrichment::HealthAlert,
+        ) => &[FETCH_DETAILS],
         Some(Enrichment::Batch) => &[FETCH_DETAILS, DOWNLOAD_OUTPUT, OUTPUT_MAX_BYTES],
         Some(Enrichment::EvalRun) => &[FETCH_DETAILS, EVAL_ID_PARAMETER],
     }

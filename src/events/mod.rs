@@ -16,6 +16,7 @@ mod call;
 pub mod details;
 mod eval;
 mod fine_tuning;
+mod health;
 mod params;
 mod response;
 mod safety;
@@ -40,6 +41,7 @@ pub enum Family {
     Eval,
     Call(Call),
     Safety(SafetySubject),
+    Health,
     AgentSession(AgentSession),
     AgentEnvironment,
     Any,
@@ -57,12 +59,16 @@ pub enum Enrichment {
     Batch,
     /// `GET /v1/fine_tuning/jobs/{id}`.
     FineTuningJob,
-    /// `GET /v1/evals/{eval_id}/runs/{id}`.
+    /// An eval run: OpenAI shut the Evals API down on 2026-11-30 (openai-webhooks.md §1.2), so
+    /// nothing is fetched and `details_error` says why.
     EvalRun,
     /// `GET /v1/safety/alerts/{id}`.
     SafetyAlert,
     /// `GET /v1/safety/cases/{id}`.
     SafetyCase,
+    /// `GET /v1/organization/health/alerts/{id}`, with an organization Admin API key only
+    /// (openai-webhooks.md §4).
+    HealthAlert,
 }
 
 impl Family {
@@ -75,6 +81,7 @@ impl Family {
             Family::Eval => Some(Enrichment::EvalRun),
             Family::Safety(SafetySubject::Alert) => Some(Enrichment::SafetyAlert),
             Family::Safety(SafetySubject::Case) => Some(Enrichment::SafetyCase),
+            Family::Health => Some(Enrichment::HealthAlert),
             Family::Call(_) | Family::AgentSession(_) | Family::AgentEnvironment | Family::Any => None,
         }
     }
@@ -85,9 +92,12 @@ impl Family {
             Family::Call(_) => call::PARAMETERS,
             Family::AgentSession(session) => agent::parameters(session),
             Family::Any => any::PARAMETERS,
-            Family::Response | Family::Batch | Family::FineTuning | Family::Eval | Family::Safety(_) => {
-                details::parameters_of(self)
-            }
+            Family::Response
+            | Family::Batch
+            | Family::FineTuning
+            | Family::Eval
+            | Family::Safety(_)
+            | Family::Health => details::parameters_of(self),
             Family::AgentEnvironment => &[],
         }
     }
@@ -139,11 +149,14 @@ events! {
     Family::Eval, "eval" "eval_run_canceled" Some("eval.run.canceled");
     Family::Call(Call::Realtime), "call" "realtime_call_incoming" Some("realtime.call.incoming");
     Family::Call(Call::LiveTransport), "call" "live_transport_incoming" Some("live.transport.incoming");
+    Family::Call(Call::LiveTransport), "call" "live_transport_connected" Some("live.transport.connected");
     Family::Call(Call::LiveCall), "call" "live_call_incoming" Some("live.call.incoming");
     Family::Safety(SafetySubject::Alert), "safety" "safety_alert_created" Some("safety.alert.created");
     Family::Safety(SafetySubject::Alert), "safety" "safety_org_alert_created" Some("safety.org_alert.created");
     Family::Safety(SafetySubject::Case), "safety" "safety_warning_issued" Some("safety.warning_issued");
     Family::Safety(SafetySubject::Case), "safety" "safety_deactivation_issued" Some("safety.deactivation_issued");
+    Family::Health, "health" "health_alert_triggered" Some("health.alert.triggered");
+    Family::Health, "health" "health_alert_resolved" Some("health.alert.resolved");
     Family::AgentSession(AgentSession::Created), "agent" "agent_session_created" Some("agent.session.created");
     Family::AgentSession(AgentSession::ActionRequired), "agent" "agent_session_action_required" Some("agent.session.action_required");
     Family::AgentSession(AgentSession::Running), "agent" "agent_session_in_progress" Some("agent.session.in_progress");
@@ -258,6 +271,7 @@ pub fn variables_without_data(spec: &EventSpec, delivery: &Delivery<'_>, paramet
         Family::Eval => eval::variables(data, &mut vars),
         Family::Call(call) => call::variables(call, data, parameters, &mut vars),
         Family::Safety(subject) => safety::variables(subject, data, &mut vars),
+        Family::Health => health::variables(data, &mut vars),
         Family::AgentSession(session) => agent::session_variables(session, data, parameters, &mut vars),
         Family::AgentEnvironment => agent::environment_variables(data, &mut vars),
         Family::Any => any::variables(actual, data, parameters, &mut vars),

@@ -66,14 +66,15 @@ OPENAI_TYPES = [
     "batch.completed", "batch.cancelled", "batch.expired", "batch.failed",
     "fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled",
     "eval.run.succeeded", "eval.run.failed", "eval.run.canceled",
-    "realtime.call.incoming", "live.transport.incoming", "live.call.incoming",
+    "realtime.call.incoming", "live.transport.incoming", "live.transport.connected", "live.call.incoming",
     "safety.alert.created", "safety.org_alert.created", "safety.warning_issued", "safety.deactivation_issued",
+    "health.alert.triggered", "health.alert.resolved",
     "agent.session.created", "agent.session.action_required", "agent.session.in_progress", "agent.session.idle",
     "agent.session.failed",
     "agent.environment.ready", "agent.environment.failed", "agent.environment.suspended",
     "agent.environment.expired",
 ]
-assert len(OPENAI_TYPES) == 30
+assert len(OPENAI_TYPES) == 33
 
 
 def event_name(openai_type: str) -> str:
@@ -205,6 +206,10 @@ def sample_event(openai_type: str, n: int) -> dict:
         data = {"call_id": f"rtc_{suffix}", "sip_headers": SIP_HEADERS, "sip_media_security": "srtp"}
     elif openai_type == "live.transport.incoming":
         data = {"type": "sip", "session_id": f"live_{suffix}", "sip_headers": SIP_HEADERS, "sip_media_security": "rtp"}
+    elif openai_type == "live.transport.connected":
+        data = {"session_id": f"live_{suffix}", "type": "webrtc"}  # a WebRTC session: no SIP headers
+    elif fam == "health.alert":
+        data = {"id": f"healthalert_{suffix}"}
     elif openai_type == "live.call.incoming":
         data = {"session_id": f"rtc_{suffix}", "sip_headers": SIP_HEADERS}  # no sip_media_security: must be ""
     elif fam in ("safety.alert", "safety.org_alert"):
@@ -227,6 +232,9 @@ def sample_event(openai_type: str, n: int) -> dict:
 
 NO_KEY = ("no OpenAI API key: add one to this subscription (manual subscriptions have an optional API key field) "
           "to receive details")
+NO_ADMIN_KEY = ("no organization Admin API key: health alert details need one (sk-admin-…; OpenAI refuses project "
+                "keys for GET /v1/organization/health/alerts): add it to this subscription's Admin API key field")
+EVALS_SHUT_DOWN = "OpenAI shut down the Evals API on 2026-11-30: an eval run's details can no longer be fetched"
 # What enrichment adds to each family, empty (manual subscriptions here have no API key).
 _DETAILS = {
     "response": {"status": "", "model": "", "output_text": "", "usage": {}, "metadata": {}, "error": {},
@@ -239,6 +247,8 @@ _DETAILS = {
     "alert": {"error_type": "", "reason": "", "model": "", "request_id": "", "response_id": "",
               "request_paused": False, "detailed_explanation": "", "alert": {}},
     "case": {"entity_identifier": "", "reason": "", "notice": {}, "case": {}},
+    "health.alert": {"alert_rule_id": "", "occurred_at": 0, "window": {}, "dimensions": {}, "measurement": {},
+                     "alert": {}},
 }
 
 
@@ -251,7 +261,8 @@ def detail_defaults(openai_type: str) -> dict:
         fam = "case"
     if fam not in _DETAILS:
         return {}
-    return dict(_DETAILS[fam], details_fetched=False, details_error=NO_KEY)
+    why = {"eval.run": EVALS_SHUT_DOWN, "health.alert": NO_ADMIN_KEY}.get(fam, NO_KEY)
+    return dict(_DETAILS[fam], details_fetched=False, details_error=why)
 
 
 def family_variables(openai_type: str, data: dict) -> dict:
@@ -269,6 +280,11 @@ def _family_variables(openai_type: str, data: dict) -> dict:
         return {"fine_tuning_job_id": data["id"]}
     if fam == "eval.run":
         return {"eval_run_id": data["id"]}
+    if openai_type == "live.transport.connected":
+        return {"session_id": data["session_id"], "transport_type": data["type"], "sip_from": "", "sip_to": "",
+                "sip_headers": {}, "sip_media_security": ""}
+    if fam == "health.alert":
+        return {"alert_id": data["id"]}
     if fam in ("realtime.call", "live.transport", "live.call"):
         v = {"sip_from": SIP_OBJECT["From"], "sip_to": SIP_OBJECT["To"], "sip_headers": SIP_OBJECT,
              "sip_media_security": data.get("sip_media_security", "")}
@@ -850,6 +866,9 @@ def section_actions(ctx: Ctx) -> None:
 
 MOCK_KEY = "sk-test-mock-full-access-0123456789abcdef"  # crates/openai-mock: VALID_KEY
 MOCK_RESPONSE = "resp_mock_completed"  # crates/openai-mock: ids::RESPONSE_COMPLETED
+MOCK_ADMIN_KEY = "sk-admin-mock-org-admin-0123456789abcdef"  # crates/openai-mock: ADMIN_KEY
+MOCK_HEALTH_ALERT = "healthalert_mock_triggered"  # crates/openai-mock: ids::HEALTH_ALERT_TRIGGERED
+MOCK_ALERT_RULE = "alertrule_mock_0001"  # crates/openai-mock: ids::HEALTH_ALERT_RULE
 
 
 class MockOpenAi:
@@ -978,8 +997,55 @@ def section_api_key(ctx: "Ctx", label: str) -> None:
                                     {"provider": PROVIDER, "provider_action": "provider", "parameter": "events",
                                      "credentials": creds, "credential_type": "api-key"}, user_id="u-conformance"))
     values = [o.get("value") for o in (opts or {}).get("options", [])]
-    c.check(f"{label}: dynamic options for the constructor's events → the 27 types the project offers",
-            len(values) == 27 and "batch.completed" in values and "video.completed" in values, opts)
+    c.check(f"{label}: dynamic options for the constructor's events → the 29 types the project offers, health "
+            "alerts first (OpenAI's order)", len(values) == 29 and values[:2] == ["health.alert.triggered",
+            "health.alert.resolved"] and "batch.completed" in values and "video.completed" in values, opts)
+
+    # Health alerts (issue #18): the optional Admin API key, checked at validation, used for these details only.
+    mock.clear()
+    admin_creds = dict(creds, admin_api_key=MOCK_ADMIN_KEY)
+    ok = sse_chunk(api.action("validate_credentials", {"provider": PROVIDER, "credentials": admin_creds}))
+    c.check(f"{label}: validate_credentials with an Admin API key → result true, the key checked with one page of "
+            "health alert rules", ok == {"result": True} and [(r["method"], r["path"], r["query"]) for r in
+            mock.requests()] == [("GET", "/v1/webhook_endpoints", "limit=1"),
+                                 ("GET", "/v1/organization/health/alert_rules", "limit=1")], (ok, mock.requests()))
+    sse = api.action("validate_credentials", {"provider": PROVIDER, "credentials": dict(creds, admin_api_key=MOCK_KEY)})
+    _, inner, msg = plugin_error(sse)
+    c.check(f"{label}: a project key in the Admin API key field → refused by its shape, never echoed",
+            inner == "TriggerProviderCredentialValidationError" and "sk-admin-" in msg and MOCK_KEY not in msg,
+            sse.raw[:400])
+    hev = {"id": "evt_health_1", "object": "event", "created_at": 1764000400, "type": "health.alert.triggered",
+           "data": {"id": MOCK_HEALTH_ALERT}}
+    hw = Webhook(compact(hev), key)
+    hpayload = {"webhook_id": hw.webhook_id, "webhook_timestamp": int(hw.timestamp), "event": hev}
+    for kind, health_creds in (("with", admin_creds), ("without", creds)):
+        mock.clear()
+        inv = sse_chunk(api.action("invoke_event", {**invoke_data("health_alert_triggered", hw, stored, hpayload),
+                                                    "credentials": health_creds, "credential_type": "api-key"}))
+        v = (inv or {}).get("variables") or {}
+        if kind == "with":
+            c.check(f"{label}: invoke health_alert_triggered with the Admin API key → the notification fetched "
+                    "(alert_rule_id, measurement), with that key", v.get("details_fetched") is True
+                    and v.get("alert_id") == MOCK_HEALTH_ALERT and v.get("alert_rule_id") == MOCK_ALERT_RULE
+                    and v.get("measurement", {}).get("type") == "error_rate"
+                    and [(r["method"], r["path"]) for r in mock.requests()]
+                    == [("GET", f"/v1/organization/health/alerts/{MOCK_HEALTH_ALERT}")], json.dumps(inv)[:800])
+        else:
+            c.check(f"{label}: invoke health_alert_triggered with the project key only → runs, details_error names "
+                    "the missing Admin API key, no call", v.get("details_fetched") is False
+                    and v.get("details_error") == NO_ADMIN_KEY and v.get("alert_id") == MOCK_HEALTH_ALERT
+                    and mock.requests() == [], json.dumps(inv)[:800])
+    mock.clear()
+    eev = sample_event("eval.run.succeeded", 302)
+    ew = Webhook(compact(eev), key)
+    einv = sse_chunk(api.action("invoke_event", {
+        **invoke_data("eval_run_succeeded", ew, stored, {"webhook_id": ew.webhook_id,
+                                                         "webhook_timestamp": int(ew.timestamp), "event": eev}),
+        "credentials": creds, "credential_type": "api-key"}))
+    ev_vars = (einv or {}).get("variables") or {}
+    c.check(f"{label}: invoke eval_run_succeeded with a key → runs, details_error says the Evals API was shut down, "
+            "no call", ev_vars.get("details_error") == EVALS_SHUT_DOWN and ev_vars.get("eval_run_id") == eev["data"]["id"]
+            and mock.requests() == [], json.dumps(einv)[:600])
 
     eid = props["endpoint_id"]
     mock.tamper(eid, {"url": "https://elsewhere.example.com/hook", "event_types": ["batch.failed"]})

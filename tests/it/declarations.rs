@@ -539,7 +539,7 @@ fn the_subscription_constructor_declares_what_the_code_reads() {
     let constructor = &provider["subscription_constructor"];
     let credentials: Vec<&str> =
         constructor["credentials_schema"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(credentials, ["api_key", "organization", "project", "base_url"]);
+    assert_eq!(credentials, ["api_key", "admin_api_key", "organization", "project", "base_url"]);
     let api_key = &constructor["credentials_schema"][0];
     assert_eq!((api_key["type"].as_str(), api_key["required"].as_bool()), (Some("secret-input"), Some(true)));
     for config in constructor["credentials_schema"].as_array().unwrap() {
@@ -564,6 +564,7 @@ fn the_subscription_constructor_declares_what_the_code_reads() {
         [
             ("webhook_secret", true),
             ("api_key", false),
+            ("admin_api_key", false),
             ("organization", false),
             ("project", false),
             ("base_url", false)

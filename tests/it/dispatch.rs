@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use openai_trigger::events::{self, ANY_EVENT, EVENTS};
+use openai_trigger::enrich;
+use openai_trigger::events::{self, ANY_EVENT, EVENTS, Enrichment};
 use openai_trigger::samples::sample_data;
 
 use crate::support::*;
@@ -124,7 +125,11 @@ fn expected_variable(openai_type: &str, name: &str, data: &Value) -> Value {
     let family = openai_trigger::events::by_openai_type(openai_type).map(|spec| spec.family);
     let added = family.map(openai_trigger::enrich::variables_of).unwrap_or_default();
     if name == "details_error" && !added.is_empty() {
-        return json!(openai_trigger::enrich::NO_KEY_MESSAGE);
+        return json!(match family.and_then(|f| f.enrichment()) {
+            Some(Enrichment::EvalRun) => enrich::EVALS_SHUT_DOWN_MESSAGE,
+            Some(Enrichment::HealthAlert) => enrich::NO_ADMIN_KEY_MESSAGE,
+            _ => enrich::NO_KEY_MESSAGE,
+        });
     }
     if let Some((_, kind)) = added.iter().find(|(added, _)| *added == name) {
         return kind.empty();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use openai_mock::{Fault, MockOpenAi, READ_ONLY_KEY, Recorded, VALID_KEY, ids};
+use openai_mock::{ADMIN_KEY, Fault, MockOpenAi, READ_ONLY_KEY, Recorded, VALID_KEY, ids};
 use serde_json::{Map, Value, json};
 
 use crate::support::*;
@@ -238,20 +238,33 @@ fn subscribe_without_types_takes_what_the_project_offers_or_the_built_in_list() 
     let requests = mock.requests();
     assert!(calls(&requests).contains(&"GET /v1/webhook_event_types".to_owned()), "{:?}", calls(&requests));
     let created = requests.iter().find(|r| r.method == "POST").unwrap().json();
-    let offered: Vec<&str> = openai_mock::SUBSCRIBABLE_TYPES.to_vec();
+    // What the project offers, less the types of the APIs OpenAI shut down (Evals, Videos).
+    let offered: Vec<&str> = openai_mock::SUBSCRIBABLE_TYPES
+        .iter()
+        .copied()
+        .filter(|t| !t.starts_with("eval.run.") && !t.starts_with("video."))
+        .collect();
+    assert_eq!(offered.len(), 24);
     assert_eq!(created["event_types"], json!(offered));
 
-    // GET /webhook_event_types failing: the built-in list (the same 27 types).
+    // GET /webhook_event_types failing: the built-in list (the same 29 types, less the same 5).
     let other = MockOpenAi::start().unwrap();
     other.add_fault(Fault { path_prefix: "/v1/webhook_event_types".into(), status: Some(404), ..Fault::default() });
     subscribe(&mut plugin, &credentials(&other), ENDPOINT, json!({"events": []})).unwrap();
     let created = other.requests().into_iter().find(|r| r.method == "POST").unwrap().json();
     let mut types: Vec<String> =
         created["event_types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
-    let mut want: Vec<String> = openai_mock::SUBSCRIBABLE_TYPES.iter().map(|t| (*t).to_owned()).collect();
+    let mut want: Vec<String> = offered.iter().map(|t| (*t).to_owned()).collect();
     types.sort();
     want.sort();
     assert_eq!(types, want);
+
+    // Asked for by name, a shut-down type is subscribed all the same.
+    subscribe(&mut plugin, &credentials(&other), ENDPOINT, json!({"events": ["eval.run.failed", "batch.failed"]}))
+        .unwrap();
+    // (The endpoint for this URL exists: it is updated with the types, then its secret rotated.)
+    let updated = other.requests().into_iter().rev().find(|r| r.method == "POST" && r.json()["event_types"].is_array());
+    assert_eq!(updated.unwrap().json()["event_types"], json!(["eval.run.failed", "batch.failed"]));
 }
 
 #[test]
@@ -532,21 +545,15 @@ fn dynamic_options_list_the_projects_event_types_and_evals() {
     assert_eq!(calls(&mock.requests()), ["GET /v1/webhook_event_types"]);
     // No key yet (or OpenAI failing): the built-in list.
     let fallback = options(&mut plugin, "provider", "events", json!({})).unwrap();
-    assert_eq!(fallback["options"].as_array().unwrap().len(), 27);
+    let fallback: Vec<&str> =
+        fallback["options"].as_array().unwrap().iter().map(|o| o["value"].as_str().unwrap()).collect();
+    assert_eq!(fallback, openai_mock::SUBSCRIBABLE_TYPES, "OpenAI's 29, in its order");
 
+    // The Evals API is gone: nothing to list, and no call to it.
+    mock.clear_requests();
     let evals = options(&mut plugin, "eval_run_succeeded", "eval_id", credentials(&mock)).unwrap();
-    assert_eq!(
-        evals["options"],
-        json!([
-            {"value": ids::EVAL, "label": {"en_US": format!("Capitals (v2) ({})", ids::EVAL)}},
-            {"value": ids::OTHER_EVAL, "label": {"en_US": format!("Capitals (v1) ({})", ids::OTHER_EVAL)}},
-        ])
-    );
-    let list = mock.requests().into_iter().find(|r| r.path == "/v1/evals").unwrap();
-    assert_eq!(
-        (list.query_param("order").as_deref(), list.query_param("limit").as_deref()),
-        (Some("desc"), Some("100"))
-    );
+    assert_eq!(evals, json!({"options": []}));
+    assert!(mock.requests().is_empty(), "{:?}", calls(&mock.requests()));
     assert_eq!(options(&mut plugin, "eval_run_failed", "eval_id", json!({})).unwrap(), json!({"options": []}));
     let error = options(&mut plugin, "batch_completed", "eval_id", credentials(&mock)).unwrap_err();
     assert_eq!(error["error_type"], "TriggerError");
@@ -724,42 +731,152 @@ fn batches_carry_their_counts_and_optionally_their_output_lines() {
     assert!(lines.iter().all(|l| l.get("invalid_line").is_none()), "no partial line is kept");
 }
 
+/// The Evals API was shut down on 2026-11-30 (openai-webhooks.md §1.2): an eval run still fires,
+/// its details are never asked for, and `details_error` says why, key or not, eval_id or not.
 #[test]
-fn eval_runs_are_found_by_scanning_or_through_eval_id() {
+fn eval_runs_fire_without_a_call_to_the_shut_down_evals_api() {
     let mock = mock();
     let mut plugin = Plugin::start();
-    let creds = credentials(&mock);
-    let scanned =
-        invoke_about(&mut plugin, "eval_run_succeeded", "eval.run.succeeded", ids::EVAL_RUN, json!({}), &creds)
-            .variables;
-    assert_eq!(scanned["details_fetched"], true, "{scanned:?}");
-    assert_eq!(scanned["eval_id"], ids::OTHER_EVAL);
-    assert_eq!(scanned["result_counts"], json!({"total": 10, "errored": 0, "failed": 2, "passed": 8}));
-    assert_eq!(scanned["per_testing_criteria_results"][0]["testing_criteria"], "exact-match");
-    assert!(scanned["report_url"].as_str().unwrap().starts_with("https://platform.openai.com/evaluation/evals/"));
-    assert_eq!(
-        calls(&mock.requests()),
-        [
-            "GET /v1/evals".to_owned(),
-            format!("GET /v1/evals/{}/runs/{}", ids::EVAL, ids::EVAL_RUN),
-            format!("GET /v1/evals/{}/runs/{}", ids::OTHER_EVAL, ids::EVAL_RUN),
-        ]
-    );
-    mock.clear_requests();
-    let direct = invoke_about(
+    for (parameters, credentials) in [
+        (json!({}), credentials(&mock)),
+        (json!({"eval_id": ids::OTHER_EVAL}), credentials(&mock)),
+        (json!({"eval_id": ".."}), credentials(&mock)),
+        (json!({}), json!({})),
+    ] {
+        let vars = invoke_about(
+            &mut plugin,
+            "eval_run_succeeded",
+            "eval.run.succeeded",
+            ids::EVAL_RUN,
+            parameters,
+            &credentials,
+        )
+        .variables;
+        assert_eq!(vars["details_fetched"], false);
+        assert_eq!(vars["details_error"], openai_trigger::enrich::EVALS_SHUT_DOWN_MESSAGE);
+        assert_eq!(vars["eval_run_id"], ids::EVAL_RUN);
+        assert_eq!((vars["run"].clone(), vars["result_counts"].clone()), (json!({}), json!({})));
+    }
+    let off = invoke_about(
         &mut plugin,
-        "eval_run_succeeded",
-        "eval.run.succeeded",
+        "eval_run_failed",
+        "eval.run.failed",
         ids::EVAL_RUN,
-        json!({"eval_id": ids::OTHER_EVAL}),
-        &creds,
+        json!({"fetch_details": false}),
+        &credentials(&mock),
+    );
+    assert_eq!(off.variables["details_error"], "", "not asked for: nothing to explain");
+    assert!(mock.requests().is_empty(), "{:?}", calls(&mock.requests()));
+}
+
+/// Health alert notifications are read with the organization Admin API key only
+/// (openai-webhooks.md §4): from the constructor's credentials or a manual subscription's
+/// properties; a project key is never tried, and without the admin key `details_error` says so.
+#[test]
+fn health_alerts_are_fetched_with_the_admin_key_only() {
+    let mock = mock();
+    let mut plugin = Plugin::start();
+    let mut creds = credentials(&mock);
+    creds["admin_api_key"] = json!(ADMIN_KEY);
+    for (event, openai_type, id, alert_type) in [
+        ("health_alert_triggered", "health.alert.triggered", ids::HEALTH_ALERT_TRIGGERED, "triggered"),
+        ("health_alert_resolved", "health.alert.resolved", ids::HEALTH_ALERT_RESOLVED, "resolved"),
+    ] {
+        mock.clear_requests();
+        let vars = invoke_about(&mut plugin, event, openai_type, id, json!({}), &creds).variables;
+        let alert = openai_mock::health_alert(id, alert_type);
+        assert_eq!(
+            (vars["details_fetched"].clone(), vars["details_error"].clone()),
+            (json!(true), json!("")),
+            "{vars:?}"
+        );
+        assert_eq!(vars["alert_id"], id);
+        assert_eq!(vars["alert_rule_id"], ids::HEALTH_ALERT_RULE);
+        for field in ["occurred_at", "window", "dimensions", "measurement"] {
+            assert_eq!(vars[field], alert[field], "{field}");
+        }
+        assert_eq!(vars["alert"], alert);
+        let requests = mock.requests();
+        assert_eq!(calls(&requests), [format!("GET /v1/organization/health/alerts/{id}")]);
+        assert_eq!(requests[0].header("authorization"), Some(format!("Bearer {ADMIN_KEY}").as_str()));
+        assert_eq!(requests[0].header("openai-project"), None, "an Admin key acts for the organization");
+    }
+
+    // A manual subscription's optional admin key.
+    mock.clear_requests();
+    let body =
+        event_body("health.alert.triggered", "evt_h", 1_760_000_400, &json!({"id": ids::HEALTH_ALERT_TRIGGERED}));
+    let payload =
+        json!({"webhook_id": "wh_h", "webhook_timestamp": 1, "event": serde_json::from_str::<Value>(&body).unwrap()});
+    let mut data = invoke_data("health_alert_triggered", b"", &payload, &json!({}));
+    data["subscription"]["properties"]["admin_api_key"] = json!(ADMIN_KEY);
+    data["subscription"]["properties"]["base_url"] = json!(mock.base_url());
+    let vars = plugin.invoke_data(&data).variables;
+    assert_eq!(vars["details_fetched"], true, "{vars:?}");
+
+    // The project key alone: no call, and the missing key named.
+    mock.clear_requests();
+    let vars = invoke_about(
+        &mut plugin,
+        "health_alert_triggered",
+        "health.alert.triggered",
+        ids::HEALTH_ALERT_TRIGGERED,
+        json!({}),
+        &credentials(&mock),
     )
     .variables;
-    assert_eq!(direct["run"], scanned["run"]);
-    assert_eq!(calls(&mock.requests()), [format!("GET /v1/evals/{}/runs/{}", ids::OTHER_EVAL, ids::EVAL_RUN)]);
-    let missing =
-        invoke_about(&mut plugin, "eval_run_failed", "eval.run.failed", "evalrun_unknown", json!({}), &creds).variables;
-    assert!(missing["details_error"].as_str().unwrap().contains("set this node's eval_id"), "{missing:?}");
+    assert_eq!(vars["details_error"], openai_trigger::enrich::NO_ADMIN_KEY_MESSAGE);
+    assert_eq!(vars["alert_id"], ids::HEALTH_ALERT_TRIGGERED);
+    assert!(mock.requests().is_empty(), "{:?}", calls(&mock.requests()));
+
+    // A project key pasted as the admin key: refused by its shape, never sent.
+    let mut wrong = credentials(&mock);
+    wrong["admin_api_key"] = json!(VALID_KEY);
+    let vars = invoke_about(
+        &mut plugin,
+        "health_alert_resolved",
+        "health.alert.resolved",
+        ids::HEALTH_ALERT_RESOLVED,
+        json!({}),
+        &wrong,
+    )
+    .variables;
+    assert!(vars["details_error"].as_str().unwrap().contains("sk-admin-"), "{vars:?}");
+    assert!(mock.requests().is_empty(), "{:?}", calls(&mock.requests()));
+    no_key_anywhere(&plugin.stderr());
+}
+
+/// The optional Admin API key is checked when the credentials are saved: one page of alert rules.
+#[test]
+fn validate_checks_the_admin_key_when_given() {
+    let mock = mock();
+    let mut plugin = Plugin::start();
+    let mut creds = credentials(&mock);
+    creds["admin_api_key"] = json!(ADMIN_KEY);
+    assert_eq!(validate(&mut plugin, creds.clone()).unwrap(), json!({"result": true}));
+    let requests = mock.requests();
+    assert_eq!(calls(&requests), ["GET /v1/webhook_endpoints", "GET /v1/organization/health/alert_rules"]);
+    assert_eq!(requests[1].header("authorization"), Some(format!("Bearer {ADMIN_KEY}").as_str()));
+    assert_eq!(requests[1].query_param("limit").as_deref(), Some("1"));
+
+    // A project key in the admin field: refused by its shape before any call.
+    mock.clear_requests();
+    creds["admin_api_key"] = json!(READ_ONLY_KEY);
+    let error = validate(&mut plugin, creds.clone()).unwrap_err();
+    assert_eq!(error["error_type"], "TriggerProviderCredentialValidationError");
+    assert!(error["message"].as_str().unwrap().contains("sk-admin-"), "{error}");
+    assert!(mock.requests().is_empty());
+
+    // An admin key OpenAI refuses: its message, the key masked.
+    let other = MockOpenAi::start().unwrap();
+    other.add_fault(Fault { path_prefix: "/v1/organization/health".into(), status: Some(401), ..Fault::default() });
+    let mut creds = credentials(&other);
+    creds["admin_api_key"] = json!(ADMIN_KEY);
+    let error = validate(&mut plugin, creds).unwrap_err();
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("Admin API key"), "{message}");
+    no_key_anywhere(message);
+    assert!(!message.contains(ADMIN_KEY));
 }
 
 #[test]
@@ -1001,15 +1118,15 @@ fn object_ids_cannot_steer_the_request_path() {
             invoke_about(&mut plugin, "response_completed", "response.completed", id, json!({}), &credentials(&mock));
         assert_eq!(invoked.variables["details_error"], "the event names no usable object id", "{id:?}");
     }
-    let eval = invoke_about(
+    let alert = invoke_about(
         &mut plugin,
-        "eval_run_succeeded",
-        "eval.run.succeeded",
-        ids::EVAL_RUN,
-        json!({"eval_id": ".."}),
-        &credentials(&mock),
+        "health_alert_triggered",
+        "health.alert.triggered",
+        "../../organization/audit_logs",
+        json!({}),
+        &json!({"admin_api_key": ADMIN_KEY, "base_url": mock.base_url()}),
     );
-    assert!(eval.variables["details_error"].as_str().unwrap().contains("not an eval id"), "{:?}", eval.variables);
+    assert_eq!(alert.variables["details_error"], "the event names no usable object id");
     assert!(mock.requests().is_empty(), "{:?}", calls(&mock.requests()));
 }
 

@@ -370,3 +370,81 @@ fn the_harness_refuses_protocol_violations() {
     transcript.record(format!("{}\n", end_line("s")).into_bytes());
     assert!(transcript.result("s").is_err());
 }
+
+/// Daemon PR #799 (daemon-protocol.md §1.1): a local plugin gets only an allow-listed environment,
+/// so the plugin's own settings come from the `.env` of its folder (its working directory). Run
+/// with exactly that environment, the plugin passes its core checks (heartbeat, dispatch, invoke,
+/// an unknown action, EOF), and `.env`'s OPENAI_TRIGGER_LOG is obeyed: at `info` the skipped
+/// invoke is logged, while without the file the daemon's default (`warn`) keeps it quiet.
+#[test]
+fn under_the_allow_listed_environment_settings_come_from_the_plugin_folders_env_file() {
+    const ALLOWED: &[&str] = &[
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "TZ",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ];
+    let run = |dotenv: Option<&str>| {
+        let folder = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "allow-listed-{}-{}",
+            std::process::id(),
+            dotenv.is_some()
+        ));
+        std::fs::create_dir_all(&folder).unwrap();
+        let file = folder.join(".env");
+        match dotenv {
+            Some(text) => std::fs::write(&file, text).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+        let mut command = std::process::Command::new(exe());
+        command.arg("serve").current_dir(&folder).env_clear();
+        for name in ALLOWED {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        no_internet(&mut command); // only proxy variables, which the list allows
+        command.env("INSTALL_METHOD", "local");
+        let mut plugin = Plugin::spawn_command(command);
+        assert_eq!(plugin.next_line(WAIT).as_deref(), Some(HEARTBEAT), "stderr: {}", plugin.stderr());
+        let now = unix_now();
+        let body = event_body("batch.completed", "evt_allow", now, &json!({"id": "batch_1"}));
+        let raw = RawRequest::signed(SECRET, "wh_allow", now, body.clone());
+        let dispatched = plugin.dispatch(&raw, SECRET, ENDPOINT);
+        assert_eq!(dispatched.http.status, 200);
+        assert_eq!(dispatched.events, ["batch_completed", "any_event"]);
+        let payload = json!({"webhook_id": "wh_allow", "webhook_timestamp": now,
+            "event": serde_json::from_str::<Value>(&body).unwrap()});
+        let invoked = plugin.invoke("batch_completed", &raw.bytes(), &payload, &json!({}));
+        assert!(!invoked.cancelled);
+        assert_eq!(invoked.variables["batch_id"], "batch_1");
+        // Another event's node: skipped, and the skip is logged at info.
+        assert!(plugin.invoke("response_completed", &raw.bytes(), &payload, &json!({})).cancelled);
+        let unknown = plugin.call(&json!({"action": "frobnicate", "type": "trigger", "user_id": ""}));
+        assert_eq!(unknown.unwrap_err()["error_type"], "NotImplementedError");
+        assert!(plugin.finish().success());
+        plugin.stderr()
+    };
+    let quiet = run(None);
+    assert!(!quiet.contains("event ignored"), "the daemon's default level is warn: {quiet}");
+    let told = run(Some("# this plugin's settings\nOPENAI_TRIGGER_LOG=info\nOPENAI_TRIGGER_WORKERS=2\n"));
+    assert!(told.contains("event ignored for this workflow"), "OPENAI_TRIGGER_LOG from .env: {told}");
+    assert!(!told.contains("not one of"), "{told}");
+    let wrong = run(Some("OPENAI_TRIGGER_WORKERS=999\n"));
+    assert!(wrong.contains("OPENAI_TRIGGER_WORKERS=\"999\" is not 1-64"), "a bad .env value is reported: {wrong}");
+}

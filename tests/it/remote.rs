@@ -73,6 +73,19 @@ impl Connection {
         messages
     }
 
+    /// The registration messages after the handshake, up to and including `end`.
+    fn registration_after_handshake(&mut self) -> Vec<Value> {
+        let mut messages = Vec::new();
+        loop {
+            let message = self.next_json();
+            let end = message["type"] == "end";
+            messages.push(message);
+            if end {
+                return messages;
+            }
+        }
+    }
+
     /// One line in one write, like the daemon (Go sockets have TCP_NODELAY on; without it, a
     /// separate newline would wait out the peer's delayed ACK).
     fn send(&mut self, line: &str) {
@@ -256,6 +269,26 @@ fn registers_serves_sessions_and_reconnects_after_a_drop() {
     assert!(stderr.contains("reconnecting"), "stderr should say it reconnects: {stderr}");
     assert!(!stderr.contains(KEY), "the key must not be logged: {stderr}");
     assert!(output.stdout.is_empty(), "nothing on stdout in remote mode");
+}
+
+/// Daemon PR #800 (daemon-protocol.md §6.3): a registration message before the handshake has
+/// completed closes the connection. The very first bytes on the socket are the handshake line,
+/// byte for byte what §6.3 shows (nothing before it: no heartbeat, no blank line), and the rest of
+/// the registration waits behind it, before any other line of the session.
+#[test]
+fn the_handshake_is_the_first_line_on_the_socket() {
+    let (listener, mut plugin) = start_remote(KEY);
+    let mut daemon = Connection::accept(&listener, support::WAIT);
+    let mut first = String::new();
+    daemon.reader.read_line(&mut first).expect("read the first line");
+    assert_eq!(first, format!("{}\n", json!({"type": "handshake", "data": {"key": KEY}})), "the first line");
+    let rest = daemon.registration_after_handshake();
+    let kinds: Vec<&str> = rest.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds[..2], ["manifest_declaration", "trigger_declaration"], "{kinds:?}");
+    assert!(!kinds.contains(&"handshake"), "one handshake: {kinds:?}");
+    drop(daemon);
+    let _ = plugin.kill();
+    let _ = plugin.wait();
 }
 
 #[test]

@@ -53,6 +53,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "OPENAI_WEBHOOK_SECRET",
     "OPENAI_TRIGGER_LOG",
     "OPENAI_TRIGGER_API_TIMEOUT",
+    "OPENAI_TRIGGER_WORKERS",
 ];
 
 /// The binary with `args`, run from a scratch directory (no stray `.env`) with a clean environment.
@@ -105,7 +106,13 @@ impl Plugin {
 
     pub fn spawn_with(env: &[(&str, &str)]) -> Plugin {
         let mut command = command(&["serve"]);
-        command.envs(env.iter().copied()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.envs(env.iter().copied());
+        Plugin::spawn_command(command)
+    }
+
+    /// Spawns `command` (the plugin binary, set up by the caller) with piped stdio.
+    pub fn spawn_command(mut command: Command) -> Plugin {
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn the plugin binary");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();

@@ -149,6 +149,9 @@ pub(crate) enum Error {
     WheelCount { arch: &'static str, dir: PathBuf, found: Vec<PathBuf> },
     #[error("{} holds no {entry}", wheel.display())]
     NotInWheel { wheel: PathBuf, entry: String },
+    /// A Python file of the `openai` wheel that does not say what `openai-drift` reads there.
+    #[error("{file} (openai wheel): {problem}")]
+    WheelSource { file: String, problem: String },
     #[error("the package index did not listen on 127.0.0.1:{port} within 10 s")]
     IndexNotListening { port: u16 },
 

@@ -9,6 +9,7 @@ Release tooling, in the rust-analyzer manner: `cargo xtask <command>` (the alias
 - `soak`: a long mixed load on the release binary, answers and resources checked.
 - `bench`: the plugin against the Python SDK plugin, the naive yardstick and `cat`, in one run.
 - `keygen`, `sign`, `verify`: RSA keys and the daemon's third-party package signature.
+- `openai-drift`: OpenAI's webhook event types (the newest `openai` wheel) against the plugin's.
 
 This file only parses the command line and dispatches. What the commands share has a module of its
 own: `paths` (where things are), `console` (output), `cmd` (running tools), `error` (the one error
@@ -18,6 +19,7 @@ type); no module imports from the crate root (`xtask/tests/tidy.rs` checks).
 mod bench;
 mod cmd;
 mod console;
+mod drift;
 mod error;
 mod index;
 mod marketplace;
@@ -165,6 +167,19 @@ enum Command {
         #[arg(long, value_name = "PUBLIC_PEM")]
         key: PathBuf,
     },
+    /// Compare OpenAI's webhook event types with the plugin's: downloads the newest `openai` wheel
+    /// from PyPI (pip, into target/, removed afterwards), reads its `UnwrapWebhookEvent` union and
+    /// the webhook_endpoints event enum, and prints the types the plugin lacks, the ones it declares
+    /// that OpenAI no longer lists, and how the enum differs from the plugin's fallback list. Exits 1
+    /// when a type is missing.
+    OpenaiDrift {
+        /// Read this openai release instead of the newest (e.g. 3.63.0).
+        #[arg(long, value_name = "V", conflicts_with = "wheel")]
+        version: Option<String>,
+        /// Read this openai wheel file instead of downloading one (offline).
+        #[arg(long, value_name = "PATH")]
+        wheel: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -195,6 +210,7 @@ fn main() -> ExitCode {
             package::sign_command(&package, &key, category, out.as_deref())
         }
         Command::Verify { package, key } => package::verify_command(&package, &key),
+        Command::OpenaiDrift { version, wheel } => drift::drift_command(version.as_deref(), wheel.as_deref()),
     };
     match result {
         Ok(code) => code,

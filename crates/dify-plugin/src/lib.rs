@@ -55,7 +55,7 @@ pub use action::Action;
 pub use backwards::{BackwardsError, Storage};
 pub use declaration::{Asset, Declaration, ProviderKind};
 pub use outbox::Closed;
-pub use remote::{Backoff, ConfigError, InstallMethod, RemoteConfig, RemoteError, RemoteTiming};
+pub use remote::{Backoff, ConfigError, InstallMethod, RemoteConfig, RemoteError, RemoteTiming, Settings};
 pub use serve::{ServeEnd, ServeOptions, serve};
 pub use session::{Plugin, Reply, Request, Session};
 pub use wire::ErrorData;

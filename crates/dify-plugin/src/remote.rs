@@ -310,6 +310,36 @@ impl InstallMethod {
     }
 }
 
+/// A plugin's own settings: the process environment first, then the `.env` file of the plugin's
+/// folder (the working directory the daemon starts it in). Since daemon PR #799 a locally
+/// installed plugin gets only an allow-listed environment (`PATH`, `HOME`, locale, temp dirs,
+/// `TZ`, CA bundle, proxies, `INSTALL_METHOD=local`; daemon-protocol.md §1.1), so a setting of
+/// the plugin's own reaches it through `.env` there, as remote debugging's do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    dotenv: Vec<(String, String)>,
+}
+
+impl Settings {
+    /// Reads `dir/.env` (absent: no file settings).
+    ///
+    /// Errors: [`ConfigError::DotEnv`] when the file exists but cannot be read or parsed.
+    pub fn load(dir: &Path) -> Result<Settings, ConfigError> {
+        Ok(Settings { dotenv: read_dotenv(&dir.join(".env"))? })
+    }
+
+    /// `name`'s value: the environment's when it is set, else the `.env` file's (its last line for
+    /// `name`), else None.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.get_with(name, |name| std::env::var(name).ok())
+    }
+
+    /// [`get`](Self::get) with `env` standing for the process environment.
+    pub fn get_with(&self, name: &str, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+        env(name).or_else(|| self.dotenv.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.clone()))
+    }
+}
+
 fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     let fail = |detail: String| ConfigError::DotEnv { path: path.display().to_string(), detail };
     match dotenvy::from_path_iter(path) {
@@ -595,6 +625,24 @@ mod tests {
         move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
     }
 
+    #[test]
+    fn settings_come_from_the_environment_then_the_plugin_folders_env_file() {
+        let dir = std::env::temp_dir().join(format!("dify-plugin-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(Settings::load(&dir).unwrap(), Settings::default(), "no .env: no file settings");
+        std::fs::write(dir.join(".env"), "# plugin settings\nPLUGIN_LOG=debug\nPLUGIN_WORKERS=2\nPLUGIN_WORKERS=4\n")
+            .unwrap();
+        let settings = Settings::load(&dir).unwrap();
+        let none = |_: &str| None;
+        assert_eq!(settings.get_with("PLUGIN_LOG", none).as_deref(), Some("debug"));
+        assert_eq!(settings.get_with("PLUGIN_WORKERS", none).as_deref(), Some("4"), "the last line wins");
+        assert_eq!(settings.get_with("PLUGIN_ABSENT", none), None);
+        let env = |name: &str| (name == "PLUGIN_LOG").then(|| "warn".to_owned());
+        assert_eq!(settings.get_with("PLUGIN_LOG", env).as_deref(), Some("warn"), "the environment wins");
+        std::fs::write(dir.join(".env"), "NOT A LINE\n").unwrap();
+        assert!(matches!(Settings::load(&dir), Err(ConfigError::DotEnv { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     #[test]
     fn addresses() {
         let ok = |text: &str| parse_address("--url", text);

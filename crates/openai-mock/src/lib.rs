@@ -18,6 +18,7 @@ What it serves (paths under `/v1`, shapes as documented by OpenAI; openai-webhoo
 | `GET /files/{id}/content` | the stored file's bytes (JSONL) |
 | `GET /evals?order=&limit=&after=` | cursor page of evals |
 | `GET /organization/health/alerts/{id}`, `/organization/projects/{project_id}/health/alerts/{id}` | the stored health alert notification ([`health_alert`]); [`ADMIN_KEY`] only |
+| `GET /organization/health/alert_rules` | one page holding [`health_alert_rule`]; [`ADMIN_KEY`] only |
 
 Errors use OpenAI's body, `{"error":{"message","type","param","code"}}`: 401 without a key or
 with an unknown one (the message quotes the key masked, as OpenAI does), 401 "insufficient
@@ -79,8 +80,8 @@ pub const PROJECT: &str = "proj_mock0123456789";
 /// `safety.org_alert.created`, `safety.warning_issued` or `safety.deactivation_issued`, which the
 /// dashboard configures.
 pub const SUBSCRIBABLE_TYPES: &[&str] = &[
-    // The two health alert types lead OpenAI's enum since openai-python 3.62.0; they join here with
-    // their declarations in the plugin (issue #18), so the plugin's built-in list and this agree.
+    "health.alert.triggered",
+    "health.alert.resolved",
     "batch.completed",
     "batch.failed",
     "batch.expired",
@@ -750,6 +751,10 @@ fn api_route(state: &mut State, request: &Recorded) -> Answer {
             None => not_found("file", id),
         },
         ("GET", ["organization", "health", "alerts", id]) => stored(state, HEALTH_ALERTS, "health alert", id),
+        // A token page (openai-python 3.63.0 `pagination.py` SyncTokenPage: data, has_more, next).
+        ("GET", ["organization", "health", "alert_rules"]) => {
+            answer(200, &json!({"object": "list", "data": [health_alert_rule()], "has_more": false, "next": null}))
+        }
         ("GET", ["organization", "projects", project_id, "health", "alerts", id]) => {
             project_health_alert(state, project_id, id)
         }
@@ -995,6 +1000,28 @@ pub fn health_alert(id: &str, alert_type: &str) -> Value {
     })
 }
 
+/// The one health alert rule the mock's organization has (openai-python 3.63.0
+/// `types/admin/organization/health/health_alert_rule.py`): error rate of 5xx answers over 5 %
+/// across 5 minutes, webhook notifications on.
+pub fn health_alert_rule() -> Value {
+    json!({
+        "id": ids::HEALTH_ALERT_RULE,
+        "object": "health.alert_rule",
+        "name": "5xx error rate",
+        "organization_id": ORGANIZATION,
+        "enabled": true,
+        "version": 1,
+        "created_at": 1_759_990_000,
+        "updated_at": 1_759_990_000,
+        "condition": {"type": "error_rate", "status_class": "5xx", "threshold": 0.05, "window_seconds": 300},
+        "filters": {"models": [], "observability_tags": [], "project_ids": [PROJECT], "service_tiers": []},
+        "notifications": {
+            "email": {"addresses": [], "enabled": false, "org_owners": true, "project_owners": false},
+            "webhook": {"enabled": true}
+        }
+    })
+}
+
 /// The objects a mock starts with: one of each kind the plugin enriches, with realistic fields.
 pub fn fixtures() -> Vec<(&'static str, Value)> {
     let output_lines = [
@@ -1166,6 +1193,17 @@ mod tests {
     }
 
     #[test]
+    fn the_alert_rules_page_is_for_admin_keys_only() {
+        let mock = MockOpenAi::start().unwrap();
+        let (status, page) = get(&mock, "/v1/organization/health/alert_rules?limit=1", Some(ADMIN_KEY));
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["data"], json!([health_alert_rule()]));
+        assert_eq!(page["has_more"], false);
+        let (status, refused) = get(&mock, "/v1/organization/health/alert_rules", Some(VALID_KEY));
+        assert_eq!((status, refused["error"]["message"].as_str()), (403, Some(ADMIN_KEY_REQUIRED)));
+    }
+
+    #[test]
     fn an_admin_key_gets_the_health_alert_and_the_request_is_recorded() {
         let mock = MockOpenAi::start().unwrap();
         let (status, body) = get(&mock, &alert_path(ids::HEALTH_ALERT_TRIGGERED), Some(ADMIN_KEY));
@@ -1270,9 +1308,10 @@ mod tests {
     #[test]
     fn the_subscribable_types_are_listed_and_accepted() {
         let mock = MockOpenAi::start().unwrap();
-        assert_eq!(SUBSCRIBABLE_TYPES.len(), 27);
+        assert_eq!(SUBSCRIBABLE_TYPES.len(), 29);
+        assert_eq!(SUBSCRIBABLE_TYPES[..2], ["health.alert.triggered", "health.alert.resolved"]);
         let unique: std::collections::BTreeSet<&str> = SUBSCRIBABLE_TYPES.iter().copied().collect();
-        assert_eq!(unique.len(), 27);
+        assert_eq!(unique.len(), 29);
         let (status, listed) = get(&mock, "/v1/webhook_event_types", Some(VALID_KEY));
         assert_eq!(status, 200);
         assert_eq!(listed, json!({"object": "list", "data": SUBSCRIBABLE_TYPES}));
@@ -1286,7 +1325,7 @@ mod tests {
         assert_eq!(status, 200, "{created}");
         assert_eq!(created["event_types"], json!(["batch.completed", "response.completed"]));
         let (status, created) = create(json!(SUBSCRIBABLE_TYPES));
-        assert_eq!((status, created["event_types"].as_array().unwrap().len()), (200, 27));
+        assert_eq!((status, created["event_types"].as_array().unwrap().len()), (200, 29));
         for manual in ["live.transport.connected", "live.transport.incoming", "safety.warning_issued"] {
             let (status, refused) = create(json!([manual]));
             assert_eq!(status, 400, "{manual}");

@@ -216,6 +216,56 @@ mod tests {
         );
     }
 
+    /// daemon PR #801 (daemon-protocol.md §8.4): a provider config field may carry
+    /// `reset_on_change`. A provider that uses it is packaged and passes the Marketplace rules like
+    /// any other, the field kept as written.
+    #[test]
+    fn a_provider_with_reset_on_change_is_packaged_as_written() {
+        let dir = std::env::temp_dir().join(format!("xtask-reset-on-change-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let copy = |relative: &str| {
+            let target = dir.join(relative);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(plugin_dir().join(relative), &target).unwrap();
+        };
+        for relative in
+            ["manifest.yaml", "PRIVACY.md", "requirements.txt", "main.py", "serverless.py", "PLUGIN_README.md"]
+        {
+            copy(relative);
+        }
+        for spec in openai_trigger::events::EVENTS {
+            copy(spec.path);
+        }
+        for asset in std::fs::read_dir(plugin_dir().join("_assets")).unwrap() {
+            copy(&format!("_assets/{}", asset.unwrap().file_name().to_string_lossy()));
+        }
+        let provider = std::fs::read_to_string(plugin_dir().join("provider/openai_trigger.yaml")).unwrap();
+        let field = "  - name: organization\n";
+        assert!(provider.contains(field));
+        let marked = provider.replacen(field, &format!("{field}    reset_on_change: [api_key, base_url]\n"), 1);
+        std::fs::create_dir_all(dir.join("provider")).unwrap();
+        std::fs::write(dir.join("provider/openai_trigger.yaml"), &marked).unwrap();
+
+        let files = plugin_files(&dir).unwrap();
+        let entries = contents(&files, None);
+        let shipped = entries.iter().find(|e| e.name == "provider/openai_trigger.yaml").unwrap();
+        let value: serde_json::Value = serde_yaml::from_slice(&shipped.data).unwrap();
+        let organization = &value["subscription_schema"][3];
+        assert_eq!(
+            (organization["name"].as_str(), &organization["reset_on_change"]),
+            (Some("organization"), &serde_json::json!(["api_key", "base_url"]))
+        );
+        // The same verdict as the unmarked repository files (which lack only what publisher.yaml adds
+        // at release time: repo, contact and the README's repository link).
+        let marked_report = crate::marketplace::check_entries(&entries, &[], 1000);
+        let plain = contents(&plugin_files(&plugin_dir()).unwrap(), None);
+        let plain_report = crate::marketplace::check_entries(&plain, &[], 1000);
+        assert_eq!(marked_report.errors, plain_report.errors);
+        assert_eq!(marked_report.warnings.len(), plain_report.warnings.len(), "{:?}", marked_report.warnings);
+        assert_ne!(files.declaration_digest, openai_trigger::declarations::DIGEST, "the declarations did change");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The manifest and provider name their icons; the daemon refuses a package whose `_assets`
     /// lacks one. `main.py` must find the binaries under the names written here.
     #[test]
