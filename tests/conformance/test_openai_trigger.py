@@ -8,9 +8,9 @@ built and signed here in Python (hmac/hashlib/base64), independently of the plug
 Sections (each one's checks are counted; a section that cannot run is a failure, never a skip):
   1. remote debugging: a wrong key makes our binary exit non-zero with the daemon's reason; registration through
      `.env` (INSTALL_METHOD=remote, no arguments) and through `openai-trigger remote --url --key` is accepted:
-     the daemon installs the plugin for the tenant and lists provider `openai_trigger` with all 31 events.
+     the daemon installs the plugin for the tenant and lists provider `openai_trigger` with all 34 events.
   2. the six trigger actions over the daemon's HTTP API (POST /plugin/<tenant>/dispatch/trigger/..., SSE):
-     dispatch a signed webhook of each of the 30 OpenAI types, invoke every fired event with the payload the daemon
+     dispatch a signed webhook of each of the 33 OpenAI types, invoke every fired event with the payload the daemon
      handed back, filters, rejections (401 with the specific error), duplicates, unknown types, rotation, and the
      four constructor actions (TriggerError relayed by the daemon).
   3. reconnection: the daemon is stopped and started again (services.sh stop-daemon / start, then
@@ -496,7 +496,7 @@ def ensure_not_installed(ctx: Ctx, label: str) -> bool:
 
 
 def check_registration(ctx: Ctx, label: str, proc: PluginProcess) -> bool:
-    """The daemon installed the debugging plugin and lists provider + 31 events. Returns overall success."""
+    """The daemon installed the debugging plugin and lists provider + 34 events. Returns overall success."""
     c = ctx.c
     inst = wait_until(lambda: ctx.api.installation(), 15)
     if not c.check(f"{label}: daemon installed {PLUGIN_ID} for the tenant (management/list)", inst,
@@ -519,7 +519,7 @@ def check_registration(ctx: Ctx, label: str, proc: PluginProcess) -> bool:
         return False
     tdecl = entry.get("declaration") or {}
     names = [e.get("identity", {}).get("name") for e in tdecl.get("events") or []]
-    c.check(f"{label}: declaration has all 31 events (30 OpenAI types + any_event), in order", names == ALL_EVENT_NAMES,
+    c.check(f"{label}: declaration has all 34 events (33 OpenAI types + any_event), in order", names == ALL_EVENT_NAMES,
             f"{len(names)} events: {names}")
     ident = tdecl.get("identity", {})
     c.check(f"{label}: provider identity name/author and icons were sent as assets (daemon remapped them)",
@@ -530,13 +530,14 @@ def check_registration(ctx: Ctx, label: str, proc: PluginProcess) -> bool:
     c.check(f"{label}: subscription_schema: the webhook_secret secret-input, then the optional key for details",
             [(s.get("name"), s.get("type"), s.get("required")) for s in schema]
             == [("webhook_secret", "secret-input", True), ("api_key", "secret-input", False),
-                ("organization", "text-input", False), ("project", "text-input", False),
+                ("admin_api_key", "secret-input", False), ("organization", "text-input", False), ("project", "text-input", False),
                 ("base_url", "text-input", False)], [s.get("name") for s in schema])
     ctor = tdecl.get("subscription_constructor") or {}
-    c.check(f"{label}: subscription_constructor: credentials api_key/organization/project/base_url, parameters "
+    c.check(f"{label}: subscription_constructor: credentials api_key/admin_api_key/organization/project/base_url, "
+            "parameters "
             "events (dynamic-select, multiple) and rotate_secret_days",
             [s.get("name") for s in ctor.get("credentials_schema") or []]
-            == ["api_key", "organization", "project", "base_url"]
+            == ["api_key", "admin_api_key", "organization", "project", "base_url"]
             and [(p.get("name"), p.get("type")) for p in ctor.get("parameters") or []]
             == [("events", "dynamic-select"), ("rotate_secret_days", "number")], ctor)
     st, body = ctx.api.d.json(
@@ -825,7 +826,7 @@ def section_actions(ctx: Ctx) -> None:
     results: dict = {}
 
     def one(i):
-        e = sample_event(OPENAI_TYPES[i % 30], 50 + i)
+        e = sample_event(OPENAI_TYPES[i % len(OPENAI_TYPES)], 50 + i)
         hook = Webhook(compact(e), ctx.key)
         try:
             results[i] = (event_name(e["type"]), sse_chunk(api.dispatch(dispatch_data(hook, sub))))
@@ -1276,8 +1277,8 @@ def section_reconnect(ctx: Ctx) -> None:
     c.check("plugin listed again (management/list, runtime remote)", inst and inst.get("runtime_type") == "remote",
             inst)
     entry = wait_until(lambda: api.trigger_entry(), 15)
-    c.check("management/triggers lists the provider with 31 events again",
-            entry and len((entry.get("declaration") or {}).get("events") or []) == 31, json.dumps(entry)[:300])
+    c.check("management/triggers lists the provider with 34 events again",
+            entry and len((entry.get("declaration") or {}).get("events") or []) == len(ALL_EVENT_NAMES), json.dumps(entry)[:300])
     dispatch_works(ctx, "after the restart")
     delays = re.findall(r"(?:reconnecting|retrying) in (\d+) s", p.stderr()[err_off:])
     print(f"       backoff delays logged: {delays}")
@@ -1438,7 +1439,7 @@ def section_package(ctx: Ctx, kind: str, path: str) -> None:
             f"missing {[n for n in need if n not in files]}; has {sorted(files)[:60]}")
     c.check(f"{kind} package has no directory entries (they break the daemon's decoder)",
             not [n for n in names if n.endswith("/")], [n for n in names if n.endswith("/")][:10])
-    c.check(f"{kind} package holds all 31 event YAML files",
+    c.check(f"{kind} package holds all 34 event YAML files",
             all(any(n.endswith(f"/{e}.yaml") and n.startswith("events/") for n in files) for e in ALL_EVENT_NAMES))
     if kind == "offline":
         for a, machine in (("amd64", 0x3E), ("arm64", 0xB7)):
@@ -1506,14 +1507,14 @@ def section_package(ctx: Ctx, kind: str, path: str) -> None:
     try:
         entry = api.trigger_entry()
         names = [e.get("identity", {}).get("name") for e in ((entry or {}).get("declaration") or {}).get("events", [])]
-        c.check(f"{kind}: management/triggers: provider openai_trigger with the 31 events from the package's YAML",
+        c.check(f"{kind}: management/triggers: provider openai_trigger with the 34 events from the package's YAML",
                 entry and entry.get("provider") == PROVIDER and names == ALL_EVENT_NAMES, names)
         if ctx.declaration is not None and entry:
             pe = {e["identity"]["name"]: e for e in entry["declaration"]["events"]}
             re_ = {e["identity"]["name"]: e for e in ctx.declaration["events"]}
             same = [n for n in ALL_EVENT_NAMES if pe.get(n) == re_.get(n)]
             c.check(f"{kind}: package declaration (daemon parsed the YAML) == remote registration (embedded YAML), event "
-                    "by event", len(same) == 31, f"differ: {[n for n in ALL_EVENT_NAMES if n not in same]}")
+                    "by event", len(same) == len(ALL_EVENT_NAMES), f"differ: {[n for n in ALL_EVENT_NAMES if n not in same]}")
     except Exception as e:  # noqa: BLE001
         c.fail(f"{kind}: management/triggers for the package install", repr(e))
 
