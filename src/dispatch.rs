@@ -1,7 +1,8 @@
 /*!
 `dispatch_trigger_event` (triggers.md §4.1): verify a webhook, route it, answer the sender, without
-IO and without waiting, except for the one look-up in the daemon's storage that the shared replay
-memory makes for a delivery new to this process ([`crate::shared_dedupe`]).
+IO and without waiting, except for the daemon's storage, where the shared replay memory looks up and
+records a delivery new to this process (one `get`, then one `set` if it is new there too:
+[`crate::shared_dedupe`]).
 
 Hex → [`HttpRequest`] → method and encoding checks → [`SecretSet::parse`] of the subscription's live
 secrets → [`signature::verify`] → the body check → the replay memory → the subscription's types →
@@ -21,7 +22,7 @@ use crate::dedupe::{Claim, ReplayGuard, Sighting};
 use crate::error::PluginError;
 use crate::events;
 use crate::raw_http::{self, HttpRequest, HttpResponse};
-use crate::shared_dedupe::{Shared, SharedReplay};
+use crate::shared_dedupe::{Shared, SharedReplay, Trouble};
 use crate::signature::{self, SecretError, SecretSet, VerifyError, WebhookHeaders};
 use crate::subscription::Subscription;
 
@@ -72,7 +73,7 @@ impl<'a> Dispatcher<'a> {
         let verdict = match self.verdict(&raw, &subscription) {
             Verdict::Accepted { events, payload, claim } => {
                 let shared = if self.shared.is_paused(self.now) {
-                    Shared::Unavailable("paused after trouble".into())
+                    Shared::Unavailable(Trouble::Paused)
                 } else {
                     Box::pin(self.shared.check_and_record(session, &claim.key(), self.now)).await
                 };
@@ -83,7 +84,6 @@ impl<'a> Dispatcher<'a> {
                         claim.confirm();
                         Verdict::Duplicate
                     }
-                    Shared::Lost => Verdict::InProgress,
                 }
             }
             other => other,

@@ -7,8 +7,8 @@ across restarts, so the plugin scales out with Dify instead of with a coordinato
 # Layout: a fixed table, bounded by construction
 
 [`BUCKETS`] keys, `dedupe/v1/000` … `dedupe/v1/3ff`. A delivery's digest (the in-process
-[`crate::dedupe::digest`] of its subscription scope and `webhook-id`) picks its bucket; a bucket's
-value is at most [`ENTRIES_PER_BUCKET`] entries of [`ENTRY_BYTES`] bytes:
+[`crate::dedupe::digest`] of its subscription scope and `webhook-id`) picks its bucket
+([`bucket_of`]); a bucket's value is at most [`ENTRIES_PER_BUCKET`] entries of [`ENTRY_BYTES`] bytes:
 
 | bytes | field |
 | --- | --- |
@@ -16,29 +16,79 @@ value is at most [`ENTRIES_PER_BUCKET`] entries of [`ENTRY_BYTES`] bytes:
 | 10–13 | when it was recorded, Unix seconds, big-endian |
 | 14–15 | the tag of the process that recorded it (random per process) |
 
+Nothing decides by the tag any more: it says, in a dump of the table, which process wrote an
+entry, and it keeps the `v1` layout that processes of the previous release (which read their entry
+back and compared tags) still share during a rolling upgrade.
+
 Writing an entry drops the bucket's entries older than 72 h (OpenAI's retry horizon) and, past
 [`ENTRIES_PER_BUCKET`], its oldest. So the storage never holds more than
 `1024 × 60 × 16 = 983 040` bytes in 1024 keys, under any load: the manifest asks for 1 MiB
 (`resource.permission.storage.size: 1048576`). Capacity: 61 440 deliveries per 72 h spread evenly
 (about 850 an hour); past that a bucket forgets its oldest entries first, and a retry of one of them
-fires again unless the process's own memory still has it.
+fires again unless the process's own memory still has it. Keys per delivery would need deletes to
+stay bounded (the storage has no expiry and no listing), so the table stays.
 
 # Order, and what "recorded" means
 
-Dispatch asks the process's memory first ([`crate::dedupe::ReplayGuard`]); only a delivery new
-there reaches storage. Then, under a per-bucket lock (one writer per bucket in this process):
-`get` the bucket (a missing key is an error answer; `exist` tells it from a failure) → digest present:
-a duplicate → else add our entry, `set` the bucket, wait a settling delay, and `get` it again. The
-entry read back decides: ours → fire; another process's → that process recorded the same delivery
-at the same moment, last, and fires it, so we answer 409 and OpenAI's retry finds the entry;
-missing → a concurrent writer dropped it: written again once. An id is recorded just before
-dispatch answers 200 and fires, never for a rejected, unsubscribed or duplicate delivery.
+Dispatch asks the process's memory first ([`crate::dedupe::ReplayGuard`]): a duplicate there is
+answered at once, a copy in flight in this process gets 409, and only a delivery new to the process
+reaches storage, already claimed in the process's memory. Then, under the bucket's own lock (one per
+bucket, so this process never overwrites its own entries and unrelated deliveries never wait for
+each other):
 
-The storage has no compare-and-set; the read-back makes the last writer the only one that fires,
-as long as every writer's read-back comes after the other's write. The settling delay (twice this
-dispatch's own `get`→`set` time, at least [`MIN_SETTLE`], within the budget) is there for that: two
-processes both fire only when one's `get`→`set` takes longer than the other's delay. The in-process
-test counts it with two processes; the conformance suite measures it between two daemon nodes.
+1. `get` the bucket. The digest is there: [`Shared::Seen`], a duplicate.
+2. Else add our entry (dropping expired entries and, past 60, the oldest), and `set` the bucket:
+   [`Shared::Recorded`], fire. The answer goes back as soon as the `set` is acknowledged: no read-back
+   and no timed wait.
+
+Storage round trips: a duplicate costs one (`get`), a new delivery two (`get`, `set`). A missing
+key's `get` fails with the same text as any other load failure (§4.2), so the process keeps, per
+bucket, whether it knows the key exists (after any successful `get` or `set` of it; the plugin never
+deletes one). A failed `get` of a bucket not known to exist asks `exist` once: false → an empty
+bucket, then `set`; true → another process created it meanwhile, `get` it once more. So a third
+round trip is paid only by a process's first delivery into a bucket that no process has written yet
+(the first deliveries after the plugin is installed: at most 1024 of them, one per bucket), and a
+fourth only when another process creates that same bucket between our `get` and our `exist`. A failed
+`get` of a bucket known to exist is trouble (below), and the bucket is no longer taken as known, so
+one that did disappear is found out by `exist` once the pause is over.
+
+An id is recorded just before dispatch answers 200 and fires, never for a rejected, unsubscribed or
+duplicate delivery.
+
+# What it lets through, and why that is harmless
+
+The storage has get/set/exist/del and no compare-and-set, so two processes can both read a bucket
+before either writes it. Two interleavings follow; everything else is exact (a copy whose `get`
+comes after a `set` of its delivery is a duplicate, on any process, after any restart).
+
+- **The same `webhook-id` at two processes, their `get`→`set` spans overlapping: both fire.** No
+  design of one `get` and one `set` can close this: when both reads come before both writes, each
+  process has seen exactly what it would have seen alone, where it must fire. (The previous design
+  narrowed it with a read-back after a settling sleep of at least 25 ms on every new delivery, and
+  still could not close it.) Copies sent at the same instant to two processes do both fire, most of
+  the time (`it::shared_dedupe::two_processes_sharing_storage` counts them). OpenAI does not send
+  copies that way. It sends a `webhook-id` again only after the previous attempt failed: a non-2xx,
+  or no answer "within a few seconds", then retries "with exponential backoff" for up to 72 h (the
+  schedule is unpublished; Standard Webhooks' example waits 5 s before the first retry and 5 min
+  before the second; openai-webhooks.md §3.1). Our calls for one dispatch end within
+  [`STORAGE_BUDGET`] (200 ms), and the span that matters, from a `get`'s answer to the `set`'s
+  arrival, is one round trip. So a retry meets its own first attempt in the window only if that
+  attempt was held up before dispatch (in Dify's API or the daemon) for longer than OpenAI's
+  timeout plus its backoff, seconds, was still dispatched after all, and reached our `get` within
+  that one round trip of the retry's `get` on another process.
+  (Two copies at the same process never both fire: the second meets the first's claim and gets 409.)
+  OpenAI's other copies, the "rare" duplicates from its own internal issues, are not timed in its
+  docs; two of them would have to overlap in the same way, on two processes.
+- **Two different deliveries in one bucket, written by two processes at once: the later `set` drops
+  the other's new entry.** That delivery has fired once and its process still remembers it; only its
+  storage entry is gone. It matters only if the same delivery comes back (its 200 never reached
+  OpenAI) to another process, or after a restart. How rare: the two writes must fall in the same
+  bucket (1 in 1024) with overlapping spans, on two processes; at 10 deliveries a second and a 10 ms
+  span, at most about one delivery in 10 000 loses its entry, and then exactly that delivery must be
+  retried and the retry must miss the process that fired it. Mitigation, at no extra round trip: each
+  process keeps its last entry per bucket and, on its next write to that bucket, puts it back if it
+  is missing and still live. That covers a retry arriving after that write, which comes sooner the
+  busier the table is, and only a busy table drops entries.
 
 # Trouble
 
@@ -53,6 +103,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use dify_plugin::{BackwardsError, Session};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::dedupe::{Key, RETENTION_SECONDS};
@@ -70,13 +121,8 @@ pub const MANIFEST_STORAGE_BYTES: usize = 1024 * 1024;
 const _: () = assert!(MAX_STORED_BYTES <= MANIFEST_STORAGE_BYTES, "the table must fit the manifest's storage size");
 /// What the storage calls of one dispatch may take together.
 pub const STORAGE_BUDGET: Duration = Duration::from_millis(200);
-/// The least a writer waits between its `set` and its read-back.
-pub const MIN_SETTLE: Duration = Duration::from_millis(25);
 /// After trouble, storage is not asked for this long.
 pub const PAUSE_AFTER_TROUBLE: i64 = 30;
-/// Writers of the same bucket are serialised by one of this many locks (a bucket's lock is its
-/// index modulo this): enough to keep unrelated deliveries apart, small enough to cost nothing.
-const LOCK_STRIPES: usize = 64;
 /// At most one warning per this many seconds.
 const WARNING_EVERY: i64 = 60;
 const KEY_PREFIX: &str = "dedupe/v1/";
@@ -89,10 +135,28 @@ pub enum Shared {
     Recorded,
     /// Already recorded (by an earlier process, another node, or before a restart): a duplicate.
     Seen,
-    /// Another process recorded it at the same moment and fires it: ask the sender to retry.
-    Lost,
     /// Storage could not be used: fire on the process's memory alone.
-    Unavailable(String),
+    Unavailable(Trouble),
+}
+
+/// Why storage could not be used for one delivery.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Trouble {
+    /// Storage is being left alone after earlier trouble.
+    #[error("paused after trouble")]
+    Paused,
+    /// This process's earlier writer of the bucket held it past the budget.
+    #[error("this process's writer of {} was busy past the budget", bucket_key(*bucket))]
+    Busy { bucket: usize },
+    /// `get` failed for a bucket known to exist, or failed again after `exist` said it does.
+    #[error("get {} failed: {error}", bucket_key(*bucket))]
+    Get { bucket: usize, error: BackwardsError },
+    /// `get` failed, and so did the `exist` that would tell a missing key from a failure.
+    #[error("get {} failed ({get}), then exist failed: {exist}", bucket_key(*bucket))]
+    Exist { bucket: usize, get: BackwardsError, exist: BackwardsError },
+    /// `set` failed (refused, over the quota, or no answer within the budget).
+    #[error("set {} failed: {error}", bucket_key(*bucket))]
+    Set { bucket: usize, error: BackwardsError },
 }
 
 /// One entry of a bucket.
@@ -138,9 +202,9 @@ impl Bucket {
         bytes
     }
 
-    /// The live entry for `digest` at `now`.
-    fn find(&self, digest: &[u8; DIGEST_BYTES], now: i64) -> Option<Entry> {
-        self.entries.iter().rev().find(|e| &e.digest == digest && live(e, now)).copied()
+    /// Whether a live entry for `digest` is there at `now`.
+    fn holds(&self, digest: &[u8; DIGEST_BYTES], now: i64) -> bool {
+        self.entries.iter().any(|e| &e.digest == digest && live(e, now))
     }
 
     /// Adds `entry`: expired entries go, and past the capacity the oldest.
@@ -157,12 +221,16 @@ fn live(entry: &Entry, now: i64) -> bool {
     i64::from(entry.recorded_at) + RETENTION_SECONDS > now
 }
 
-/// The bucket and the stored digest of a delivery's key.
-fn place(key: &Key) -> (usize, [u8; DIGEST_BYTES]) {
+/// The bucket a delivery's key is kept in.
+pub fn bucket_of(key: &Key) -> usize {
+    usize::from(u16::from_be_bytes([key[10], key[11]])) % BUCKETS
+}
+
+/// The stored part of a delivery's key.
+fn stored_digest(key: &Key) -> [u8; DIGEST_BYTES] {
     let mut digest = [0u8; DIGEST_BYTES];
     digest.copy_from_slice(&key[..DIGEST_BYTES]);
-    let bucket = usize::from(u16::from_be_bytes([key[10], key[11]])) % BUCKETS;
-    (bucket, digest)
+    digest
 }
 
 /// The storage key of bucket `index`: `dedupe/v1/000` … `dedupe/v1/3ff`.
@@ -170,10 +238,24 @@ pub fn bucket_key(index: usize) -> String {
     format!("{KEY_PREFIX}{index:03x}")
 }
 
-/// The process's side of the shared memory: its tag, its bucket locks, its trouble state.
+/// What this process knows of one bucket; behind the bucket's lock.
+#[derive(Debug, Default)]
+struct BucketState {
+    /// The key exists in storage: this process saw a successful `get` or `set` of it (the plugin
+    /// never deletes one), so a failed `get` is trouble, not a missing key.
+    known: bool,
+    /// The last entry this process wrote here: put back by its next write if a concurrent writer
+    /// of another process dropped it.
+    own: Option<Entry>,
+}
+
+/// The process's side of the shared memory: its tag, one lock and one state per bucket, its
+/// trouble state.
 pub struct SharedReplay {
     tag: u16,
-    locks: Vec<tokio::sync::Mutex<()>>,
+    /// One per bucket (64 bytes each, 64 KiB in all): writers of one bucket in this process take
+    /// turns, and unrelated deliveries never wait for each other.
+    buckets: Box<[Mutex<BucketState>]>,
     paused_until: AtomicI64,
     last_warning: AtomicI64,
     budget: Duration,
@@ -189,7 +271,7 @@ impl SharedReplay {
     pub fn new(budget: Duration) -> Self {
         SharedReplay {
             tag: process_tag(),
-            locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            buckets: (0..BUCKETS).map(|_| Mutex::new(BucketState::default())).collect(),
             paused_until: AtomicI64::new(i64::MIN),
             last_warning: AtomicI64::new(i64::MIN),
             budget,
@@ -201,90 +283,88 @@ impl SharedReplay {
         now < self.paused_until.load(Ordering::Relaxed)
     }
 
-    /// Looks `key` up in storage and, if it is not there, records it (see the module docs). `now`
-    /// (Unix seconds, the dispatch's) is what entries are recorded at and expire by; the budget
-    /// and the settling delay run on tokio's monotonic clock.
+    /// Looks `key` up in storage and, if it is not there, records it: one `get`, then one `set`
+    /// for a new delivery (see the module docs). `now` (Unix seconds, the dispatch's) is what
+    /// entries are recorded at and expire by; the budget runs on tokio's monotonic clock.
     pub async fn check_and_record(&self, session: &Session, key: &Key, now: i64) -> Shared {
         if self.is_paused(now) {
-            return Shared::Unavailable("paused after trouble".into());
+            return Shared::Unavailable(Trouble::Paused);
         }
         let deadline = Instant::now() + self.budget;
-        let (index, digest) = place(key);
-        let lock = &self.locks[index % LOCK_STRIPES];
-        let Ok(_guard) = tokio::time::timeout(self.budget, lock.lock()).await else {
-            return self.trouble(now, "this process's writers of one bucket were busy past the budget");
+        let index = bucket_of(key);
+        let digest = stored_digest(key);
+        let Ok(mut state) = tokio::time::timeout_at(deadline, self.buckets[index].lock()).await else {
+            return self.trouble(now, Trouble::Busy { bucket: index });
         };
-        let name = bucket_key(index);
-        let started = Instant::now();
-        let mut bucket = match self.read(session, &name, deadline, now).await {
+        let mut bucket = match self.read(session, index, &mut state, deadline, now).await {
             Ok(bucket) => bucket,
-            Err(reason) => return self.trouble(now, &reason),
+            Err(trouble) => {
+                // Asked again through `exist` after the pause, in case the key did disappear.
+                state.known = false;
+                return self.trouble(now, trouble);
+            }
         };
-        if bucket.find(&digest, now).is_some() {
+        if bucket.holds(&digest, now) {
             return Shared::Seen;
         }
+        if let Some(own) = state.own.filter(|own| live(own, now) && !bucket.holds(&own.digest, now)) {
+            bucket.add(own, now);
+        }
         let entry = Entry { digest, recorded_at: u32::try_from(now).unwrap_or(u32::MAX), tag: self.tag };
-        // Twice at most: once, and again if a concurrent writer dropped the entry.
-        for _ in 0..2 {
-            bucket.add(entry, now);
-            if let Err(err) = storage(session, deadline).set(&name, &bucket.encode()).await {
-                return self.trouble(now, &format!("set failed: {err}"));
+        bucket.add(entry, now);
+        match storage(session, deadline).set(&bucket_key(index), &bucket.encode()).await {
+            Ok(()) => {
+                state.known = true;
+                state.own = Some(entry);
+                Shared::Recorded
             }
-            // Let a concurrent writer's set land before reading back, leaving time for the read.
-            let settle = (started.elapsed() * 2).max(MIN_SETTLE);
-            let room = deadline.saturating_duration_since(Instant::now()).saturating_sub(self.budget / 4);
-            tokio::time::sleep(settle.min(room)).await;
-            match self.read(session, &name, deadline, now).await {
-                Ok(read_back) => match read_back.find(&digest, now) {
-                    Some(found) if found.tag == self.tag => return Shared::Recorded,
-                    Some(_) => return Shared::Lost,
-                    None => bucket = read_back,
-                },
-                // Written, but not readable in time: ours as far as we can know.
-                Err(_) => return Shared::Recorded,
-            }
-        }
-        Shared::Recorded
-    }
-
-    /// The bucket under `name`: empty when the key does not exist yet or holds garbage.
-    async fn read(&self, session: &Session, name: &str, deadline: Instant, now: i64) -> Result<Bucket, String> {
-        match storage(session, deadline).get(name).await {
-            Ok(bytes) => Ok(Bucket::parse(&bytes).unwrap_or_else(|| {
-                self.warn(
-                    now,
-                    &format!(
-                        "storage key {name} held {} bytes that are not a dedupe bucket; rewriting it",
-                        bytes.len()
-                    ),
-                );
-                Bucket::default()
-            })),
-            // A missing key's get is an error answer (daemon-protocol.md §4.2): ask which it was.
-            Err(BackwardsError::Daemon(message)) => match storage(session, deadline).exist(name).await {
-                Ok(false) => Ok(Bucket::default()),
-                // Written by another process between our get and exist: read it now.
-                Ok(true) => match storage(session, deadline).get(name).await {
-                    Ok(bytes) => Ok(Bucket::parse(&bytes).unwrap_or_default()),
-                    Err(err) => {
-                        Err(format!("get failed: {err} (earlier: {})", dify_plugin::wire::truncate(&message, 200)))
-                    }
-                },
-                Err(err) => Err(format!(
-                    "get failed ({}), then exist failed: {err}",
-                    dify_plugin::wire::truncate(&message, 200)
-                )),
-            },
-            Err(err) => Err(format!("get failed: {err}")),
+            Err(error) => self.trouble(now, Trouble::Set { bucket: index, error }),
         }
     }
 
-    fn trouble(&self, now: i64, reason: &str) -> Shared {
+    /// Bucket `index` as stored: empty when the key does not exist yet or holds garbage.
+    async fn read(
+        &self,
+        session: &Session,
+        index: usize,
+        state: &mut BucketState,
+        deadline: Instant,
+        now: i64,
+    ) -> Result<Bucket, Trouble> {
+        let name = bucket_key(index);
+        let bytes = match storage(session, deadline).get(&name).await {
+            Ok(bytes) => bytes,
+            // A missing key's get is an error answer, with the text of any load failure (§4.2):
+            // for a bucket not known to exist, ask which it was.
+            Err(get @ BackwardsError::Daemon(_)) if !state.known => {
+                match storage(session, deadline).exist(&name).await {
+                    Ok(false) => return Ok(Bucket::default()),
+                    // Created by another process between our get and exist: read it now.
+                    Ok(true) => storage(session, deadline)
+                        .get(&name)
+                        .await
+                        .map_err(|error| Trouble::Get { bucket: index, error })?,
+                    Err(exist) => return Err(Trouble::Exist { bucket: index, get, exist }),
+                }
+            }
+            Err(error) => return Err(Trouble::Get { bucket: index, error }),
+        };
+        state.known = true;
+        Ok(Bucket::parse(&bytes).unwrap_or_else(|| {
+            self.warn(
+                now,
+                &format!("storage key {name} held {} bytes that are not a dedupe bucket; rewriting it", bytes.len()),
+            );
+            Bucket::default()
+        }))
+    }
+
+    fn trouble(&self, now: i64, trouble: Trouble) -> Shared {
         self.paused_until.store(now.saturating_add(PAUSE_AFTER_TROUBLE), Ordering::Relaxed);
         self.warn(now, &format!(
-            "plugin storage unusable for deduplication ({reason}); using this process's memory alone for {PAUSE_AFTER_TROUBLE} s"
+            "plugin storage unusable for deduplication ({trouble}); using this process's memory alone for {PAUSE_AFTER_TROUBLE} s"
         ));
-        Shared::Unavailable(reason.to_owned())
+        Shared::Unavailable(trouble)
     }
 
     /// One warning a minute at most (`now`: the dispatch's, Unix seconds).
@@ -305,7 +385,7 @@ fn storage(session: &Session, deadline: Instant) -> dify_plugin::Storage<'_> {
 }
 
 /// A random tag for this process (never 0): a hash of the process id under std's randomly keyed
-/// hasher, whose keys come from the OS, so processes that share a storage tell their entries apart.
+/// hasher, whose keys come from the OS, so a dump of the table tells the processes' entries apart.
 fn process_tag() -> u16 {
     use std::hash::{BuildHasher, RandomState};
     let random = RandomState::new().hash_one(std::process::id()).to_be_bytes();
@@ -336,14 +416,17 @@ mod tests {
         let now = 1_000_000;
         let mut bucket = Bucket::default();
         bucket.add(entry(0, (now - RETENTION_SECONDS) as u32), now);
-        assert!(bucket.find(&[0; DIGEST_BYTES], now).is_none(), "72 h old is expired");
+        assert!(!bucket.holds(&[0; DIGEST_BYTES], now), "72 h old is expired");
         for n in 1..=(ENTRIES_PER_BUCKET as u8 + 5) {
             bucket.add(entry(n, now as u32 + u32::from(n)), now);
         }
         assert_eq!(bucket.entries.len(), ENTRIES_PER_BUCKET);
-        assert!(bucket.find(&[1; DIGEST_BYTES], now).is_none(), "the oldest went first");
-        assert!(bucket.find(&[65; DIGEST_BYTES], now).is_some());
+        assert!(!bucket.holds(&[1; DIGEST_BYTES], now), "the oldest went first");
+        assert!(bucket.holds(&[65; DIGEST_BYTES], now));
         assert!(bucket.encode().len() <= ENTRIES_PER_BUCKET * ENTRY_BYTES);
+        // Putting back an entry older than a full bucket's does not keep it: the oldest goes again.
+        bucket.add(entry(1, now as u32 + 1), now);
+        assert!(!bucket.holds(&[1; DIGEST_BYTES], now));
     }
 
     #[test]
@@ -351,8 +434,7 @@ mod tests {
         let mut bucket = Bucket::default();
         bucket.add(entry(1, 10), 10);
         bucket.add(Entry { tag: 9, ..entry(1, 11) }, 11);
-        assert_eq!(bucket.entries.len(), 1);
-        assert_eq!(bucket.find(&[1; DIGEST_BYTES], 11).map(|e| e.tag), Some(9));
+        assert_eq!(bucket.entries, vec![Entry { tag: 9, ..entry(1, 11) }]);
     }
 
     #[test]
@@ -360,8 +442,23 @@ mod tests {
         assert_eq!(bucket_key(0), "dedupe/v1/000");
         assert_eq!(bucket_key(BUCKETS - 1), "dedupe/v1/3ff");
         assert_eq!(MAX_STORED_BYTES, 983_040);
-        let (index, digest) = place(&[0xab; 16]);
-        assert!(index < BUCKETS);
-        assert_eq!(digest, [0xab; DIGEST_BYTES]);
+        assert!(bucket_of(&[0xab; 16]) < BUCKETS);
+        assert_eq!(bucket_of(&[0xff; 16]), BUCKETS - 1);
+        assert_eq!(stored_digest(&[0xab; 16]), [0xab; DIGEST_BYTES]);
+        // One lock and state per bucket stays small: 64 KiB for the 1024 of them.
+        let size = std::mem::size_of::<Mutex<BucketState>>();
+        assert!(BUCKETS * size <= 64 * 1024, "{size} bytes a bucket");
+    }
+
+    #[test]
+    fn trouble_names_the_bucket_and_the_failure() {
+        let get = BackwardsError::Daemon("load data failed, please check if the key is correct".into());
+        let exist = BackwardsError::Timeout(Duration::from_millis(200));
+        let trouble = Trouble::Exist { bucket: 0x2a, get, exist };
+        assert_eq!(
+            trouble.to_string(),
+            "get dedupe/v1/02a failed (the daemon answered with an error: load data failed, please check if \
+             the key is correct), then exist failed: no answer from the daemon within 200ms"
+        );
     }
 }

@@ -1099,13 +1099,6 @@ def is_duplicate(answer) -> bool:
         b'{"status":"duplicate"}')
 
 
-def http_status(answer) -> int | None:
-    try:
-        return parse_http_response(answer["response"])[0]
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def section_restart_remote(ctx: "Ctx") -> None:
     """A delivery, a restart of the plugin process, the same delivery again: a duplicate, remembered
     through the daemon's plugin storage (src/shared_dedupe.rs)."""
@@ -1160,7 +1153,8 @@ def section_package_restart(ctx: "Ctx", kind: str, pid, first: Webhook, sub: dic
 
 def section_two_nodes(ctx: "Ctx", kind: str, sub: dict) -> None:
     """Two daemon nodes on one PostgreSQL, Redis and plugin storage, each running our package: a delivery
-    fires once, one node after the other; at the same moment, how often both fire is measured."""
+    fires once, one node after the other; at the same moment, how often both fire is measured (the
+    documented window), and every later copy is a duplicate."""
     c, api = ctx.c, ctx.api
     c.section(f"4b. {kind} package on two daemon nodes sharing PostgreSQL, Redis and plugin storage")
     t0 = time.time()
@@ -1188,8 +1182,15 @@ def section_two_nodes(ctx: "Ctx", kind: str, sub: dict) -> None:
             seq_ok += int(bool(a and a.get("events")) and is_duplicate(b))
         c.check("one node after the other, 10 deliveries: each fires on node 1, node 2 answers duplicate",
                 seq_ok == 10, f"{seq_ok}/10")
-        # The same delivery to both nodes at the same moment.
-        rounds, both, retried, lost, fires = 40, 0, 0, 0, 0
+        # The same delivery to both nodes at the same moment. The storage has no compare-and-set and a
+        # new delivery costs one get and one set (src/shared_dedupe.rs): when both nodes' gets come
+        # before either set, both fire. That is the documented window (ARCHITECTURE.md, "The replay
+        # memory"); OpenAI never sends copies that way (a retry follows a failed attempt by seconds),
+        # so it is measured and printed, not bounded. What is checked: nothing is lost, a node that
+        # does not fire answers duplicate (no 409 across nodes), and every later copy to either node
+        # is a duplicate.
+        rounds, both, lost = 40, 0, 0
+        wrong, not_duplicate = [], []  # (round, answer)
         for n in range(rounds):
             w = Webhook(compact(sample_event("batch.completed", 600 + n)), ctx.key)
             out = [None, None]
@@ -1205,20 +1206,20 @@ def section_two_nodes(ctx: "Ctx", kind: str, sub: dict) -> None:
             for t in threads:
                 t.join(60)
             fired = [bool(x and x.get("events")) for x in out]
-            fires += sum(fired)
             both += int(all(fired))
             lost += int(not any(fired))
-            for i, x in enumerate(out):
-                if x and not fired[i] and http_status(x) == 409:
-                    retried += 1
-                    again = sse_chunk((api, node2)[i].dispatch(dispatch_data(w, sub)))
-                    if not is_duplicate(again):
-                        c.fail(f"two nodes: the retry after a 409 is a duplicate (round {n})", again)
-        print(f"       two nodes, {rounds} simultaneous deliveries: both fired {both}, a 409 then a duplicate "
-              f"{retried}, none fired {lost}")
+            wrong += [(n, x) for i, x in enumerate(out) if not fired[i] and not is_duplicate(x)]
+            for node in (api, node2):
+                again = sse_chunk(node.dispatch(dispatch_data(w, sub)))
+                if not is_duplicate(again):
+                    not_duplicate.append((n, again))
+        print(f"       two nodes, {rounds} simultaneous copies: both fired {both} (the documented window of a "
+              f"storage without compare-and-set), one fired {rounds - both - lost}, none fired {lost}")
         c.check(f"two nodes at the same moment: every delivery fired at least once ({rounds - lost}/{rounds})", lost == 0)
-        c.check(f"two nodes at the same moment: both fired in {both} of {rounds} (the residual window of a storage "
-                "without compare-and-set; must stay rare)", both * 10 <= rounds, both)
+        c.check("two nodes at the same moment: a node that did not fire answered duplicate, never 409",
+                not wrong, wrong[:3])
+        c.check(f"two nodes: every later copy of the {rounds} deliveries, to either node, is a duplicate",
+                not not_duplicate, not_duplicate[:3])
     finally:
         r = subprocess.run(["bash", SERVICES, "stop-node2"], capture_output=True, text=True, timeout=60)
         c.check("services.sh stop-node2", r.returncode == 0, r.stderr[-400:])

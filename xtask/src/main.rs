@@ -122,13 +122,11 @@ enum Command {
         /// One short run (a smoke test of the benchmark, not figures to quote).
         #[arg(long)]
         quick: bool,
-        /// Also run our plugin with a daemon side that answers its storage calls (the shared replay memory).
-        #[arg(long)]
-        with_storage: bool,
         /// Also drive our plugin through 1 000 000 pairs and sample its RSS.
         #[arg(long)]
         million: bool,
-        /// Only these contestants: ours, naive, python, cat (repeatable).
+        /// Only these contestants (repeatable): ours (storage granted, the headline), ours_refused
+        /// (storage refused), naive, python, cat.
         #[arg(long, value_name = "NAME")]
         only: Vec<String>,
         /// Our binary [default: a fresh `cargo build --release -p openai-trigger`].
@@ -202,8 +200,8 @@ fn main() -> ExitCode {
             offline::package_command(binaries, out.as_deref(), !no_smoke)
         }
         Command::Soak { requests, in_flight, binary } => soak::soak(requests, in_flight.max(1), binary.as_deref()),
-        Command::Bench { runs, quick, with_storage, million, only, binary } => {
-            bench::bench(&paths::workspace_root(), &bench::Options { runs, quick, with_storage, million, only, binary })
+        Command::Bench { runs, quick, million, only, binary } => {
+            bench::bench(&paths::workspace_root(), &bench::Options { runs, quick, million, only, binary })
         }
         Command::Keygen { out, bits } => package::keygen_command(&out, bits.into()),
         Command::Sign { package, key, category, out } => {

@@ -30,6 +30,16 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct MemoryStorage {
     values: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     quota: Option<usize>,
+    /// Every call answered, in the order the values saw them, when [`recording`](Self::recording).
+    calls: Option<Arc<Mutex<Vec<StorageCall>>>>,
+}
+
+/// One storage call as the storage answered it (see [`MemoryStorage::recording`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageCall {
+    /// `get`, `set`, `exist`, `del` (or whatever the request said).
+    pub opt: String,
+    pub key: String,
 }
 
 impl MemoryStorage {
@@ -40,6 +50,18 @@ impl MemoryStorage {
     /// A storage that holds at most `bytes` of values (the manifest's `permission.storage.size`).
     pub fn with_quota(bytes: usize) -> Self {
         MemoryStorage { quota: Some(bytes), ..MemoryStorage::default() }
+    }
+
+    /// This storage, recording every call it answers from now on, in order ([`calls`](Self::calls)).
+    /// Clones made afterwards share the record.
+    pub fn recording(mut self) -> Self {
+        self.calls = Some(Arc::default());
+        self
+    }
+
+    /// The calls answered so far, oldest first; empty unless [`recording`](Self::recording).
+    pub fn calls(&self) -> Vec<StorageCall> {
+        self.calls.as_ref().map(|calls| calls.lock().unwrap_or_else(|p| p.into_inner()).clone()).unwrap_or_default()
     }
 
     /// Bytes of all values stored (what the daemon counts against the quota).
@@ -55,6 +77,11 @@ impl MemoryStorage {
     /// Stores `value` under `key` directly (e.g. to plant a garbled value).
     pub fn put(&self, key: &str, value: &[u8]) {
         self.values.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), value.to_vec());
+    }
+
+    /// Removes `key` directly (as a storage wiped behind the plugin's back would).
+    pub fn remove(&self, key: &str) {
+        self.values.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
     /// Number of keys stored.
@@ -75,11 +102,17 @@ impl MemoryStorage {
 
     /// Answers one storage request the way the daemon does: `Ok(data)` or `Err(message)`.
     pub fn answer(&self, request: &Value) -> Result<Value, String> {
+        // Under the values' lock, so the record's order is the order the values saw.
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(calls) = &self.calls {
+            let opt = request["opt"].as_str().unwrap_or_default().to_owned();
+            let key = request["key"].as_str().unwrap_or_default().to_owned();
+            calls.lock().unwrap_or_else(|p| p.into_inner()).push(StorageCall { opt, key });
+        }
         let key = request["key"].as_str().filter(|k| !k.is_empty()).ok_or("key is required")?;
         if key.len() > 256 || key.contains("..") || key.contains("//") || key.contains('\\') {
             return Err("invalid key".into());
         }
-        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
         match request["opt"].as_str() {
             Some("exist") => {
                 Ok(json!({"data": values.contains_key(key), "exist_num": i32::from(values.contains_key(key))}))
