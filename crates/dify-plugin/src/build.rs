@@ -19,7 +19,10 @@ fn main() {
         panic!("{err}");
     }
 }
-// src/main.rs
+```
+
+```rust,ignore
+// src/main.rs: the declaration for `dify_plugin::run` and `Router::declaration`.
 let declaration = dify_plugin::include_declaration!()?;
 ```
 

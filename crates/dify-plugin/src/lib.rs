@@ -27,6 +27,8 @@ Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) an
 - `build` (feature `build`, for build scripts): loads the package's YAML, checks it by the
   daemon's rules ([`validate`]) and embeds it.
 - [`endpoint`]: typed endpoint requests and responses, Werkzeug-style path patterns.
+- [`tool`]: typed tool requests (credentials, parameters, files) and message builders.
+- [`Router`]: a [`Plugin`] that routes by provider/tool and by endpoint method/path.
 - [`host`]: Dify's side of the protocol, for tests, demos and local development.
 
 Logs go through `tracing` (to stderr: the daemon records stderr lines as warnings, §1.3).
@@ -49,10 +51,12 @@ pub mod host;
 pub mod inbound;
 mod outbox;
 pub mod remote;
+mod router;
 mod serve;
 pub mod serverless;
 mod session;
 pub mod stdio;
+pub mod tool;
 pub mod validate;
 pub mod wire;
 
@@ -64,8 +68,12 @@ pub use backwards::{BackwardsError, Storage};
 pub use declaration::{Asset, Declaration, EmbeddedError, ProviderKind};
 pub use outbox::Closed;
 pub use remote::{Backoff, ConfigError, InstallMethod, RemoteConfig, RemoteError, RemoteTiming, Settings};
+pub use router::{
+    BoxFuture, CredentialsHandler, EndpointHandler, Mismatch, RouteError, Router, RuntimeParametersHandler,
+    ToolHandler, ToolOutput,
+};
 pub use serve::{ServeEnd, ServeOptions, serve};
-pub use session::{Plugin, Reply, Request, Session};
+pub use session::{Plugin, Reply, Request, Session, StreamError};
 pub use wire::ErrorData;
 
 /// Serializes `value` as a reply chunk.

@@ -529,7 +529,7 @@ impl<'a> Checker<'a> {
                 self.fail(&format!("{field}.default"), "a multiple parameter's default must be a list (§2.1)");
             }
         }
-        if kind.as_deref() == Some("select") && !get("options").as_array().is_some_and(|o| !o.is_empty()) {
+        if kind.as_deref() == Some("select") && get("options").as_array().is_none_or(|o| o.is_empty()) {
             self.fail(&format!("{field}.options"), "a select parameter needs options");
         }
         name
