@@ -51,8 +51,7 @@ pub fn listed_event_paths(provider: &Value) -> Vec<String> {
 pub fn declaration() -> Declaration {
     Declaration {
         manifest: manifest(),
-        kind: ProviderKind::Trigger,
-        providers: vec![provider_with_events()],
+        providers: vec![(ProviderKind::Trigger, provider_with_events())],
         assets: ASSETS.iter().map(|(name, bytes)| Asset { name: (*name).into(), bytes: (*bytes).into() }).collect(),
     }
 }

@@ -35,7 +35,6 @@ impl Plugin for EchoTrigger {
 
 #[tokio::main]
 async fn main() -> Result<(), dify_plugin::RunError> {
-    let declaration =
-        || Declaration { manifest: json!({}), kind: ProviderKind::Trigger, providers: vec![], assets: vec![] };
+    let declaration = || Declaration::new(json!({})).with_provider(ProviderKind::Trigger, json!({}));
     dify_plugin::run(Arc::new(EchoTrigger), declaration, ServeOptions::default()).await
 }

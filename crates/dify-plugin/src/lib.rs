@@ -22,7 +22,13 @@ Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) an
 - `serve`: the transport-agnostic session loop ([`serve()`]), heartbeats, the single writer.
 - [`backwards`]: calls back into Dify, and [`Storage`].
 - [`stdio`], [`remote`], [`serverless`]: the three transports; [`InstallMethod`] picks one.
-- [`declaration`]: a plugin's manifest and providers as data, for remote registration.
+- [`declaration`]: a plugin's manifest and providers (of one or several kinds) as data, for
+  remote registration; [`include_declaration!`] loads what a build script embedded.
+- `build` (feature `build`, for build scripts): loads the package's YAML, checks it by the
+  daemon's rules ([`validate`]) and embeds it.
+- [`endpoint`]: typed endpoint requests and responses, Werkzeug-style path patterns.
+- [`tool`]: typed tool requests (credentials, parameters, files) and message builders.
+- [`Router`]: a [`Plugin`] that routes by provider/tool and by endpoint method/path.
 - [`host`]: Dify's side of the protocol, for tests, demos and local development.
 
 Logs go through `tracing` (to stderr: the daemon records stderr lines as warnings, §1.3).
@@ -36,16 +42,22 @@ struct ReadmeDoctests;
 
 mod action;
 pub mod backwards;
+#[cfg(feature = "build")]
+pub mod build;
 pub mod declaration;
+pub mod endpoint;
 pub mod framing;
 pub mod host;
 pub mod inbound;
 mod outbox;
 pub mod remote;
+mod router;
 mod serve;
 pub mod serverless;
 mod session;
 pub mod stdio;
+pub mod tool;
+pub mod validate;
 pub mod wire;
 
 use std::path::Path;
@@ -53,11 +65,15 @@ use std::sync::Arc;
 
 pub use action::Action;
 pub use backwards::{BackwardsError, Storage};
-pub use declaration::{Asset, Declaration, ProviderKind};
+pub use declaration::{Asset, Declaration, EmbeddedError, ProviderKind};
 pub use outbox::Closed;
 pub use remote::{Backoff, ConfigError, InstallMethod, RemoteConfig, RemoteError, RemoteTiming, Settings};
+pub use router::{
+    BoxFuture, CredentialsHandler, EndpointHandler, Mismatch, RouteError, Router, RuntimeParametersHandler,
+    ToolHandler, ToolOutput,
+};
 pub use serve::{ServeEnd, ServeOptions, serve};
-pub use session::{Plugin, Reply, Request, Session};
+pub use session::{Plugin, Reply, Request, Session, StreamError};
 pub use wire::ErrorData;
 
 /// Serializes `value` as a reply chunk.

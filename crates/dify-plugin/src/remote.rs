@@ -380,18 +380,23 @@ fn parse_address(name: &'static str, text: &str) -> Result<(String, u16), Config
     Ok((host.to_owned(), parse_port(name, port)?))
 }
 
-/// The registration lines, in the order the daemon requires (§6.3), each ending in `\n`.
+/// The registration lines, in the order the daemon requires (§6.3), each ending in `\n`: the
+/// handshake, the manifest, one `<kind>_declaration` per kind present (in [`ProviderKind::ALL`]
+/// order, each an array of that kind's providers; plugin-kinds.md §11), the assets, `end`.
+///
+/// [`ProviderKind::ALL`]: crate::ProviderKind::ALL
 pub fn registration_lines(declaration: &Declaration, key: &str) -> Vec<Vec<u8>> {
     let message = |kind: &str, data: Value| {
         let mut line = serde_json::to_vec(&json!({"type": kind, "data": data})).unwrap_or_default();
         line.push(b'\n');
         line
     };
-    let mut lines = vec![
-        message("handshake", json!({"key": key})),
-        message("manifest_declaration", declaration.manifest.clone()),
-        message(declaration.kind.registration_type(), Value::Array(declaration.providers.clone())),
-    ];
+    let mut lines =
+        vec![message("handshake", json!({"key": key})), message("manifest_declaration", declaration.manifest.clone())];
+    for kind in declaration.kinds() {
+        let providers = declaration.providers_of(kind).cloned().collect();
+        lines.push(message(kind.registration_type(), Value::Array(providers)));
+    }
     for asset in &declaration.assets {
         let chunks: Vec<&[u8]> = asset.bytes.chunks(ASSET_CHUNK).collect();
         for (index, chunk) in chunks.iter().enumerate() {
@@ -831,8 +836,7 @@ mod tests {
         });
         let declaration = Declaration {
             manifest: json!({"name": "p"}),
-            kind: ProviderKind::Trigger,
-            providers: vec![json!({"identity": {"name": "p"}})],
+            providers: vec![(ProviderKind::Trigger, json!({"identity": {"name": "p"}}))],
             assets: vec![Asset { name: "big.bin".into(), bytes: vec![7u8; 16 << 20].into() }],
         };
         let config = RemoteConfig::new(&url, "bad-key").unwrap();
@@ -850,8 +854,7 @@ mod tests {
     fn registration_order_and_shapes() {
         let declaration = Declaration {
             manifest: json!({"name": "p"}),
-            kind: ProviderKind::Trigger,
-            providers: vec![json!({"identity": {"name": "p"}, "events": []})],
+            providers: vec![(ProviderKind::Trigger, json!({"identity": {"name": "p"}, "events": []}))],
             assets: vec![Asset { name: "icon.svg".into(), bytes: vec![7u8; ASSET_CHUNK + 1].into() }],
         };
         let lines = registration_lines(&declaration, "key-1");
@@ -867,5 +870,18 @@ mod tests {
         for line in &lines {
             assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line per message");
         }
+    }
+
+    #[test]
+    fn registration_sends_one_message_per_kind_in_the_daemons_order() {
+        let declaration = Declaration::new(json!({"name": "p"}))
+            .with_provider(ProviderKind::Endpoint, json!({"settings": [], "endpoints": []}))
+            .with_provider(ProviderKind::Tool, json!({"identity": {"name": "t"}, "tools": []}));
+        let lines = registration_lines(&declaration, "k");
+        let parsed: Vec<Value> = lines.iter().map(|l| serde_json::from_slice(l).unwrap()).collect();
+        let kinds: Vec<&str> = parsed.iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["handshake", "manifest_declaration", "tool_declaration", "endpoint_declaration", "end"]);
+        assert_eq!(parsed[2]["data"], json!([{"identity": {"name": "t"}, "tools": []}]));
+        assert_eq!(parsed[3]["data"], json!([{"settings": [], "endpoints": []}]));
     }
 }

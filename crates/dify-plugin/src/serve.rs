@@ -279,7 +279,11 @@ pub(crate) async fn run_session<P: Plugin + ?Sized>(
             Err(_) => Err(ErrorData::new("TimeoutError", format!("no result within {} s", deadline.as_secs()))),
         }
     };
-    finish(session.outbox(), session.id(), result).await;
+    if result.is_ok() && session.is_streamed() {
+        let _ = session.outbox().send(wire::end_line(session.id())).await;
+    } else {
+        finish(session.outbox(), session.id(), result).await;
+    }
 }
 
 /// Writes the session's single result and its `end`.

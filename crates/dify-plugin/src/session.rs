@@ -8,6 +8,7 @@ implements.
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -82,6 +83,33 @@ pub struct Session {
     out: Outbox,
     backwards: Channel,
     backwards_timeout: Duration,
+    /// Set when every chunk went through [`Session::stream`] (the router's tools and endpoints):
+    /// the handler's return value is then not a chunk, and only `end` follows.
+    streamed: Arc<AtomicBool>,
+}
+
+/// Why [`Session::stream`] did not send a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// The output is gone (the daemon disconnected).
+    #[error("the session's output is closed")]
+    Closed,
+    /// The chunk's line would be `bytes` long, over [`wire::MAX_OUTBOUND_LINE`]: the daemon kills a
+    /// plugin that writes a line over 5 MiB (daemon-protocol.md §1.2). Split it.
+    #[error("a stream chunk of {bytes} bytes is over the {} MiB line limit", wire::MAX_OUTBOUND_LINE >> 20)]
+    TooLarge { bytes: usize },
+}
+
+impl From<Closed> for StreamError {
+    fn from(_: Closed) -> Self {
+        StreamError::Closed
+    }
+}
+
+impl From<StreamError> for ErrorData {
+    fn from(err: StreamError) -> Self {
+        ErrorData::new("OutputTooLargeError", err.to_string())
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -92,7 +120,16 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(id: Arc<str>, out: Outbox, backwards: Channel, backwards_timeout: Duration) -> Self {
-        Session { id, out, backwards, backwards_timeout }
+        Session { id, out, backwards, backwards_timeout, streamed: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Marks the session's output as complete: the handler's reply is ignored, only `end` follows.
+    pub(crate) fn mark_streamed(&self) {
+        self.streamed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_streamed(&self) -> bool {
+        self.streamed.load(Ordering::Acquire)
     }
 
     /// The daemon's `session_id`.
@@ -105,15 +142,16 @@ impl Session {
     }
 
     /// Sends one `stream` chunk before the final one (tools stream many; a trigger action sends
-    /// exactly one, its reply). A chunk whose line would pass [`wire::MAX_OUTBOUND_LINE`] is not
-    /// sent: split it.
-    pub async fn stream(&self, chunk: &RawValue) -> Result<(), Closed> {
+    /// exactly one, its reply).
+    ///
+    /// Errors: [`StreamError::TooLarge`] (nothing sent) when the chunk's line would pass
+    /// [`wire::MAX_OUTBOUND_LINE`] — split it; [`StreamError::Closed`] when the output is gone.
+    pub async fn stream(&self, chunk: &RawValue) -> Result<(), StreamError> {
         let line = wire::stream_line(&self.id, chunk);
         if line.len() >= wire::MAX_OUTBOUND_LINE {
-            tracing::error!("dropped a stream chunk of {} bytes: over the line limit", line.len());
-            return Ok(());
+            return Err(StreamError::TooLarge { bytes: line.len() });
         }
-        self.out.send(line).await
+        Ok(self.out.send(line).await?)
     }
 
     /// Calls back into Dify (daemon-protocol.md §4.1): `kind` is the backwards type (`storage`,

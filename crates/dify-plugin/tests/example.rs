@@ -57,4 +57,9 @@ fn the_readme_shows_the_example_as_it_is() {
     // The example file adds only its header comment and lint attributes before the code.
     let code = &example[example.find("use std::sync::Arc;").expect("the example's first line of code")..];
     assert_eq!(block, code, "README.md's example differs from examples/echo_trigger.rs");
+    let example = std::fs::read_to_string(format!("{root}/examples/duck_tools.rs")).unwrap();
+    let block = readme.split("```rust,no_run\n").nth(2).expect("the README has the tools + endpoint block");
+    let block = block.split("```").next().unwrap();
+    let code = &example[example.find("use std::sync::Arc;").unwrap()..];
+    assert_eq!(block, code, "README.md's example differs from examples/duck_tools.rs");
 }
