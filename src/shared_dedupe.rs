@@ -233,6 +233,13 @@ fn stored_digest(key: &Key) -> [u8; DIGEST_BYTES] {
     digest
 }
 
+/// The digest a delivery of `webhook_id` in subscription scope `scope` is remembered by (the
+/// in-process memory's, `crate::dedupe`): an entry stores its first 10 bytes, and [`bucket_of`]
+/// picks the bucket from it. Public because the stored table is a format other processes read.
+pub fn delivery_digest(scope: &str, webhook_id: &str) -> [u8; 16] {
+    crate::dedupe::digest(scope, webhook_id)
+}
+
 /// The storage key of bucket `index`: `dedupe/v1/000` … `dedupe/v1/3ff`.
 pub fn bucket_key(index: usize) -> String {
     format!("{KEY_PREFIX}{index:03x}")

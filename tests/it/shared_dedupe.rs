@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use dify_plugin::host::{MemoryStorage, PluginProcess, StorageCall, StorageMode, trigger};
 use dify_plugin::{ServeOptions, serve};
-use openai_trigger::dedupe::digest;
 use openai_trigger::provider::OpenAiTrigger;
+use openai_trigger::shared_dedupe::delivery_digest as digest;
 use openai_trigger::shared_dedupe::{
     BUCKETS, ENTRIES_PER_BUCKET, ENTRY_BYTES, MANIFEST_STORAGE_BYTES, MAX_STORED_BYTES, bucket_key, bucket_of,
 };

@@ -12,7 +12,7 @@ daemon.
 dify-plugin = { version = "…", features = ["build"] }
 ```
 
-```rust,ignore
+```rust,no_run
 // build.rs
 fn main() {
     if let Err(err) = dify_plugin::build::embed(env!("CARGO_MANIFEST_DIR")) {
@@ -21,10 +21,9 @@ fn main() {
 }
 ```
 
-```rust,ignore
-// src/main.rs: the declaration for `dify_plugin::run` and `Router::declaration`.
-let declaration = dify_plugin::include_declaration!()?;
-```
+Then in `src/main.rs`, `dify_plugin::include_declaration!()` evaluates to the declaration for
+`dify_plugin::run` and `Router::declaration` (a `Result`; it reads `OUT_DIR`, so it compiles only in a
+crate whose build script ran [`embed`]).
 
 Model, agent-strategy and datasource providers are not loaded yet: a manifest listing them is
 refused with a problem that says so.

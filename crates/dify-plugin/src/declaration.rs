@@ -158,7 +158,7 @@ impl Declaration {
 #[macro_export]
 macro_rules! include_declaration {
     () => {
-        $crate::Declaration::from_embedded(
+        $crate::declaration::Declaration::from_embedded(
             include_str!(concat!(env!("OUT_DIR"), "/dify_plugin/declaration.json")),
             include!(concat!(env!("OUT_DIR"), "/dify_plugin/assets.rs")),
         )

@@ -73,16 +73,8 @@ pub use router::{
     ToolHandler, ToolOutput,
 };
 pub use serve::{ServeEnd, ServeOptions, serve};
-pub use session::{Plugin, Reply, Request, Session, StreamError};
+pub use session::{Plugin, Reply, Request, Session, StreamError, reply};
 pub use wire::ErrorData;
-
-/// Serializes `value` as a reply chunk.
-///
-/// Errors: an `InternalError` when `value` cannot be serialised (a map with non-string keys).
-pub fn reply<T: serde::Serialize>(value: &T) -> Reply {
-    serde_json::value::to_raw_value(value)
-        .map_err(|err| ErrorData::new("InternalError", format!("cannot encode the result: {err}")))
-}
 
 /// Why [`run`] stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -326,7 +326,7 @@ impl Router {
             send_chunks(session, message.chunks()).await?;
         }
         session.mark_streamed();
-        crate::reply(&Value::Null)
+        crate::session::reply(&Value::Null)
     }
 
     async fn validate_credentials(&self, data: &Value, session: &Session) -> Reply {
@@ -337,7 +337,7 @@ impl Router {
             None if self.has_provider(provider) => {}
             None => return Err(not_found(provider, None, false)),
         }
-        crate::reply(&json!({"result": true}))
+        crate::session::reply(&json!({"result": true}))
     }
 
     async fn runtime_parameters(&self, data: &Value, session: &Session) -> Reply {
@@ -351,7 +351,7 @@ impl Router {
             }
             None => return Err(not_found(provider, Some(tool), self.has_provider(provider))),
         };
-        crate::reply(&json!({"parameters": parameters}))
+        crate::session::reply(&json!({"parameters": parameters}))
     }
 
     async fn invoke_endpoint(&self, data: &Value, session: &Session) -> Reply {
@@ -378,7 +378,7 @@ impl Router {
         };
         send_response(session, response).await?;
         session.mark_streamed();
-        crate::reply(&Value::Null)
+        crate::session::reply(&Value::Null)
     }
 }
 

@@ -196,3 +196,11 @@ impl Session {
         let _ = self.out.send(wire::log_line(level, wire::truncate(message, 2000), wire::unix_time())).await;
     }
 }
+
+/// Serializes `value` as a reply chunk.
+///
+/// Errors: an `InternalError` when `value` cannot be serialised (a map with non-string keys).
+pub fn reply<T: serde::Serialize>(value: &T) -> Reply {
+    serde_json::value::to_raw_value(value)
+        .map_err(|err| ErrorData::new("InternalError", format!("cannot encode the result: {err}")))
+}
