@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::outbox::Outbox;
@@ -40,6 +40,15 @@ pub enum BackwardsError {
     /// This transport cannot call back into Dify (an in-process host without a daemon side).
     #[error("backwards calls are not available here: {0}")]
     Unavailable(&'static str),
+}
+
+/// One storage request (daemon-protocol.md §4.2), serialised straight into its line.
+#[derive(Serialize)]
+struct StorageRequest<'a> {
+    opt: &'static str,
+    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
 }
 
 /// Events of one pending call; a hostile or broken daemon cannot queue more than this.
@@ -188,33 +197,39 @@ impl<'a> Storage<'a> {
 
     /// Whether `key` exists.
     pub async fn exist(&self, key: &str) -> Result<bool, BackwardsError> {
-        let DataField { data } = self.call(json!({"opt": "exist", "key": key})).await?;
+        let DataField { data } = self.call(&StorageRequest { opt: "exist", key, value: None }).await?;
         Ok(data)
     }
 
     /// Stores `value` under `key` (replacing any value).
     pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackwardsError> {
-        let value = hex::encode(value);
-        let DataField::<String> { data } = self.call(json!({"opt": "set", "key": key, "value": value})).await?;
+        let value = faster_hex::hex_string(value);
+        let DataField::<String> { data } = self.call(&StorageRequest { opt: "set", key, value: Some(&value) }).await?;
         if data == "ok" { Ok(()) } else { Err(BackwardsError::Malformed(format!("set answered {:?}", data))) }
     }
 
     /// The value under `key`. A missing key is an error answer from the daemon
     /// ([`BackwardsError::Daemon`]); use [`exist`](Self::exist) to ask first.
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, BackwardsError> {
-        let DataField::<String> { data } = self.call(json!({"opt": "get", "key": key})).await?;
-        hex::decode(&data).map_err(|_| BackwardsError::Malformed("get answered a value that is not hex".into()))
+        let DataField::<String> { data } = self.call(&StorageRequest { opt: "get", key, value: None }).await?;
+        let not_hex = || BackwardsError::Malformed("get answered a value that is not hex".into());
+        if data.len() % 2 != 0 {
+            return Err(not_hex());
+        }
+        // One SIMD pass (values are up to a bucket of the dedupe table, read on every delivery).
+        let mut bytes = vec![0; data.len() / 2];
+        faster_hex::hex_decode(data.as_bytes(), &mut bytes).map_err(|_| not_hex())?;
+        Ok(bytes)
     }
 
     /// Deletes `key`.
     pub async fn del(&self, key: &str) -> Result<(), BackwardsError> {
-        let _: DataField<Value> = self.call(json!({"opt": "del", "key": key})).await?;
+        let _: DataField<Value> = self.call(&StorageRequest { opt: "del", key, value: None }).await?;
         Ok(())
     }
 
-    async fn call<T: for<'de> Deserialize<'de>>(&self, request: Value) -> Result<T, BackwardsError> {
-        let request =
-            serde_json::value::to_raw_value(&request).map_err(|e| BackwardsError::Malformed(e.to_string()))?;
+    async fn call<T: for<'de> Deserialize<'de>>(&self, request: &StorageRequest<'_>) -> Result<T, BackwardsError> {
+        let request = serde_json::value::to_raw_value(request).map_err(|e| BackwardsError::Malformed(e.to_string()))?;
         let responses = self.invoker.invoke("storage", &request, self.timeout).await?;
         let last = responses.into_iter().last().ok_or_else(|| BackwardsError::Malformed("no response".into()))?;
         serde_json::from_value(last).map_err(|_| BackwardsError::Malformed("unexpected storage answer".into()))

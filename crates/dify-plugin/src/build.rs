@@ -28,6 +28,7 @@ crate whose build script ran [`embed`]).
 Model, agent-strategy and datasource providers are not loaded yet: a manifest listing them is
 refused with a problem that says so.
 */
+#![allow(clippy::needless_doctest_main, reason = "the example is a build script: its main is the point")]
 
 use std::fmt::Write as _;
 use std::fs;
