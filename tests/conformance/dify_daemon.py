@@ -33,7 +33,13 @@ DEFAULT_ENV_FILE = os.path.join(
 
 
 def env_file_path() -> str:
-    return os.environ.get("OPENAI_TRIGGER_CONFORMANCE_ENV", DEFAULT_ENV_FILE)
+    """$OPENAI_TRIGGER_CONFORMANCE_ENV, else the env file of the state dir services.sh uses
+    ($OPENAI_TRIGGER_CONFORMANCE_DIR/env, so an isolated run never reads another run's daemon), else the default."""
+    if os.environ.get("OPENAI_TRIGGER_CONFORMANCE_ENV"):
+        return os.environ["OPENAI_TRIGGER_CONFORMANCE_ENV"]
+    if os.environ.get("OPENAI_TRIGGER_CONFORMANCE_DIR"):
+        return os.path.join(os.environ["OPENAI_TRIGGER_CONFORMANCE_DIR"], "env")
+    return DEFAULT_ENV_FILE
 
 
 def load_env(path: str | None = None) -> dict:

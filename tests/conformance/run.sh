@@ -18,6 +18,10 @@
 #                                     all six actions, reconnection across daemon restarts, and both packages installed
 #                                     (unsigned refused, signed installed and launched over stdio; the Marketplace one
 #                                     with its wheel from the index)
+#   9. test_sdk_examples.py           the Rust SDK's example plugins (google_search, duck_tools, neko; built by the step
+#                                     cargo-build-examples: cargo build --release -p dify-plugin --examples) registered
+#                                     over remote debugging and driven through the daemon's tool dispatch routes and its
+#                                     endpoint management API + public /e/<hook_id>/… route
 # services.sh stop always runs at the end (trap), whatever happened.
 #
 # Honest by construction: a step that cannot run is a FAILURE, never a skip. When a prerequisite (1-4) fails, the
@@ -133,6 +137,11 @@ if [ "$PREREQ_OK" = 1 ]; then
   if command -v cargo >/dev/null; then step cargo-build cargo build --release --locked -p openai-trigger -p openai-mock || PREREQ_OK=0
   else not_run cargo-build "cargo not on PATH"; PREREQ_OK=0; fi
 else not_run cargo-build "a prerequisite failed"; fi
+# The SDK's examples (for test_sdk_examples.py only: a failure here fails that step, not the others).
+EXAMPLES_OK=0
+if [ "$PREREQ_OK" = 1 ]; then
+  step cargo-build-examples cargo build --release --locked -p dify-plugin --examples && EXAMPLES_OK=1
+else not_run cargo-build-examples "a prerequisite failed"; fi
 if [ "$PREREQ_OK" = 1 ]; then
   rm -f "$LOGS/package.env"
   if step package package_step && [ -f "$LOGS/package.env" ]; then
@@ -147,9 +156,12 @@ if [ "$PREREQ_OK" = 1 ]; then
   [ "$PREREQ_OK" = 1 ] && { step services-start bash "$HERE/services.sh" start || PREREQ_OK=0; }
 else not_run services-start "a prerequisite failed"; fi
 
-SCRIPTS=(smoke_register.py smoke_install.py probe_registration_validation.py test_openai_trigger.py)
+SCRIPTS=(smoke_register.py smoke_install.py probe_registration_validation.py test_openai_trigger.py test_sdk_examples.py)
 for s in "${SCRIPTS[@]}"; do
   if [ "$PREREQ_OK" != 1 ]; then not_run "${s%.py}" "a prerequisite failed"; continue; fi
+  if [ "$s" = test_sdk_examples.py ] && [ "$EXAMPLES_OK" != 1 ]; then
+    not_run "${s%.py}" "the examples did not build (cargo-build-examples)"; continue
+  fi
   if [ ! -f "$HERE/$s" ]; then not_run "${s%.py}" "$HERE/$s missing"; continue; fi
   step "${s%.py}" "$PY" "$HERE/$s" || true
 done

@@ -69,8 +69,8 @@ pub use declaration::{Asset, Declaration, EmbeddedError, ProviderKind};
 pub use outbox::Closed;
 pub use remote::{Backoff, ConfigError, InstallMethod, RemoteConfig, RemoteError, RemoteTiming, Settings};
 pub use router::{
-    BoxFuture, CredentialsHandler, EndpointHandler, Mismatch, RouteError, Router, RuntimeParametersHandler,
-    ToolHandler, ToolOutput,
+    BoxFuture, CredentialsHandler, ENDPOINT_END_GRACE, EndpointHandler, Mismatch, RouteError, Router,
+    RuntimeParametersHandler, ToolHandler, ToolOutput,
 };
 pub use serve::{ServeEnd, ServeOptions, serve};
 pub use session::{Plugin, Reply, Request, Session, StreamError, reply};

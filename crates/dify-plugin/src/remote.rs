@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::declaration::Declaration;
+use crate::declaration::{Declaration, ProviderKind};
 use crate::serve::{ServeOptions, serve};
 use crate::session::Plugin;
 
@@ -394,7 +394,10 @@ pub fn registration_lines(declaration: &Declaration, key: &str) -> Vec<Vec<u8>> 
     let mut lines =
         vec![message("handshake", json!({"key": key})), message("manifest_declaration", declaration.manifest.clone())];
     for kind in declaration.kinds() {
-        let providers = declaration.providers_of(kind).cloned().collect();
+        let providers = declaration
+            .providers_of(kind)
+            .map(|provider| provider_on_the_wire(kind, provider, &declaration.manifest))
+            .collect();
         lines.push(message(kind.registration_type(), Value::Array(providers)));
     }
     for asset in &declaration.assets {
@@ -409,6 +412,70 @@ pub fn registration_lines(declaration: &Declaration, key: &str) -> Vec<Vec<u8>> 
     }
     lines.push(message("end", json!({})));
     lines
+}
+
+/// A provider as remote registration must send it. The daemon validates each provider when it
+/// arrives, before it fills in defaults from the manifest at `end` (`FillInDefaultValues`), so a
+/// tool or trigger provider without `identity.description` — optional in a package — is rejected
+/// (`Key: 'ToolProviderDeclaration.Identity.Description.EnUS' … 'required' tag`, seen with the
+/// duck_tools example): it gets the manifest's `description` here, as the daemon would give it. Tool
+/// providers also get their credentials in the shape the daemon's JSON decoder reads
+/// ([`tool_provider_on_the_wire`]).
+fn provider_on_the_wire(kind: ProviderKind, provider: &Value, manifest: &Value) -> Value {
+    let mut provider = match kind {
+        ProviderKind::Tool => tool_provider_on_the_wire(provider),
+        _ => provider.clone(),
+    };
+    if matches!(kind, ProviderKind::Tool | ProviderKind::Trigger) {
+        let described =
+            provider.pointer("/identity/description/en_US").and_then(Value::as_str).is_some_and(|d| !d.is_empty());
+        if let (false, Some(identity), Some(description)) =
+            (described, provider.get_mut("identity").and_then(Value::as_object_mut), manifest.get("description"))
+        {
+            identity.insert("description".to_owned(), description.clone());
+        }
+    }
+    provider
+}
+
+/// A tool provider as remote registration must send it: its credentials as a `credentials_schema`
+/// **array** with each item's `name`, never absent. The daemon's JSON decoder
+/// (`ToolProviderDeclaration.UnmarshalJSON`, unlike its YAML one) rejects a provider with neither
+/// `credentials_schema` nor `credentials_for_provider` (`tools register failed, invalid tools
+/// declaration: failed to unmarshal credentials_schema as array: unexpected end of JSON input`),
+/// and turns the map form `credentials_for_provider: {key: {…}}` into configs whose `name` is
+/// empty, in random order (both seen against the real daemon, tests/conformance/test_sdk_examples.py).
+/// So a map becomes a list (keys in the map's order, `name` filled in from the key when missing),
+/// `credentials_for_provider` is dropped, and no credentials at all become `[]`.
+fn tool_provider_on_the_wire(provider: &Value) -> Value {
+    let mut provider = provider.clone();
+    let Some(object) = provider.as_object_mut() else {
+        return provider;
+    };
+    let given = match object.get("credentials_schema") {
+        Some(Value::Null) | None => None,
+        Some(Value::Array(items)) if items.is_empty() => None,
+        Some(schema) => Some(schema.clone()),
+    };
+    let for_provider = object.remove("credentials_for_provider");
+    let schema = given.or(for_provider).unwrap_or(Value::Null);
+    let list = match schema {
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(key, mut config)| {
+                if let Some(config) = config.as_object_mut() {
+                    if config.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+                        config.insert("name".to_owned(), Value::String(key));
+                    }
+                }
+                config
+            })
+            .collect(),
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    };
+    object.insert("credentials_schema".to_owned(), Value::Array(list));
+    provider
 }
 
 /// Why [`run`] stopped.
@@ -624,7 +691,7 @@ async fn session<P: Plugin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::declaration::{Asset, ProviderKind};
+    use crate::declaration::Asset;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
@@ -881,7 +948,50 @@ mod tests {
         let parsed: Vec<Value> = lines.iter().map(|l| serde_json::from_slice(l).unwrap()).collect();
         let kinds: Vec<&str> = parsed.iter().map(|m| m["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["handshake", "manifest_declaration", "tool_declaration", "endpoint_declaration", "end"]);
-        assert_eq!(parsed[2]["data"], json!([{"identity": {"name": "t"}, "tools": []}]));
+        assert_eq!(parsed[2]["data"], json!([{"identity": {"name": "t"}, "tools": [], "credentials_schema": []}]));
         assert_eq!(parsed[3]["data"], json!([{"settings": [], "endpoints": []}]));
+    }
+
+    #[test]
+    fn tool_credentials_are_sent_as_a_named_list() {
+        let config = |label: &str| json!({"type": "secret-input", "required": true, "label": {"en_US": label}});
+        let with_map = json!({"identity": {"name": "t"}, "tools": [],
+            "credentials_for_provider": {"b_key": config("B"), "a_key": config("A")}});
+        let with_list = json!({"identity": {"name": "t"}, "tools": [],
+            "credentials_schema": [{"name": "k", "type": "text-input"}]});
+        let without = json!({"identity": {"name": "t"}, "tools": [], "credentials_schema": null});
+        let declaration = Declaration::new(json!({"name": "p"}))
+            .with_provider(ProviderKind::Tool, with_map)
+            .with_provider(ProviderKind::Tool, with_list)
+            .with_provider(ProviderKind::Tool, without);
+        let lines = registration_lines(&declaration, "k");
+        let tools: Value = serde_json::from_slice(&lines[2]).unwrap();
+        let sent = &tools["data"];
+        let mut a = config("A");
+        a["name"] = json!("a_key");
+        let mut b = config("B");
+        b["name"] = json!("b_key");
+        assert_eq!(sent[0]["credentials_schema"], json!([a, b]));
+        assert!(sent[0].get("credentials_for_provider").is_none());
+        assert_eq!(sent[1]["credentials_schema"], json!([{"name": "k", "type": "text-input"}]));
+        assert_eq!(sent[2]["credentials_schema"], json!([]));
+        // The declaration itself is untouched (the router and the build checks read the YAML's shape).
+        assert!(declaration.providers[0].1.get("credentials_for_provider").is_some());
+    }
+
+    #[test]
+    fn a_provider_without_description_gets_the_manifests() {
+        let manifest = json!({"name": "p", "description": {"en_US": "from the manifest"}});
+        let declaration = Declaration::new(manifest)
+            .with_provider(ProviderKind::Tool, json!({"identity": {"name": "t"}, "tools": []}))
+            .with_provider(ProviderKind::Tool, json!({"identity": {"name": "u", "description": {"en_US": "own"}}}))
+            .with_provider(ProviderKind::Endpoint, json!({"settings": [], "endpoints": []}))
+            .with_provider(ProviderKind::Trigger, json!({"identity": {"name": "g", "description": {"en_US": ""}}}));
+        let lines = registration_lines(&declaration, "k");
+        let sent: Vec<Value> = lines.iter().map(|l| serde_json::from_slice(l).unwrap()).collect();
+        assert_eq!(sent[2]["data"][0]["identity"]["description"], json!({"en_US": "from the manifest"}));
+        assert_eq!(sent[2]["data"][1]["identity"]["description"], json!({"en_US": "own"}));
+        assert_eq!(sent[3]["data"][0], json!({"settings": [], "endpoints": []}));
+        assert_eq!(sent[4]["data"][0]["identity"]["description"], json!({"en_US": "from the manifest"}));
     }
 }

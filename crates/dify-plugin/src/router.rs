@@ -376,30 +376,55 @@ impl Router {
             None if allowed.is_empty() => EndpointResponse::text(404, "Not Found"),
             None => EndpointResponse::text(405, "Method Not Allowed").header("Allow", allowed.join(", ")),
         };
-        send_response(session, response).await?;
+        if let Some(first_result) = send_response(session, response).await? {
+            tokio::time::sleep_until(first_result + ENDPOINT_END_GRACE).await;
+        }
         session.mark_streamed();
         crate::session::reply(&Value::Null)
     }
 }
 
+/// How long `end` is held back after the first `result` chunk of an endpoint response that has
+/// more `result` chunks after it.
+///
+/// The daemon (`io_tunnel/endpoint_service.go InvokeEndpoint` @ bdb5642a) reads chunks up to the
+/// first one with `result`, starts copying the rest into the HTTP body, and then closes that body at
+/// once if the plugin's session is already closed (`if resp.IsClosed() { response.Close() }`);
+/// every later piece is then dropped silently (`Stream.Write` on a closed stream). A plugin that
+/// answers fast, so that all its chunks and `end` are in before that check, loses everything after
+/// the first `result` chunk: the real daemon answered `GET /duck/app-42` of the neko example with
+/// an empty body (tests/conformance/test_sdk_examples.py). Holding `end` until the daemon has
+/// passed that check keeps the body whole; a response sent in one chunk is not delayed.
+pub const ENDPOINT_END_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Writes `response` as endpoint chunks: status, headers and the first body piece, then the
-/// rest one `result` chunk per piece (daemon-protocol.md §2.3 note E).
-async fn send_response(session: &Session, response: EndpointResponse) -> Result<(), StreamError> {
+/// rest one `result` chunk per piece (daemon-protocol.md §2.3 note E). Returns when the first
+/// `result` chunk was sent if more followed it ([`ENDPOINT_END_GRACE`]).
+async fn send_response(
+    session: &Session,
+    response: EndpointResponse,
+) -> Result<Option<tokio::time::Instant>, StreamError> {
     let EndpointResponse { status, headers, body } = response;
     match body {
         Body::Full(bytes) => {
             let mut pieces = bytes.chunks(BODY_CHUNK);
             let first = pieces.next().unwrap_or_default();
-            let mut chunks = vec![head_chunk(status, &headers, first)];
-            chunks.extend(pieces.map(body_chunk));
-            send_chunks(session, chunks).await
+            send_chunks(session, vec![head_chunk(status, &headers, first)]).await?;
+            let sent = tokio::time::Instant::now();
+            let rest: Vec<String> = pieces.map(body_chunk).collect();
+            let more = !rest.is_empty();
+            send_chunks(session, rest).await?;
+            Ok(more.then_some(sent))
         }
         Body::Stream(mut receiver) => {
             send_chunks(session, vec![head_chunk(status, &headers, &[])]).await?;
+            let sent = tokio::time::Instant::now();
+            let mut more = false;
             while let Some(piece) = receiver.recv().await {
+                more = true;
                 send_chunks(session, piece.chunks(BODY_CHUNK).map(body_chunk).collect()).await?;
             }
-            Ok(())
+            Ok(more.then_some(sent))
         }
     }
 }

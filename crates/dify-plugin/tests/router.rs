@@ -50,18 +50,39 @@ async fn big_body(_: EndpointRequest, _: Session) -> Result<EndpointResponse, Er
     Ok(response)
 }
 
+async fn pieces(_: EndpointRequest, _: Session) -> Result<EndpointResponse, ErrorData> {
+    let (response, body) = EndpointResponse::stream(200, 4);
+    tokio::spawn(async move {
+        for piece in ["a", "b", "c"] {
+            let _ = body.send(piece.as_bytes().to_vec()).await;
+        }
+    });
+    Ok(response)
+}
+
+async fn small(_: EndpointRequest, _: Session) -> Result<EndpointResponse, ErrorData> {
+    Ok(EndpointResponse::text(200, "ok"))
+}
+
 fn router() -> Router {
     Router::new()
         .tool("p", "huge_text", huge_text)
         .tool("p", "huge_blob", huge_blob)
         .tool("p", "partial", streams_then_fails)
         .endpoint("GET", "/big", big_body)
+        .and_then(|r| r.endpoint("GET", "/pieces", pieces))
+        .and_then(|r| r.endpoint("GET", "/small", small))
         .unwrap()
         .fallback(Trigger)
 }
 
 /// Runs one request through a router served in process; returns the session's `data` messages.
 async fn run(data: Value) -> Vec<(Value, usize)> {
+    run_timed(data).await.into_iter().map(|(m, len, _)| (m, len)).collect()
+}
+
+/// [`run`], with the (tokio) time each message arrived.
+async fn run_timed(data: Value) -> Vec<(Value, usize, tokio::time::Instant)> {
     let (mut daemon_in, plugin_in) = tokio::io::duplex(1 << 20);
     let (plugin_out, daemon_out) = tokio::io::duplex(1 << 20);
     let served = tokio::spawn(serve(
@@ -80,7 +101,7 @@ async fn run(data: Value) -> Vec<(Value, usize)> {
         let value: Value = serde_json::from_str(&line).unwrap();
         if value["event"] == "session" {
             let end = value["data"]["type"] == "end";
-            messages.push((value["data"].clone(), line.len()));
+            messages.push((value["data"].clone(), line.len(), tokio::time::Instant::now()));
             if end {
                 break;
             }
@@ -134,6 +155,32 @@ async fn a_large_streamed_body_goes_in_result_chunks() {
     assert_eq!((messages.len(), body), (1 + 3 + 1, 3 << 20));
 }
 
+fn get(path: &str) -> Value {
+    let raw = hex::encode(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    json!({"action": "invoke_endpoint", "raw_http_request": raw, "settings": {}})
+}
+
+/// The daemon drops every body piece after the first `result` chunk when `end` is already in by the
+/// time it has read that chunk (`ENDPOINT_END_GRACE`); seen on the real daemon with the neko example.
+#[tokio::test(start_paused = true)]
+async fn end_waits_after_a_body_in_several_chunks() {
+    let messages = run_timed(get("/pieces")).await;
+    let results: Vec<&str> =
+        messages[..messages.len() - 1].iter().map(|(m, _, _)| m["data"]["result"].as_str().unwrap()).collect();
+    assert_eq!(results, ["", "61", "62", "63"]);
+    let (head, end) = (messages[0].2, messages[messages.len() - 1].2);
+    assert_eq!(messages[messages.len() - 1].0["type"], "end");
+    assert!(end - head >= dify_plugin::ENDPOINT_END_GRACE, "end after {:?}", end - head);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_in_one_chunk_ends_at_once() {
+    let messages = run_timed(get("/small")).await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].0["data"]["result"], hex::encode("ok"));
+    assert!(messages[1].2 - messages[0].2 < dify_plugin::ENDPOINT_END_GRACE);
+}
+
 #[tokio::test]
 async fn other_actions_go_to_the_fallback() {
     let messages = run(json!({"action": "dispatch_trigger_event", "provider": "t"})).await;
@@ -144,7 +191,10 @@ async fn other_actions_go_to_the_fallback() {
 fn routes_are_checked_against_the_declaration() {
     let declaration = Declaration::new(json!({}))
         .with_provider(ProviderKind::Tool, json!({"identity": {"name": "p"}, "tools": [{"identity": {"name": "huge_text"}}, {"identity": {"name": "missing"}}]}))
-        .with_provider(ProviderKind::Endpoint, json!({"endpoints": [{"path": "/big", "method": "GET"}]}));
+        .with_provider(
+            ProviderKind::Endpoint,
+            json!({"endpoints": [{"path": "/big", "method": "GET"}, {"path": "/pieces", "method": "GET"}, {"path": "/small", "method": "GET"}]}),
+        );
     let mismatch = router().check(&declaration).unwrap_err();
     let mut problems = mismatch.0;
     problems.sort();
