@@ -8,6 +8,8 @@ Release tooling, in the rust-analyzer manner: `cargo xtask <command>` (the alias
 - `package`: the self-contained `.difypkg` alone (static binaries inside), smoke-tested.
 - `soak`: a long mixed load on the release binary, answers and resources checked.
 - `bench`: the plugin against the Python SDK plugin, the naive yardstick and `cat`, in one run.
+- `bench-daemon`: both plugins installed as packages in the real Dify plugin daemon, through its routes
+  (`tests/conformance/bench.sh`).
 - `keygen`, `sign`, `verify`: RSA keys and the daemon's third-party package signature.
 - `openai-drift`: OpenAI's webhook event types (the newest `openai` wheel) against the plugin's.
 
@@ -133,6 +135,15 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
     },
+    /// End-to-end benchmark through the real Dify plugin daemon: ours and the Python SDK plugin installed
+    /// as packages in one daemon (PostgreSQL, Redis, storage live), at 1, 8 and 64 concurrent, interleaved;
+    /// runs `bash tests/conformance/bench.sh` (as root; setup, packages, services on ports of its own,
+    /// stopped at the end) and writes target/bench/daemon.json.
+    BenchDaemon {
+        /// Passed to tests/conformance/bench_daemon.py, e.g. --pairs 600 --levels 1,8,64.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Generate an RSA key pair for `sign`: NAME.private.pem (mode 0600) and NAME.public.pem.
     Keygen {
         /// Path and name of the key files, without the .private.pem / .public.pem suffix.
@@ -203,6 +214,13 @@ fn main() -> ExitCode {
         Command::Bench { runs, quick, million, only, binary } => {
             bench::bench(&paths::workspace_root(), &bench::Options { runs, quick, million, only, binary })
         }
+        // clean_env: bench.sh runs `cargo xtask release`, which must not inherit this `cargo run`'s variables
+        Command::BenchDaemon { args } => cmd::run(
+            cmd::clean_env(&mut std::process::Command::new("bash"))
+                .arg(paths::workspace_root().join("tests/conformance/bench.sh"))
+                .args(&args),
+        )
+        .map(|()| ExitCode::SUCCESS),
         Command::Keygen { out, bits } => package::keygen_command(&out, bits.into()),
         Command::Sign { package, key, category, out } => {
             package::sign_command(&package, &key, category, out.as_deref())
