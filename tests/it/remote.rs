@@ -98,7 +98,7 @@ impl Connection {
         assert_eq!(invoke["type"], "storage", "{message}");
         let answers = match self.storage.answer(&invoke["request"]) {
             Ok(data) => vec![("response", "struct", data)],
-            Err(text) => vec![("error", text.leak() as &str, Value::Null)],
+            Err(refusal) => vec![("error", refusal.message.leak() as &str, Value::Null)],
         };
         for (event, text, data) in answers.into_iter().chain([("end", "", Value::Null)]) {
             let line = json!({

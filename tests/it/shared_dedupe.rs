@@ -227,7 +227,7 @@ async fn a_new_delivery_is_answered_after_get_and_set_without_a_timed_wait() {
                     assert_eq!(invoke["type"], "storage");
                     let (event, text, data) = match storage.answer(&invoke["request"]) {
                         Ok(data) => ("response", "struct".to_owned(), data),
-                        Err(message) => ("error", message, Value::Null),
+                        Err(refusal) => ("error", refusal.message, Value::Null),
                     };
                     for (event, text, data) in [(event, text, data), ("end", String::new(), Value::Null)] {
                         let answer = json!({"session_id": session, "event": "backwards_response", "data": {

@@ -254,8 +254,8 @@ impl Plugin {
             (Some("storage"), Ok(data)) => {
                 vec![("response", "struct".to_owned(), data), ("end", String::new(), Value::Null)]
             }
-            (Some("storage"), Err(message)) => {
-                vec![("error", message, Value::Null), ("end", String::new(), Value::Null)]
+            (Some("storage"), Err(refusal)) => {
+                vec![("error", refusal.message, Value::Null), ("end", String::new(), Value::Null)]
             }
             (kind, _) => vec![
                 (

@@ -153,16 +153,16 @@ fn read_wheel(wheel: &str, bytes: &[u8]) -> Result<OpenAiLists> {
         file.read_to_string(&mut text).map_err(ZipError::Io)?;
         Ok(text)
     };
-    let source_error = |file: &str, problem: String| Error::WheelSource { file: file.to_owned(), problem };
+    let source_error =
+        |file: &str, problem: Unreadable| Error::WheelSource { file: file.to_owned(), problem: problem.to_string() };
 
     let metadata =
         names.iter().find(|name| name.starts_with("openai-") && name.ends_with(".dist-info/METADATA")).ok_or_else(
             || Error::NotInWheel { wheel: PathBuf::from(wheel), entry: "openai-*.dist-info/METADATA".into() },
         )?;
     let metadata_text = text(metadata)?;
-    let version = metadata_version(&metadata_text)
-        .ok_or_else(|| source_error(metadata, "has no Version: line".to_owned()))?
-        .to_owned();
+    let version =
+        metadata_version(&metadata_text).ok_or_else(|| source_error(metadata, Unreadable::NoVersion))?.to_owned();
 
     let union_source = text(UNION_FILE)?;
     let members = union_members(&union_source, UNION_NAME).map_err(|problem| source_error(UNION_FILE, problem))?;
@@ -424,10 +424,35 @@ struct Member {
     module: Option<String>,
 }
 
+/// Why the wheel's Python source could not be read for the types (the parser's own words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Unreadable {
+    #[error("has no Version: line")]
+    NoVersion,
+    #[error("no assignment to {name}")]
+    NoAssignment { name: String },
+    #[error("{name} has a member that is not a class name: {part:?}")]
+    NotAClass { name: String, part: String },
+    #[error("{name}'s member {part} is neither imported nor defined there")]
+    Unresolved { name: String, part: String },
+    #[error("{name} has no members")]
+    NoMembers { name: String },
+    #[error("no class {class}")]
+    NoClass { class: String },
+    #[error("{class}.type is not a Literal")]
+    NotLiteral { class: String },
+    #[error("{class}.type is a Literal of {count} values, not one")]
+    NotOneValue { class: String, count: usize },
+    #[error("class {class} has no `type: Literal[…]` field")]
+    NoTypeField { class: String },
+    #[error("the event_types Literal is empty")]
+    EmptyEnum,
+}
+
 /// The members of the union assigned to `name` in `source`: `name: TypeAlias = Annotated[Union[A,
 /// B, …], …]`, with or without `Annotated`, or `A | B | …`; each resolved through the file's imports
 /// (aliases followed to the class's own name).
-fn union_members(source: &str, name: &str) -> std::result::Result<Vec<Member>, String> {
+fn union_members(source: &str, name: &str) -> std::result::Result<Vec<Member>, Unreadable> {
     let code = code_of(source);
     let mut offset = 0;
     let mut equals = None;
@@ -441,7 +466,7 @@ fn union_members(source: &str, name: &str) -> std::result::Result<Vec<Member>, S
         }
         offset += line.len();
     }
-    let equals = equals.ok_or_else(|| format!("no assignment to {name}"))?;
+    let equals = equals.ok_or_else(|| Unreadable::NoAssignment { name: name.to_owned() })?;
     let statement = code[equals + 1..statement_end(&code, equals + 1)].replace("\\\n", " ");
     let mut expression = statement.trim();
     if let Some(inside) = subscript(expression, "Annotated") {
@@ -459,17 +484,17 @@ fn union_members(source: &str, name: &str) -> std::result::Result<Vec<Member>, S
             continue;
         }
         if !part.bytes().all(is_ident_byte) {
-            return Err(format!("{name} has a member that is not a class name: {part:?}"));
+            return Err(Unreadable::NotAClass { name: name.to_owned(), part: part.to_owned() });
         }
         let member = match imported.get(part) {
             Some((module, class)) => Member { class: class.clone(), module: Some(module.clone()) },
             None if class_at(&code, part).is_some() => Member { class: part.to_owned(), module: None },
-            None => return Err(format!("{name}'s member {part} is neither imported nor defined there")),
+            None => return Err(Unreadable::Unresolved { name: name.to_owned(), part: part.to_owned() }),
         };
         members.push(member);
     }
     if members.is_empty() {
-        return Err(format!("{name} has no members"));
+        return Err(Unreadable::NoMembers { name: name.to_owned() });
     }
     Ok(members)
 }
@@ -511,9 +536,9 @@ fn class_at(code: &str, class: &str) -> Option<(usize, usize)> {
 
 /// The event type of `class` in `source`: its own `type: Literal["…"]` field (not one of a nested
 /// or neighbouring class).
-fn event_type(source: &str, class: &str) -> std::result::Result<String, String> {
+fn event_type(source: &str, class: &str) -> std::result::Result<String, Unreadable> {
     let code = code_of(source);
-    let (start, indent) = class_at(&code, class).ok_or_else(|| format!("no class {class}"))?;
+    let (start, indent) = class_at(&code, class).ok_or_else(|| Unreadable::NoClass { class: class.to_owned() })?;
     let mut at = statement_end(&code, start) + 1;
     let mut field_indent = None;
     while at < code.len() {
@@ -534,21 +559,21 @@ fn event_type(source: &str, class: &str) -> std::result::Result<String, String> 
             if let Some(annotation) = field.and_then(|rest| rest.strip_prefix(':')) {
                 let annotation_start = line_end - annotation.len();
                 let values = literal_values(&code[annotation_start..statement])
-                    .ok_or_else(|| format!("{class}.type is not a Literal"))?;
+                    .ok_or_else(|| Unreadable::NotLiteral { class: class.to_owned() })?;
                 return match values.as_slice() {
                     [one] => Ok(one.clone()),
-                    _ => Err(format!("{class}.type is a Literal of {} values, not one", values.len())),
+                    _ => Err(Unreadable::NotOneValue { class: class.to_owned(), count: values.len() }),
                 };
             }
         }
         at = statement + 1;
     }
-    Err(format!("class {class} has no `type: Literal[…]` field"))
+    Err(Unreadable::NoTypeField { class: class.to_owned() })
 }
 
 /// The values of the `event_types` (or `event_type`) field's `Literal[…]` in `source`: `None` when
 /// no such field has a Literal type.
-fn enum_values(source: &str) -> Option<std::result::Result<Vec<String>, String>> {
+fn enum_values(source: &str) -> Option<std::result::Result<Vec<String>, Unreadable>> {
     let code = code_of(source);
     let mut offset = 0;
     for line in code.split_inclusive('\n') {
@@ -557,11 +582,7 @@ fn enum_values(source: &str) -> Option<std::result::Result<Vec<String>, String>>
         if let Some(annotation) = field.map(str::trim_start).and_then(|rest| rest.strip_prefix(':')) {
             let start = offset + line.len() - annotation.len();
             if let Some(values) = literal_values(&code[start..statement_end(&code, start)]) {
-                return Some(if values.is_empty() {
-                    Err("the event_types Literal is empty".to_owned())
-                } else {
-                    Ok(values)
-                });
+                return Some(if values.is_empty() { Err(Unreadable::EmptyEnum) } else { Ok(values) });
             }
         }
         offset += line.len();
@@ -833,19 +854,24 @@ class WebhookCreateParams(TypedDict, total=False):
             assert_eq!(classes, ["A", "B"], "{source}");
         }
         assert_eq!(union_members(local, "X").unwrap()[1], Member { class: "C".into(), module: None });
-        assert!(union_members("from .a import A\nX = Union[A, Missing]\n", "X").unwrap_err().contains("Missing"));
-        assert!(union_members("Y = Union[A]\n", "X").unwrap_err().contains("no assignment"));
+        assert!(
+            union_members("from .a import A\nX = Union[A, Missing]\n", "X")
+                .unwrap_err()
+                .to_string()
+                .contains("Missing")
+        );
+        assert!(union_members("Y = Union[A]\n", "X").unwrap_err().to_string().contains("no assignment"));
     }
 
     #[test]
     fn an_event_type_is_its_own_classes_type_field() {
         assert_eq!(event_type(EVENT, "LiveEvent").unwrap(), "live.transport.connected");
         assert_eq!(event_type(EVENT, "Data").unwrap(), "webrtc");
-        assert!(event_type(EVENT, "Other").unwrap_err().contains("no class Other"));
+        assert!(event_type(EVENT, "Other").unwrap_err().to_string().contains("no class Other"));
         let two = "class E(BaseModel):\n    type: Literal[\"a\", \"b\"]\n";
-        assert!(event_type(two, "E").unwrap_err().contains("2 values"));
+        assert!(event_type(two, "E").unwrap_err().to_string().contains("2 values"));
         let none = "class E(BaseModel):\n    kind: Literal[\"a\"]\n\n\nclass F:\n    type: Literal[\"f\"]\n";
-        assert!(event_type(none, "E").unwrap_err().contains("no `type"));
+        assert!(event_type(none, "E").unwrap_err().to_string().contains("no `type"));
         let nested =
             "class E(BaseModel):\n    class Inner:\n        type: Literal[\"inner\"]\n\n    type: Literal['e']\n";
         assert_eq!(event_type(nested, "E").unwrap(), "e");

@@ -218,36 +218,51 @@ enum VarKind {
     Path,
 }
 
+/// Why an endpoint path rule cannot be a [`PathPattern`] (the rule it breaks).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("must start with '/'")]
+    NoLeadingSlash,
+    #[error("segment {segment:?}: a variable is a whole <segment>")]
+    PartialSegment { segment: String },
+    #[error("converter {converter:?} is not string, int or path")]
+    Converter { converter: String },
+    #[error("variable name {name:?} must be letters, digits and _")]
+    VariableName { name: String },
+    #[error("a <path:…> variable must be the last segment")]
+    PathNotLast,
+}
+
 impl PathPattern {
     /// Parses `rule`.
     ///
     /// Errors (as the rule broken): not starting with `/`, an unclosed `<`, an unknown converter,
     /// a variable that is not a whole segment, a `path` variable before the end.
-    pub fn parse(rule: &str) -> Result<Self, String> {
-        let Some(rest) = rule.strip_prefix('/') else { return Err("must start with '/'".to_owned()) };
+    pub fn parse(rule: &str) -> Result<Self, PatternError> {
+        let Some(rest) = rule.strip_prefix('/') else { return Err(PatternError::NoLeadingSlash) };
         let mut segments = Vec::new();
         let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
         for (i, part) in parts.iter().enumerate() {
             if let Some(inner) = part.strip_prefix('<') {
                 let inner = inner
                     .strip_suffix('>')
-                    .ok_or_else(|| format!("segment {part:?}: a variable is a whole <segment>"))?;
+                    .ok_or_else(|| PatternError::PartialSegment { segment: (*part).to_owned() })?;
                 let (kind, name) = match inner.split_once(':') {
                     None => (VarKind::String, inner),
                     Some(("string", name)) => (VarKind::String, name),
                     Some(("int", name)) => (VarKind::Int, name),
                     Some(("path", name)) => (VarKind::Path, name),
-                    Some((other, _)) => return Err(format!("converter {other:?} is not string, int or path")),
+                    Some((other, _)) => return Err(PatternError::Converter { converter: other.to_owned() }),
                 };
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    return Err(format!("variable name {name:?} must be letters, digits and _"));
+                    return Err(PatternError::VariableName { name: name.to_owned() });
                 }
                 if kind == VarKind::Path && i + 1 != parts.len() {
-                    return Err("a <path:…> variable must be the last segment".to_owned());
+                    return Err(PatternError::PathNotLast);
                 }
                 segments.push(Segment::Var { name: name.to_owned(), kind });
             } else if part.contains(['<', '>']) {
-                return Err(format!("segment {part:?}: a variable is a whole <segment>"));
+                return Err(PatternError::PartialSegment { segment: (*part).to_owned() });
             } else {
                 segments.push(Segment::Literal((*part).to_owned()));
             }
@@ -434,10 +449,13 @@ mod tests {
         assert_eq!(PathPattern::parse("/").unwrap().matches("/"), Some(vec![]));
         assert_eq!(PathPattern::parse("/").unwrap().matches("/x"), None);
         assert_eq!(PathPattern::parse("/a").unwrap().matches("/a"), Some(vec![]));
-        assert!(PathPattern::parse("x").is_err());
-        assert!(PathPattern::parse("/<float:x>").is_err());
-        assert!(PathPattern::parse("/<path:a>/b").is_err());
-        assert!(PathPattern::parse("/a<b>").is_err());
+        assert_eq!(PathPattern::parse("x").unwrap_err(), PatternError::NoLeadingSlash);
+        assert_eq!(
+            PathPattern::parse("/<float:x>").unwrap_err(),
+            PatternError::Converter { converter: "float".into() }
+        );
+        assert_eq!(PathPattern::parse("/<path:a>/b").unwrap_err(), PatternError::PathNotLast);
+        assert_eq!(PathPattern::parse("/a<b>").unwrap_err(), PatternError::PartialSegment { segment: "a<b>".into() });
     }
 
     #[test]

@@ -100,8 +100,9 @@ impl MemoryStorage {
         keys
     }
 
-    /// Answers one storage request the way the daemon does: `Ok(data)` or `Err(message)`.
-    pub fn answer(&self, request: &Value) -> Result<Value, String> {
+    /// Answers one storage request the way the daemon does: `Ok(data)` or its refusal, worded as
+    /// the daemon words it (daemon-protocol.md §4.2).
+    pub fn answer(&self, request: &Value) -> Result<Value, StorageRefusal> {
         // Under the values' lock, so the record's order is the order the values saw.
         let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(calls) = &self.calls {
@@ -109,9 +110,9 @@ impl MemoryStorage {
             let key = request["key"].as_str().unwrap_or_default().to_owned();
             calls.lock().unwrap_or_else(|p| p.into_inner()).push(StorageCall { opt, key });
         }
-        let key = request["key"].as_str().filter(|k| !k.is_empty()).ok_or("key is required")?;
+        let key = request["key"].as_str().filter(|k| !k.is_empty()).ok_or(StorageRefusal::new("key is required"))?;
         if key.len() > 256 || key.contains("..") || key.contains("//") || key.contains('\\') {
-            return Err("invalid key".into());
+            return Err(StorageRefusal::new("invalid key"));
         }
         match request["opt"].as_str() {
             Some("exist") => {
@@ -119,14 +120,21 @@ impl MemoryStorage {
             }
             Some("get") => match values.get(key) {
                 Some(value) => Ok(json!({"data": hex::encode(value)})),
-                None => Err("load data failed, please check if the key is correct or you have not set it".into()),
+                None => Err(StorageRefusal::new(
+                    "load data failed, please check if the key is correct or you have not set it",
+                )),
             },
             Some("set") => {
-                let value = request["value"].as_str().and_then(|v| hex::decode(v).ok()).ok_or("decode data failed")?;
+                let value = request["value"]
+                    .as_str()
+                    .and_then(|v| hex::decode(v).ok())
+                    .ok_or(StorageRefusal::new("decode data failed"))?;
                 if let Some(quota) = self.quota {
                     let others: usize = values.iter().filter(|(k, _)| k.as_str() != key).map(|(_, v)| v.len()).sum();
                     if others + value.len() > quota {
-                        return Err("save data failed: allocated size is greater than max storage size".into());
+                        return Err(StorageRefusal::new(
+                            "save data failed: allocated size is greater than max storage size",
+                        ));
                     }
                 }
                 values.insert(key.to_owned(), value);
@@ -136,8 +144,22 @@ impl MemoryStorage {
                 let deleted = values.remove(key).is_some();
                 Ok(json!({"data": "ok", "deleted_num": i32::from(deleted)}))
             }
-            _ => Err("invalid opt".into()),
+            _ => Err(StorageRefusal::new("invalid opt")),
         }
+    }
+}
+
+/// The daemon's refusal of a storage request: its message, as the daemon words it (§4.2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageRefusal {
+    pub message: String,
+}
+
+impl StorageRefusal {
+    /// A refusal with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        StorageRefusal { message: message.into() }
     }
 }
 
@@ -314,7 +336,7 @@ async fn answer_backwards(
             (StorageMode::Silent, _) => continue,
             (StorageMode::Memory(store), "storage") => match store.answer(&invoke.request) {
                 Ok(data) => vec![("response", "struct".to_owned(), data), end],
-                Err(message) => vec![("error", message, Value::Null), end],
+                Err(refusal) => vec![("error", refusal.message, Value::Null), end],
             },
             (StorageMode::Slow(store, delay), "storage") => {
                 // Answered later on its own task, so one slow answer does not hold up the others.
@@ -323,7 +345,9 @@ async fn answer_backwards(
                     tokio::time::sleep(delay).await;
                     let answers = match store.answer(&invoke.request) {
                         Ok(data) => vec![("response", "struct".to_owned(), data), ("end", String::new(), Value::Null)],
-                        Err(message) => vec![("error", message, Value::Null), ("end", String::new(), Value::Null)],
+                        Err(refusal) => {
+                            vec![("error", refusal.message, Value::Null), ("end", String::new(), Value::Null)]
+                        }
                     };
                     let _ = send_answers(&stdin, &invoke, answers).await;
                 });

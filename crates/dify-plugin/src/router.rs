@@ -171,7 +171,7 @@ pub struct Router {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     #[error("endpoint path {path:?}: {rule}")]
-    BadPath { path: String, rule: String },
+    BadPath { path: String, rule: crate::endpoint::PatternError },
     #[error("endpoint method {0:?} is not one of GET POST PUT DELETE (plugin-kinds.md §3.1)")]
     BadMethod(String),
 }

@@ -142,7 +142,7 @@ async fn invoke<P: Plugin>(shared: Arc<Shared<P>>, request: HttpRequest<Incoming
     };
     let (session_id, request) = match parse_envelope(body.to_vec()) {
         Ok(parsed) => parsed,
-        Err(reason) => return refusal(StatusCode::BAD_REQUEST, "InvalidRequest", &reason),
+        Err(reason) => return refusal(StatusCode::BAD_REQUEST, "InvalidRequest", &reason.to_string()),
     };
     let weight = u32::try_from(request.size())
         .unwrap_or(u32::MAX)
@@ -168,13 +168,25 @@ async fn invoke<P: Plugin>(shared: Arc<Shared<P>>, request: HttpRequest<Incoming
     response
 }
 
-/// A request envelope, or why it is not one (no input is quoted back).
-fn parse_envelope(body: Vec<u8>) -> Result<(Arc<str>, Request), String> {
+/// Why a POST body is not a request envelope (no input is quoted back).
+#[derive(Debug, thiserror::Error)]
+enum NotAnEnvelope {
+    /// A request the session loop would answer with an error: its message.
+    #[error("{0}")]
+    Refused(String),
+    #[error("a backwards_response is not a request")]
+    BackwardsResponse,
+    #[error("{0}")]
+    Unusable(crate::inbound::Unusable),
+}
+
+/// A request envelope, or why it is not one.
+fn parse_envelope(body: Vec<u8>) -> Result<(Arc<str>, Request), NotAnEnvelope> {
     match classify(body) {
         Inbound::Request { session_id, request } => Ok((session_id, request)),
-        Inbound::Refused { error, .. } => Err(error.message),
-        Inbound::BackwardsResponse(_) => Err("a backwards_response is not a request".to_owned()),
-        Inbound::Ignored(unusable) => Err(unusable.to_string()),
+        Inbound::Refused { error, .. } => Err(NotAnEnvelope::Refused(error.message)),
+        Inbound::BackwardsResponse(_) => Err(NotAnEnvelope::BackwardsResponse),
+        Inbound::Ignored(unusable) => Err(NotAnEnvelope::Unusable(unusable)),
     }
 }
 

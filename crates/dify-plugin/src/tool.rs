@@ -135,10 +135,10 @@ impl Parameters {
     /// Errors: missing, or not a Dify file object.
     pub fn file(&self, name: &str) -> Result<ToolFile, ParameterError> {
         let value = self.get(name).ok_or_else(|| ParameterError::Missing(name.to_owned()))?;
-        ToolFile::from_value(value).map_err(|detail| ParameterError::Invalid {
+        ToolFile::from_value(value).map_err(|err| ParameterError::Invalid {
             name: name.to_owned(),
             expected: "a file",
-            detail,
+            detail: err.to_string(),
         })
     }
 
@@ -150,7 +150,7 @@ impl Parameters {
         let invalid =
             |detail: String| ParameterError::Invalid { name: name.to_owned(), expected: "a list of files", detail };
         let items = value.as_array().ok_or_else(|| invalid("not a list".to_owned()))?;
-        items.iter().map(|item| ToolFile::from_value(item).map_err(invalid)).collect()
+        items.iter().map(|item| ToolFile::from_value(item).map_err(|err| invalid(err.to_string()))).collect()
     }
 }
 
@@ -178,12 +178,21 @@ pub struct ToolFile {
 }
 
 impl ToolFile {
-    fn from_value(value: &Value) -> Result<Self, String> {
+    fn from_value(value: &Value) -> Result<Self, FileError> {
         if value.get("dify_model_identity").and_then(Value::as_str) != Some(FILE_IDENTITY) {
-            return Err(format!("not a Dify file object (dify_model_identity is not {FILE_IDENTITY:?})"));
+            return Err(FileError::NotAFile);
         }
-        ToolFile::deserialize(value).map_err(|e| e.to_string())
+        ToolFile::deserialize(value).map_err(|err| FileError::Shape { detail: err.to_string() })
     }
+}
+
+/// Why a parameter value is not a Dify file object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum FileError {
+    #[error("not a Dify file object (dify_model_identity is not {FILE_IDENTITY:?})")]
+    NotAFile,
+    #[error("{detail}")]
+    Shape { detail: String },
 }
 
 /// One `invoke_tool` request (plugin-kinds.md §2.2).

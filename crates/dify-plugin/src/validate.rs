@@ -555,7 +555,7 @@ impl<'a> Checker<'a> {
         let at = |key: &str| if field == "(root)" { key.to_owned() } else { format!("{field}.{key}") };
         if let Some(path) = self.string(endpoint.get("path").unwrap_or(&Value::Null), &at("path"), true) {
             if let Err(why) = crate::endpoint::PathPattern::parse(path) {
-                self.fail(&at("path"), why);
+                self.fail(&at("path"), why.to_string());
             }
         }
         if let Some(method) = self.string(endpoint.get("method").unwrap_or(&Value::Null), &at("method"), true) {

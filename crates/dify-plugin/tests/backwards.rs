@@ -141,8 +141,8 @@ fn start(daemon: Daemon, storage: MemoryStorage) -> Harness {
                                 respond("response", "struct", body, &id);
                                 respond("end", "", Value::Null, &id);
                             }
-                            Err(message) => {
-                                respond("error", &message, Value::Null, &id);
+                            Err(refusal) => {
+                                respond("error", &refusal.message, Value::Null, &id);
                                 respond("end", "", Value::Null, &id);
                             }
                         },
