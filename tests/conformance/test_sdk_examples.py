@@ -46,7 +46,7 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 
 from dify_daemon import Daemon, load_env  # noqa: E402
-from test_openai_trigger import Checks, PluginProcess, clean_env, plugin_error, wait_until  # noqa: E402
+from test_openai_trigger import Checks, PluginProcess, clean_env, finish, plugin_error, wait_until  # noqa: E402
 
 AUTHOR = "langgenius"
 VERSION = "0.0.1"
@@ -556,15 +556,6 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"\ntotal {time.time() - t_all:.1f} s")
     return finish(c)
-
-
-def finish(c: Checks) -> int:
-    if c.failures:
-        print("\nfailed checks:")
-        for f in c.failures:
-            print(f"  - {f}")
-    print(f"{c.passed} passed, {c.failed} failed")
-    return 0 if c.failed == 0 else 1
 
 
 if __name__ == "__main__":

@@ -11,27 +11,6 @@ use openai_trigger::events::{self, EVENTS, ParameterKind};
 
 const COMMON_VARIABLES: &[&str] =
     &["id", "object", "created_at", "type", "data", "event_id", "event_type", "webhook_id", "webhook_timestamp"];
-const ALLOWED_TAGS: &[&str] = &[
-    "search",
-    "image",
-    "videos",
-    "weather",
-    "finance",
-    "design",
-    "travel",
-    "social",
-    "news",
-    "medical",
-    "productivity",
-    "education",
-    "business",
-    "entertainment",
-    "utilities",
-    "agent",
-    "rag",
-    "other",
-    "trigger",
-];
 const PARAMETER_TYPES: &[&str] = &[
     "string",
     "number",
@@ -291,7 +270,7 @@ fn manifest_follows_the_daemon_rules() {
         other => problems.push(format!("created_at {other:?} is not RFC 3339 with a zone")),
     }
     for tag in manifest["tags"].as_array().into_iter().flatten() {
-        if !tag.as_str().is_some_and(|tag| ALLOWED_TAGS.contains(&tag)) {
+        if !tag.as_str().is_some_and(|tag| dify_plugin::validate::TAGS.contains(&tag)) {
             problems.push(format!("tag {tag} is not an allowed plugin tag"));
         }
     }
