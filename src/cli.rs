@@ -257,7 +257,7 @@ pub fn main() -> ExitCode {
 
 /// Runs the plugin the way `method` asks, until the daemon stops it.
 async fn serve(method: InstallMethod, settings: &Settings) -> Result<(), RunError> {
-    let plugin = Arc::new(OpenAiTrigger::with_system_clock().with_api_budget(api_budget(settings)));
+    let plugin = Arc::new(OpenAiTrigger::with_system_clock().with_api_budget(api_budget(settings)).plugin());
     dify_plugin::run_as(method, plugin, declarations::declaration, ServeOptions::default()).await
 }
 

@@ -20,14 +20,19 @@ key never fails the subscription: the properties stay as they are and refresh ru
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use dify_plugin::trigger::{
+    CredentialsRequest, OptionsRequest, ParameterOption, StoredRequest, SubscribeRequest, Subscription, Unsubscribed,
+};
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
 use crate::error::PluginError;
 use crate::events;
 use crate::openai::{Account, ApiError, Budget, OpenAi, is_loopback_host, is_safe_id};
-use crate::subscription::{SubscriptionProperties, properties_or_null};
+use crate::subscription::SubscriptionProperties;
+
+/// A subscription as subscribe and refresh answer it, with this plugin's properties.
+pub type Stored = Subscription<SubscriptionProperties>;
 
 /// How far ahead a healthy subscription's `expires_at` is: refresh checks the endpoint this often.
 pub const REFRESH_PERIOD: i64 = 24 * 3600;
@@ -110,104 +115,24 @@ pub struct Constructor<'a> {
     pub budget: Duration,
 }
 
-/// `validate_trigger_credentials` data: the credentials typed into the form.
-#[derive(Deserialize, Default)]
-pub struct ValidateRequest {
-    #[serde(default)]
-    credentials: Option<Map<String, Value>>,
-}
-
-/// `subscribe_trigger` data: Dify's callback URL, the constructor parameters, the credentials.
-#[derive(Deserialize, Default)]
-pub struct SubscribeRequest {
-    #[serde(default)]
-    endpoint: Option<String>,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    credentials: Option<Map<String, Value>>,
-}
-
-/// `unsubscribe_trigger` and `refresh_trigger`: the stored subscription and its credentials.
-#[derive(Deserialize, Default)]
-pub struct StoredRequest {
-    #[serde(default)]
-    subscription: Option<StoredSubscription>,
-    #[serde(default)]
-    credentials: Option<Map<String, Value>>,
-}
-
-/// The stored subscription as Dify sends it (properties decrypted).
-#[derive(Deserialize, Default)]
-pub struct StoredSubscription {
-    #[serde(default)]
-    endpoint: Option<String>,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    #[serde(default, deserialize_with = "properties_or_null")]
-    properties: SubscriptionProperties,
-}
-
-/// `fetch_parameter_options` data (triggers.md §4.8).
-#[derive(Deserialize, Default)]
-pub struct OptionsRequest {
-    #[serde(default)]
-    provider_action: Option<String>,
-    #[serde(default)]
-    parameter: Option<String>,
-    #[serde(default)]
-    credentials: Option<Map<String, Value>>,
-}
-
-/// A subscription as `subscribe_trigger` and `refresh_trigger` answer it (triggers.md §4.4):
-/// `parameters` is never null.
-#[derive(Serialize, Debug, PartialEq)]
-pub(crate) struct SubscriptionOut {
-    pub(crate) expires_at: i64,
-    pub(crate) endpoint: String,
-    pub(crate) parameters: Map<String, Value>,
-    pub(crate) properties: SubscriptionProperties,
-}
-
-/// `unsubscribe_trigger`'s result, which Dify reads under the key `subscription` (§4.5).
-#[derive(Serialize, Debug, PartialEq)]
-pub struct Unsubscribed {
-    pub success: bool,
-    pub message: String,
-}
-
-/// One option of a dynamic select (§4.8).
-#[derive(Serialize, Debug)]
-pub struct SelectOption {
-    pub value: String,
-    pub label: Value,
-}
-
-fn account_of(credentials: Option<&Map<String, Value>>) -> Result<Option<Account>, crate::openai::AccountError> {
-    match credentials {
-        Some(settings) => Account::from_settings(settings),
-        None => Ok(None),
-    }
+fn account_of(credentials: &Map<String, Value>) -> Result<Option<Account>, crate::openai::AccountError> {
+    Account::from_settings(credentials)
 }
 
 impl Constructor<'_> {
     /// `validate_trigger_credentials`: one cheap authenticated call. Errors are
     /// `TriggerProviderCredentialValidationError`s the UI shows as they are.
-    pub async fn validate(&self, request: ValidateRequest) -> Result<Value, PluginError> {
+    pub async fn validate(&self, request: CredentialsRequest) -> Result<(), PluginError> {
         let rejected = |message: String| PluginError::CredentialsRejected { message };
-        let account =
-            account_of(request.credentials.as_ref()).map_err(|err| rejected(err.to_string()))?.ok_or_else(|| {
-                rejected("api_key is required: an OpenAI API key of the project that owns the webhooks".into())
-            })?;
+        let account = account_of(&request.credentials).map_err(|err| rejected(err.to_string()))?.ok_or_else(|| {
+            rejected("api_key is required: an OpenAI API key of the project that owns the webhooks".into())
+        })?;
         let budget = Budget::new(self.budget, self.now);
-        let admin = match request.credentials.as_ref() {
-            Some(settings) => Account::admin_from_settings(settings).map_err(|err| rejected(err.to_string()))?,
-            None => None,
-        };
+        let admin = Account::admin_from_settings(&request.credentials).map_err(|err| rejected(err.to_string()))?;
         match self.api.get(&account, "webhook_endpoints", &[("limit", "1")], &budget).await {
             Ok(_) => match admin {
                 Some(admin) => self.validate_admin(&admin, &budget).await,
-                None => Ok(json!({"result": true})),
+                None => Ok(()),
             },
             Err(err @ ApiError::Status { status: 401 | 403, .. }) => {
                 Err(rejected(format!("OpenAI refused this API key: {}", err_message(&err))))
@@ -221,10 +146,10 @@ impl Constructor<'_> {
 
     /// The optional Admin API key, checked with the cheapest call it exists for: one health alert
     /// rule (openai-webhooks.md §4).
-    async fn validate_admin(&self, admin: &Account, budget: &Budget) -> Result<Value, PluginError> {
+    async fn validate_admin(&self, admin: &Account, budget: &Budget) -> Result<(), PluginError> {
         let rejected = |message: String| PluginError::CredentialsRejected { message };
         match self.api.get(admin, "organization/health/alert_rules", &[("limit", "1")], budget).await {
-            Ok(_) => Ok(json!({"result": true})),
+            Ok(_) => Ok(()),
             Err(err @ ApiError::Status { status: 401 | 403, .. }) => Err(rejected(format!(
                 "OpenAI refused the Admin API key (health alert details need an organization Admin API key): {}",
                 err_message(&err)
@@ -235,15 +160,15 @@ impl Constructor<'_> {
 
     /// `subscribe_trigger`: creates (or adopts) the endpoint for Dify's callback URL and answers the
     /// subscription with its secret. Errors are `SubscriptionError`s carrying OpenAI's message.
-    pub async fn subscribe(&self, request: SubscribeRequest) -> Result<Value, PluginError> {
+    pub async fn subscribe(&self, request: SubscribeRequest) -> Result<Stored, PluginError> {
         let failed = |message: String| PluginError::Subscription { message };
-        let account = account_of(request.credentials.as_ref())
+        let account = account_of(&request.credentials)
             .map_err(|err| failed(err.to_string()))?
             .ok_or_else(|| failed("api_key is required to create the OpenAI webhook endpoint".into()))?;
-        let callback = request.endpoint.unwrap_or_default();
+        let callback = request.endpoint;
         let setup = |err: SetupError| failed(err.to_string());
         check_callback(&callback).map_err(setup)?;
-        let parameters = request.parameters.unwrap_or_default();
+        let parameters = request.parameters;
         let requested = requested_types(&parameters).map_err(setup)?;
         let rotate_days = rotation_days(&parameters).map_err(setup)?;
         let budget = Budget::new(self.budget, self.now);
@@ -265,13 +190,12 @@ impl Constructor<'_> {
         echoed.insert(parameter::EVENTS.into(), json!(requested));
         echoed.insert(parameter::ROTATE_SECRET_DAYS.into(), Value::from(rotate_days));
         tracing::info!(endpoint_id = %id, types = types.len(), "created the OpenAI webhook endpoint");
-        let out = SubscriptionOut {
+        Ok(Stored {
             expires_at: self.next_check(&properties, rotate_days),
             endpoint: callback,
             parameters: echoed,
             properties,
-        };
-        Ok(json!({ "subscription": out }))
+        })
     }
 
     /// `unsubscribe_trigger`: deletes the endpoint; one already gone counts as deleted. A key that
@@ -279,8 +203,8 @@ impl Constructor<'_> {
     /// still answers success, naming it: failing would make Dify refuse to rebuild the subscription
     /// (triggers.md §4.5), the very edit that gives it a working key, and the rebuild's subscribe
     /// adopts the endpoint left behind.
-    pub async fn unsubscribe(&self, request: StoredRequest) -> Unsubscribed {
-        let properties = request.subscription.map(|s| s.properties).unwrap_or_default();
+    pub async fn unsubscribe(&self, request: StoredRequest<SubscriptionProperties>) -> Unsubscribed {
+        let properties = request.subscription.properties;
         let Some(id) = properties.endpoint().map(str::to_owned) else {
             return Unsubscribed {
                 success: true,
@@ -290,7 +214,7 @@ impl Constructor<'_> {
         if !is_safe_id(&id) {
             return left_behind("(unknown)", "its endpoint_id is not an OpenAI endpoint id");
         }
-        let account = match account_of(request.credentials.as_ref()) {
+        let account = match account_of(&request.credentials) {
             Ok(Some(account)) => account,
             Ok(None) => return left_behind(&id, "the subscription has no API key"),
             Err(err) => return left_behind(&id, &err.to_string()),
@@ -311,18 +235,16 @@ impl Constructor<'_> {
 
     /// `refresh_trigger`: checks and repairs the endpoint, rotates or retires secrets, and says
     /// when to look again. Never an error for a fault that may pass (see the module docs).
-    pub async fn refresh(&self, request: StoredRequest) -> Result<Value, PluginError> {
-        let subscription = request.subscription.unwrap_or_default();
-        let callback = subscription.endpoint.unwrap_or_default();
-        let parameters = subscription.parameters.unwrap_or_default();
+    pub async fn refresh(&self, request: StoredRequest<SubscriptionProperties>) -> Result<Stored, PluginError> {
+        let subscription = request.subscription;
+        let callback = subscription.endpoint;
+        let parameters = subscription.parameters;
         let mut properties = subscription.properties;
-        let answer = |expires_at: i64, properties: SubscriptionProperties| {
-            json!({"subscription": SubscriptionOut {
-                expires_at,
-                endpoint: callback.clone(),
-                parameters: parameters.clone(),
-                properties,
-            }})
+        let answer = |expires_at: i64, properties: SubscriptionProperties| Stored {
+            expires_at,
+            endpoint: callback.clone(),
+            parameters: parameters.clone(),
+            properties,
         };
         let Some(id) = properties.endpoint().map(str::to_owned) else {
             // Not ours to manage (a manual subscription): never refresh it again.
@@ -345,7 +267,7 @@ impl Constructor<'_> {
         if !is_safe_id(&id) {
             return Ok(later("its endpoint_id is not an OpenAI endpoint id", properties));
         }
-        let account = match account_of(request.credentials.as_ref()) {
+        let account = match account_of(&request.credentials) {
             Ok(Some(account)) => account,
             Ok(None) => return Ok(later("the subscription has no API key", properties)),
             Err(err) => return Ok(later(&err.to_string(), properties)),
@@ -418,10 +340,10 @@ impl Constructor<'_> {
     }
 
     /// `fetch_parameter_options` (§4.8): the constructor's `events`, and the eval events' `eval_id`.
-    pub async fn options(&self, request: OptionsRequest) -> Result<Value, PluginError> {
-        let action = request.provider_action.unwrap_or_default();
-        let parameter_name = request.parameter.unwrap_or_default();
-        let account = account_of(request.credentials.as_ref()).ok().flatten();
+    pub async fn options(&self, request: OptionsRequest) -> Result<Vec<ParameterOption>, PluginError> {
+        let action = request.provider_action;
+        let parameter_name = request.parameter;
+        let account = account_of(&request.credentials).ok().flatten();
         let budget = Budget::new(self.budget, self.now);
         let options = match (action.as_str(), parameter_name.as_str()) {
             ("provider", parameter::EVENTS) => {
@@ -445,7 +367,7 @@ impl Constructor<'_> {
                 });
             }
         };
-        Ok(json!({ "options": options }))
+        Ok(options)
     }
 
     /// The types a subscription takes when the user picks none: what the project offers, less the
@@ -701,7 +623,7 @@ fn endpoint_secret(answer: &Value) -> Result<(String, String), SetupError> {
     }
 }
 
-fn type_option(openai_type: &str) -> SelectOption {
+fn type_option(openai_type: &str) -> ParameterOption {
     let label = match events::by_openai_type(openai_type).and_then(events::label) {
         Some(Value::Object(languages)) => {
             let mut out = Map::new();
@@ -714,7 +636,7 @@ fn type_option(openai_type: &str) -> SelectOption {
         }
         _ => json!({ "en_US": openai_type }),
     };
-    SelectOption { value: openai_type.to_owned(), label }
+    ParameterOption { value: openai_type.to_owned(), label, icon: None }
 }
 
 /// An OpenAI event type as the API spells them: `batch.completed`, `fine_tuning.job.succeeded`.

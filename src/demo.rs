@@ -12,8 +12,8 @@ use crate::console::{fit, output_width, say};
 use crate::events::{self, ANY_EVENT};
 use crate::local_plugin::{key_variables, spawn_plugin};
 use crate::provider::{PROVIDER, unix_now};
-use crate::raw_http::HttpResponse;
 use crate::samples::{DEMO_SECRET, SignedDelivery, sample_body};
+use dify_plugin::raw_http::HttpResponse;
 
 const ENDPOINT: &str = "https://dify.localhost/triggers/plugin/6f1d2c3b-4a5e-4f60-8a9b-0c1d2e3f4a5b";
 const TARGET: &str = "/triggers/plugin/6f1d2c3b-4a5e-4f60-8a9b-0c1d2e3f4a5b";

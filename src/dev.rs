@@ -18,9 +18,9 @@ use dify_plugin::host::{PluginProcess, trigger};
 
 use crate::console::{fit, output_width, say};
 use crate::provider::PROVIDER;
-use crate::raw_http::{HttpResponse, ParsedResponse, serialize_request};
 use crate::samples::{SignedDelivery, sample_body};
 use crate::signature::SecretSet;
+use dify_plugin::raw_http::{HttpResponse, ParsedResponse, serialize_request};
 
 /// Twice the plugin's own body limit, so the plugin (not this stand-in) decides on large bodies.
 const MAX_REQUEST_BODY: usize = 2 * crate::provider::MAX_BODY_BYTES;

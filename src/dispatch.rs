@@ -12,19 +12,18 @@ secrets → [`signature::verify`] → the body check → the replay memory → t
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use dify_plugin::{Action, Request, Session};
-use serde::{Deserialize, Serialize};
-use serde_json::Map;
+use dify_plugin::Session;
+use dify_plugin::trigger::{DispatchRequest, DispatchResponse, Subscription};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::body::{self, BodyError};
 use crate::dedupe::{Claim, ReplayGuard, Sighting};
-use crate::error::PluginError;
 use crate::events;
-use crate::raw_http::{self, HttpRequest, HttpResponse};
 use crate::shared_dedupe::{Shared, SharedReplay, Trouble};
 use crate::signature::{self, SecretError, SecretSet, VerifyError, WebhookHeaders};
-use crate::subscription::Subscription;
+use crate::subscription::SubscriptionProperties;
+use dify_plugin::raw_http::{self, HttpRequest, HttpResponse};
 
 /// OpenAI's payloads are thin (a few hundred bytes); anything near this is not an OpenAI event,
 /// and it keeps the dispatch line (which echoes the body) far below the daemon's 5 MiB limit.
@@ -39,38 +38,19 @@ pub(crate) struct Dispatcher<'a> {
     pub(crate) now: i64,
 }
 
-#[derive(Deserialize)]
-struct DispatchRequest<'a> {
-    #[serde(default)]
-    subscription: Option<Subscription>,
-    #[serde(borrow, default)]
-    raw_http_request: Option<Cow<'a, str>>,
-}
-
-/// The request's raw HTTP request (hex) and subscription.
-fn parse(request: &Request) -> Result<(Cow<'_, str>, Subscription), PluginError> {
-    let action = Action::DispatchTriggerEvent;
-    let data: DispatchRequest<'_> = request.parse().map_err(|err| PluginError::wrong_shape(&action, &err))?;
-    let raw = data.raw_http_request.ok_or(PluginError::MissingField { action, field: "raw_http_request" })?;
-    Ok((raw, data.subscription.unwrap_or_default()))
-}
+/// The dispatch request, typed by the runtime, with this plugin's subscription properties.
+type Request<'r> = DispatchRequest<'r, SubscriptionProperties>;
 
 impl<'a> Dispatcher<'a> {
     /// `dispatch_trigger_event` on the process's memory alone, synchronously: no IO, no waiting.
-    pub(crate) fn dispatch(&self, request: &Request) -> Result<DispatchResponse, PluginError> {
-        let (raw, subscription) = parse(request)?;
-        Ok(self.verdict(&raw, &subscription).into_response())
+    pub(crate) fn dispatch(&self, request: &Request<'_>) -> Response {
+        self.verdict(&request.raw_http_request, &request.subscription).into_response()
     }
 
     /// `dispatch_trigger_event` with the shared replay memory: a delivery new to this process is
     /// looked up in (and recorded to) the daemon's storage before it fires (`crate::shared_dedupe`).
-    pub(crate) async fn dispatch_shared(
-        &self,
-        request: &Request,
-        session: &Session,
-    ) -> Result<DispatchResponse, PluginError> {
-        let (raw, subscription) = parse(request)?;
-        let verdict = match self.verdict(&raw, &subscription) {
+    pub(crate) async fn dispatch_shared(&self, request: &Request<'_>, session: &Session) -> Response {
+        let verdict = match self.verdict(&request.raw_http_request, &request.subscription) {
             Verdict::Accepted { events, payload, claim } => {
                 let shared = if self.shared.is_paused(self.now) {
                     Shared::Unavailable(Trouble::Paused)
@@ -88,12 +68,12 @@ impl<'a> Dispatcher<'a> {
             }
             other => other,
         };
-        Ok(verdict.into_response())
+        verdict.into_response()
     }
 
-    fn verdict(&self, raw_hex: &str, subscription: &Subscription) -> Verdict<'a> {
+    fn verdict(&self, raw_hex: &str, subscription: &Subscription<SubscriptionProperties>) -> Verdict<'a> {
         let properties = &subscription.properties;
-        let endpoint = subscription.endpoint.as_deref().unwrap_or("");
+        let endpoint = subscription.endpoint.as_str();
         let subscribed = properties.subscribed_types();
         let verdict = self.check(raw_hex, properties.live_secrets(self.now), endpoint, subscribed.as_deref());
         if let Verdict::Rejected(rejection) = &verdict {
@@ -191,27 +171,13 @@ fn single_value<'a>(request: &'a HttpRequest, name: &'static str) -> Result<Opti
     Ok(first)
 }
 
-/// `{"user_id","events","response","payload"}`; `events` is never null (triggers.md §4.1).
-#[derive(Serialize)]
-pub(crate) struct DispatchResponse {
-    user_id: &'static str,
-    events: Vec<&'static str>,
-    response: Cow<'static, str>,
-    /// `{}` when nothing fires: Dify expects an object, never null (triggers.md §3.2).
-    #[serde(serialize_with = "object_or_empty")]
-    payload: Option<Payload>,
-}
-
-fn object_or_empty<S: serde::Serializer>(payload: &Option<Payload>, serializer: S) -> Result<S::Ok, S::Error> {
-    match payload {
-        Some(payload) => payload.serialize(serializer),
-        None => Map::new().serialize(serializer),
-    }
-}
+/// `{"user_id","events","response","payload"}`; `events` is never null, `payload` `{}` when
+/// nothing fires (triggers.md §4.1).
+pub(crate) type Response = DispatchResponse<Payload>;
 
 /// What invoke needs, decided once at dispatch: the body is embedded as raw JSON, not re-encoded.
 #[derive(Serialize, Debug)]
-pub(crate) struct Payload {
+pub struct Payload {
     webhook_id: String,
     webhook_timestamp: i64,
     event: Box<RawValue>,
@@ -296,7 +262,7 @@ impl Rejection {
 }
 
 impl Verdict<'_> {
-    fn into_response(self) -> DispatchResponse {
+    fn into_response(self) -> Response {
         // The answers that do not depend on the delivery are encoded once.
         static OK: LazyLock<String> = LazyLock::new(|| HttpResponse::json(200, &br#"{"status":"ok"}"#[..]).to_hex());
         static IGNORED: LazyLock<String> = LazyLock::new(|| {
@@ -308,10 +274,10 @@ impl Verdict<'_> {
             let body = br#"{"status":"retry","error":"delivery_in_progress","message":"this webhook-id is being processed; retry later"}"#;
             HttpResponse::json(409, &body[..]).with_header("Retry-After", "5").to_hex()
         });
-        let (events, payload, response): (Vec<&'static str>, Option<Payload>, Cow<'static, str>) = match self {
+        let (events, payload, response): (Vec<Cow<'static, str>>, Option<Payload>, Cow<'static, str>) = match self {
             Verdict::Accepted { events, payload, claim } => {
                 claim.confirm();
-                (events, Some(payload), Cow::Borrowed(OK.as_str()))
+                (events.into_iter().map(Cow::Borrowed).collect(), Some(payload), Cow::Borrowed(OK.as_str()))
             }
             Verdict::NotSubscribed { claim } => {
                 claim.confirm();
@@ -326,7 +292,7 @@ impl Verdict<'_> {
                 (Vec::new(), None, Cow::Owned(response.to_hex()))
             }
         };
-        DispatchResponse { user_id: "", events, response, payload }
+        DispatchResponse { user_id: Cow::Borrowed(""), events, response, payload }
     }
 }
 
@@ -334,7 +300,9 @@ impl Verdict<'_> {
 mod tests {
     use super::*;
     use crate::samples::{DEMO_SECRET, SignedDelivery, sample_body};
+    use dify_plugin::Request;
     use dify_plugin::host::trigger;
+    use dify_plugin::trigger::TriggerCall;
     use serde_json::{Value, json};
 
     const NOW: i64 = 1_765_432_100;
@@ -357,7 +325,9 @@ mod tests {
         let data = trigger::dispatch(PROVIDER, &delivery.raw_request("/t"), &subscription);
         let shared = SharedReplay::default();
         let dispatcher = Dispatcher { replay: guard, shared: &shared, now };
-        let answer = serde_json::to_value(dispatcher.dispatch(&Request::from_data(&data)).unwrap()).unwrap();
+        let request = Request::from_data(&data);
+        let Ok(TriggerCall::Dispatch(typed)) = TriggerCall::parse(&request) else { panic!("a dispatch request") };
+        let answer = serde_json::to_value(dispatcher.dispatch(&typed)).unwrap();
         let (status, error) = status_and_error(answer["response"].as_str().unwrap());
         let events = answer["events"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_owned()).collect();
         Answer { events, status, error }

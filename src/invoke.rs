@@ -5,11 +5,11 @@ families that have them, the object the event is about, fetched from OpenAI with
 budget ([`crate::enrich`]).
 */
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use dify_plugin::Action;
-use serde::{Deserialize, Serialize};
+use dify_plugin::raw_http::HttpRequest;
+use dify_plugin::trigger::{InvokeRequest, InvokeResponse};
 use serde_json::{Map, Value};
 
 use crate::dispatch::MAX_BODY_BYTES;
@@ -17,9 +17,8 @@ use crate::enrich::{self, KeySource};
 use crate::error::PluginError;
 use crate::events::{self, Delivery, Enrichment, Outcome};
 use crate::openai::{Account, Budget, OpenAi};
-use crate::raw_http::HttpRequest;
 use crate::signature;
-use crate::subscription::{Subscription, SubscriptionProperties, object_or_null};
+use crate::subscription::SubscriptionProperties;
 
 /// An invoke answer larger than this drops the whole fetched objects (the line limit is 4 MiB).
 const MAX_VARIABLES_BYTES: usize = 3584 * 1024;
@@ -32,35 +31,17 @@ pub(crate) struct Invoker<'a> {
     pub(crate) budget: Duration,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct InvokeRequest<'a> {
-    #[serde(default)]
-    event: Option<String>,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    payload: Option<Map<String, Value>>,
-    /// Read only when the payload lacks what invoke needs (a payload stored by another plugin).
-    #[serde(borrow, default)]
-    raw_http_request: Option<Cow<'a, str>>,
-    #[serde(default)]
-    subscription: Option<Subscription>,
-    #[serde(default, deserialize_with = "object_or_null")]
-    credentials: Map<String, Value>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct InvokeResponse {
-    variables: Map<String, Value>,
-    cancelled: bool,
-}
-
 impl Invoker<'_> {
-    pub(crate) async fn invoke(&self, request: InvokeRequest<'_>) -> Result<InvokeResponse, PluginError> {
-        let name =
-            request.event.ok_or(PluginError::MissingField { action: Action::InvokeTriggerEvent, field: "event" })?;
+    pub(crate) async fn invoke(
+        &self,
+        request: InvokeRequest<'_, SubscriptionProperties>,
+    ) -> Result<InvokeResponse, PluginError> {
+        if request.event.is_empty() {
+            return Err(PluginError::MissingField { action: Action::InvokeTriggerEvent, field: "event" });
+        }
+        let name = request.event.into_owned();
         let spec = events::by_name(&name).ok_or_else(|| PluginError::UnknownEvent { event: name.clone() })?;
-        let mut payload = request.payload.unwrap_or_default();
+        let mut payload = request.payload;
         // Our dispatch's payload carries everything; the stored request is decoded only for a
         // payload from elsewhere (the Python plugin's, or none).
         let complete = matches!(payload.get("event"), Some(Value::Object(_)))
@@ -95,13 +76,13 @@ impl Invoker<'_> {
             },
         };
         let delivery = Delivery { event: &event, webhook_id: &webhook_id, webhook_timestamp };
-        let parameters = request.parameters.unwrap_or_default();
+        let parameters = request.parameters;
         let mut variables = match events::variables_without_data(spec, &delivery, &parameters) {
             Outcome::Fire(variables) => variables,
             Outcome::Ignore(reason) => return Ok(cancelled(&name, &reason)),
         };
         if enrich::is_enrichable(spec.family) {
-            let properties = request.subscription.map(|s| s.properties).unwrap_or_default();
+            let properties = request.subscription.properties;
             let key = key_source(spec.family.enrichment(), &request.credentials, &properties);
             let empty = Map::new();
             let data = event.get("data").and_then(Value::as_object).unwrap_or(&empty);
@@ -118,7 +99,7 @@ impl Invoker<'_> {
         if variables.get("details_fetched") == Some(&Value::Bool(true)) {
             fit_line(&mut variables);
         }
-        Ok(InvokeResponse { variables, cancelled: false })
+        Ok(InvokeResponse::variables(variables))
     }
 }
 
@@ -177,5 +158,5 @@ fn fit_line(variables: &mut Map<String, Value>) {
 
 fn cancelled(event: &str, reason: &events::Skip) -> InvokeResponse {
     tracing::info!(event, %reason, "event ignored for this workflow");
-    InvokeResponse { variables: Map::new(), cancelled: true }
+    InvokeResponse::cancelled()
 }

@@ -5,11 +5,11 @@ openai-trigger: a Dify trigger plugin that turns OpenAI webhooks into workflow r
 # Layout
 - [`provider`]: the trigger actions as a [`dify_plugin::Plugin`] — dispatch (verify, dedupe, route,
   answer the sender) and invoke (event → workflow variables).
-- [`raw_http`]: the hex-encoded raw HTTP request/response Dify exchanges with triggers.
 - [`signature`]: Standard Webhooks verification (OpenAI's `webhook-signature`).
 - [`body`]: the webhook body checked once by the rules its echo must meet (JSON, depth, numbers).
 - [`dedupe`]: bounded, time-limited memory of accepted `webhook-id`s (claimed, then confirmed).
 - [`shared_dedupe`]: the same memory shared through the daemon's plugin storage (restarts, clusters).
+- [`subscription`]: what a subscription stores in `properties`, typed.
 - [`constructor`]: API-key subscriptions: the OpenAI webhook endpoint created, checked, repaired,
   rotated and deleted through OpenAI's API.
 - [`enrich`]: the object an event is about, fetched in invoke and added to the variables.
@@ -43,8 +43,7 @@ mod launcher;
 mod local_plugin;
 pub mod openai;
 pub mod provider;
-pub mod raw_http;
 pub mod samples;
 pub mod shared_dedupe;
 pub mod signature;
-mod subscription;
+pub mod subscription;

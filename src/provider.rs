@@ -1,6 +1,7 @@
 /*!
-The OpenAI trigger provider: the trigger actions (triggers.md §4) as a [`dify_plugin::Plugin`].
-[`OpenAiTrigger::handle_in`] reads the clock once per action and routes it: dispatch verifies and
+The OpenAI trigger provider: the trigger actions (triggers.md §4) as a
+[`dify_plugin::TriggerProvider`], which the runtime's typed trigger layer serves
+([`OpenAiTrigger::plugin`]). Each action reads the clock once: dispatch verifies and
 routes a webhook and answers the sender, without IO and without waiting ([`crate::dispatch`]);
 invoke turns one routed event into workflow variables and, where the node asks for it, adds the
 object the event is about from OpenAI ([`crate::invoke`]); the constructor actions create, check
@@ -10,17 +11,19 @@ and delete the OpenAI webhook endpoint of API-key subscriptions ([`crate::constr
 use std::sync::Arc;
 use std::time::Duration;
 
-use dify_plugin::{Action, ErrorData, Plugin, Reply, Request, Session};
-use serde::Serialize;
-use serde_json::value::RawValue;
+use dify_plugin::trigger::{
+    self, CredentialsRequest, DispatchRequest, DispatchResponse, InvokeRequest, InvokeResponse, OptionsRequest,
+    ParameterOption, StoredRequest, SubscribeRequest, TriggerCall, TriggerPlugin, TriggerProvider, Unsubscribed,
+};
+use dify_plugin::{ErrorData, Reply, Request, Session};
 
-use crate::constructor::{self, Constructor};
+use crate::constructor::{Constructor, Stored};
 use crate::dedupe::ReplayGuard;
-use crate::dispatch::Dispatcher;
-use crate::error::PluginError;
-use crate::invoke::{InvokeRequest, Invoker};
+use crate::dispatch::{Dispatcher, Payload};
+use crate::invoke::Invoker;
 use crate::openai::OpenAi;
 use crate::shared_dedupe::SharedReplay;
+use crate::subscription::SubscriptionProperties;
 
 pub use crate::dispatch::MAX_BODY_BYTES;
 
@@ -66,64 +69,96 @@ impl OpenAiTrigger {
         self
     }
 
-    /// Runs one action without a daemon to call back (no shared replay memory): the reply chunk,
-    /// or why there is none.
-    pub async fn handle_request(&self, request: &Request) -> Result<Box<RawValue>, PluginError> {
-        self.handle_in(request, None).await
+    /// This provider as the plugin the runtime serves, under [`PROVIDER`].
+    pub fn plugin(self) -> TriggerPlugin<Self> {
+        TriggerPlugin::new(PROVIDER, self)
     }
 
-    /// Runs one action in `session`, whose storage holds the replay memory shared by every process.
-    pub async fn handle_in(&self, request: &Request, session: Option<&Session>) -> Result<Box<RawValue>, PluginError> {
-        let Some(action) = request.action() else {
-            return Err(PluginError::MissingField { action: Action::Other(String::new()), field: "action" });
-        };
-        // The one clock read of this action.
-        let now = (self.clock)();
-        let constructor = Constructor { api: &self.api, now, budget: self.api_budget };
-        let shape = |err: serde_json::Error| PluginError::wrong_shape(action, &err);
-        // The actions that may call OpenAI or the daemon are boxed: their futures are large, and
-        // every session's future (which the runtime allocates and moves) would otherwise carry them.
-        match action {
-            Action::DispatchTriggerEvent => match session {
-                Some(session) => to_raw(&self.dispatcher(now).dispatch_shared(request, session).await?),
-                None => to_raw(&self.dispatcher(now).dispatch(request)?),
-            },
-            Action::InvokeTriggerEvent => {
-                let data: InvokeRequest<'_> = request.parse().map_err(shape)?;
-                let invoker = Invoker { api: &self.api, now, budget: self.api_budget };
-                to_raw(&Box::pin(invoker.invoke(data)).await?)
-            }
-            Action::ValidateTriggerCredentials => {
-                to_raw(&Box::pin(constructor.validate(request.parse().map_err(shape)?)).await?)
-            }
-            Action::SubscribeTrigger => {
-                to_raw(&Box::pin(constructor.subscribe(request.parse().map_err(shape)?)).await?)
-            }
-            Action::UnsubscribeTrigger => {
-                let data = request.parse().map_err(shape)?;
-                to_raw(&UnsubscribeResponse { subscription: Box::pin(constructor.unsubscribe(data)).await })
-            }
-            Action::RefreshTrigger => to_raw(&Box::pin(constructor.refresh(request.parse().map_err(shape)?)).await?),
-            Action::FetchParameterOptions => {
-                to_raw(&Box::pin(constructor.options(request.parse().map_err(shape)?)).await?)
-            }
-            other => Err(PluginError::UnknownAction { action: other.as_str().to_owned() }),
-        }
+    /// Runs one action in a session without a daemon to call back (no shared replay memory): the
+    /// reply chunk, or the error the daemon would be sent.
+    pub async fn handle_request(&self, request: &Request) -> Reply {
+        trigger::answer(self, TriggerCall::parse(request)?, &Session::detached()).await
     }
 
     /// `dispatch_trigger_event` alone, synchronously: it does no IO and never waits.
-    pub fn dispatch_request(&self, request: &Request) -> Result<Box<RawValue>, PluginError> {
-        to_raw(&self.dispatcher((self.clock)()).dispatch(request)?)
+    ///
+    /// Errors: the request's, or a request that is not a dispatch.
+    pub fn dispatch_request(&self, request: &Request) -> Reply {
+        match TriggerCall::parse(request)? {
+            TriggerCall::Dispatch(dispatch) => dify_plugin::reply(&self.dispatcher((self.clock)()).dispatch(&dispatch)),
+            _ => Err(ErrorData::new("TriggerError", "not a dispatch_trigger_event request")),
+        }
     }
 
     fn dispatcher(&self, now: i64) -> Dispatcher<'_> {
         Dispatcher { replay: &self.replay, shared: &self.shared, now }
     }
+
+    /// The constructor actions at this action's `now` (the one clock read of the action).
+    fn constructor(&self) -> Constructor<'_> {
+        Constructor { api: &self.api, now: (self.clock)(), budget: self.api_budget }
+    }
 }
 
-impl Plugin for OpenAiTrigger {
-    async fn handle(&self, request: Request, session: &Session) -> Reply {
-        self.handle_in(&request, Some(session)).await.map_err(ErrorData::from)
+/// The trigger actions (triggers.md §4). Each reads the clock once, at its start.
+impl TriggerProvider for OpenAiTrigger {
+    type Properties = SubscriptionProperties;
+    type Payload = Payload;
+
+    async fn dispatch(
+        &self,
+        request: DispatchRequest<'_, SubscriptionProperties>,
+        session: &Session,
+    ) -> Result<DispatchResponse<Payload>, ErrorData> {
+        let dispatcher = self.dispatcher((self.clock)());
+        // Without a daemon to call back (a detached or serverless session) the process's memory is
+        // the only replay memory.
+        if session.can_call_back() {
+            Ok(Box::pin(dispatcher.dispatch_shared(&request, session)).await)
+        } else {
+            Ok(dispatcher.dispatch(&request))
+        }
+    }
+
+    async fn invoke(
+        &self,
+        request: InvokeRequest<'_, SubscriptionProperties>,
+        _session: &Session,
+    ) -> Result<InvokeResponse, ErrorData> {
+        let invoker = Invoker { api: &self.api, now: (self.clock)(), budget: self.api_budget };
+        Ok(invoker.invoke(request).await?)
+    }
+
+    async fn validate_credentials(&self, request: CredentialsRequest, _session: &Session) -> Result<(), ErrorData> {
+        Ok(self.constructor().validate(request).await?)
+    }
+
+    async fn subscribe(&self, request: SubscribeRequest, _session: &Session) -> Result<Stored, ErrorData> {
+        Ok(self.constructor().subscribe(request).await?)
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: StoredRequest<SubscriptionProperties>,
+        _session: &Session,
+    ) -> Result<Unsubscribed, ErrorData> {
+        Ok(self.constructor().unsubscribe(request).await)
+    }
+
+    async fn refresh(
+        &self,
+        request: StoredRequest<SubscriptionProperties>,
+        _session: &Session,
+    ) -> Result<Stored, ErrorData> {
+        Ok(self.constructor().refresh(request).await?)
+    }
+
+    async fn parameter_options(
+        &self,
+        request: OptionsRequest,
+        _session: &Session,
+    ) -> Result<Vec<ParameterOption>, ErrorData> {
+        Ok(self.constructor().options(request).await?)
     }
 }
 
@@ -131,16 +166,4 @@ impl Plugin for OpenAiTrigger {
 /// clock, behind [`OpenAiTrigger::with_system_clock`] (and the commands' signing times).
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// `unsubscribe_trigger`'s answer: the result under `subscription` (triggers.md §4.5).
-#[derive(Serialize)]
-struct UnsubscribeResponse {
-    subscription: constructor::Unsubscribed,
-}
-
-fn to_raw<T: Serialize>(value: &T) -> Result<Box<RawValue>, PluginError> {
-    // Our response types have string keys only: this cannot fail, and if it did it would be an
-    // error answer, not a panic.
-    serde_json::value::to_raw_value(value).map_err(|err| PluginError::Encoding { detail: err.to_string() })
 }

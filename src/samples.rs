@@ -116,7 +116,7 @@ impl SignedDelivery {
         let headers = self.headers();
         let pairs: Vec<(&str, &str)> =
             std::iter::once(("Host", "dify.localhost")).chain(headers.iter().map(|(n, v)| (*n, v.as_str()))).collect();
-        crate::raw_http::serialize_request("POST", target, &pairs, &self.body)
+        dify_plugin::raw_http::serialize_request("POST", target, &pairs, &self.body)
     }
 }
 

@@ -29,7 +29,7 @@ never fails a request, it reads as absent:
 
 `properties` itself may be `null` (Dify's empty map, daemon-protocol.md §2.3): no property. Not an
 object at all is a request of the wrong shape, as before. A key given twice counts once, the last
-one (read through a JSON object first, [`properties_or_null`]).
+one: the runtime reads `properties` as a JSON object first ([`dify_plugin::trigger::Subscription`]).
 */
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -39,7 +39,7 @@ use crate::openai::{Account, AccountError};
 
 /// A subscription's stored properties (see the module documentation).
 #[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct SubscriptionProperties {
+pub struct SubscriptionProperties {
     #[serde(default, deserialize_with = "text", skip_serializing_if = "String::is_empty")]
     pub(crate) webhook_secret: String,
     #[serde(default, deserialize_with = "present_text", skip_serializing_if = "Option::is_none")]
@@ -130,31 +130,6 @@ impl SubscriptionProperties {
     }
 }
 
-/// The part of a stored subscription dispatch and invoke read: its endpoint and its properties.
-#[derive(Deserialize, Default)]
-pub(crate) struct Subscription {
-    #[serde(default)]
-    pub(crate) endpoint: Option<String>,
-    #[serde(default, deserialize_with = "properties_or_null")]
-    pub(crate) properties: SubscriptionProperties,
-}
-
-/// Dify may send `null` for an empty map (daemon-protocol.md §2.3): treat it as `{}`.
-pub(crate) fn object_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Map<String, Value>, D::Error> {
-    Ok(Option::<Map<String, Value>>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-/// `properties` as a JSON object (`null`: empty; anything else than an object: the request's
-/// shape is wrong), then typed. Through the object, a key given twice counts once (the last), as
-/// every JSON object reader here has it.
-pub(crate) fn properties_or_null<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<SubscriptionProperties, D::Error> {
-    let map = object_or_null(deserializer)?;
-    // Every field reads any JSON value, so this cannot fail; if it did, it is the request's error.
-    serde_json::from_value(Value::Object(map)).map_err(serde::de::Error::custom)
-}
-
 fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     Ok(optional_text(deserializer)?.unwrap_or_default())
 }
@@ -184,6 +159,9 @@ fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// As the runtime types it for every trigger action.
+    type Subscription = dify_plugin::trigger::Subscription<SubscriptionProperties>;
 
     /// As a dispatch or invoke request carries them.
     fn read(properties: Value) -> SubscriptionProperties {

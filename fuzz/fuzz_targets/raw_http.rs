@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use openai_trigger::raw_http::HttpRequest;
+use dify_plugin::raw_http::HttpRequest;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = HttpRequest::parse(data.to_vec()) {

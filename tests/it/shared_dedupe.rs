@@ -199,7 +199,7 @@ fn a_new_delivery_costs_two_round_trips_and_a_duplicate_one() {
 async fn a_new_delivery_is_answered_after_get_and_set_without_a_timed_wait() {
     let (mut input, plugin_in) = tokio::io::duplex(1 << 20);
     let (plugin_out, output) = tokio::io::duplex(1 << 20);
-    let plugin = Arc::new(OpenAiTrigger::with_system_clock());
+    let plugin = Arc::new(OpenAiTrigger::with_system_clock().plugin());
     let options = ServeOptions { heartbeat_interval: Duration::from_secs(24 * 3600), ..ServeOptions::default() };
     tokio::spawn(serve(BufReader::new(plugin_in), plugin_out, plugin, options, std::future::pending::<()>()));
     let mut lines = BufReader::new(output).lines();

@@ -481,7 +481,7 @@ fn build_pairs(first_session: u64, count: usize, size: usize, secret: &str, tag:
             let body_text = String::from_utf8_lossy(&body).into_owned();
             let delivery = SignedDelivery::new(secret, &format!("wh_{id}"), now, body);
             let raw = delivery.raw_request("/triggers/plugin/5b0e7a52-4f0c-4d7e-9a43-2f6d1c8b9e10");
-            let raw_hex = openai_trigger::raw_http::encode_hex(&raw);
+            let raw_hex = dify_plugin::raw_http::encode_hex(&raw);
             let session = first_session + 2 * i as u64;
             let dispatch = format!(
                 concat!(

@@ -93,14 +93,7 @@ impl EndpointRequest {
         Ok(EndpointRequest {
             method: method.to_owned(),
             path: percent_decode(path, false),
-            query: query
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    (percent_decode(k, true), percent_decode(v, true))
-                })
-                .collect(),
+            query: parse_query(query),
             headers,
             body,
             settings: Map::new(),
@@ -147,6 +140,18 @@ impl EndpointRequest {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.body)
     }
+}
+
+/// A query string's pairs in order, percent-decoded (`+` is a space).
+pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

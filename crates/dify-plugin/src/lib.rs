@@ -28,7 +28,11 @@ Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) an
   daemon's rules ([`validate`]) and embeds it.
 - [`endpoint`]: typed endpoint requests and responses, Werkzeug-style path patterns.
 - [`tool`]: typed tool requests (credentials, parameters, files) and message builders.
-- [`Router`]: a [`Plugin`] that routes by provider/tool and by endpoint method/path.
+- [`trigger`]: typed trigger actions and the [`TriggerProvider`] trait ([`TriggerPlugin`]
+  serves one); [`raw_http`]: the raw HTTP requests and responses Dify exchanges with triggers.
+- [`oauth`]: the OAuth actions of tool, trigger and datasource providers.
+- [`Router`]: a [`Plugin`] that routes by provider/tool, by endpoint method/path, and to a trigger
+  provider.
 - [`host`]: Dify's side of the protocol, for tests, demos and local development.
 
 Logs go through `tracing` (to stderr: the daemon records stderr lines as warnings, §1.3).
@@ -49,7 +53,9 @@ pub mod endpoint;
 pub mod framing;
 pub mod host;
 pub mod inbound;
+pub mod oauth;
 mod outbox;
+pub mod raw_http;
 pub mod remote;
 mod router;
 mod serve;
@@ -57,6 +63,7 @@ pub mod serverless;
 mod session;
 pub mod stdio;
 pub mod tool;
+pub mod trigger;
 pub mod validate;
 pub mod wire;
 
@@ -66,14 +73,16 @@ use std::sync::Arc;
 pub use action::Action;
 pub use backwards::{BackwardsError, Storage};
 pub use declaration::{Asset, Declaration, EmbeddedError, ProviderKind};
+pub use oauth::OAuthProvider;
 pub use outbox::Closed;
 pub use remote::{Backoff, ConfigError, InstallMethod, RemoteConfig, RemoteError, RemoteTiming, Settings};
 pub use router::{
-    BoxFuture, CredentialsHandler, ENDPOINT_END_GRACE, EndpointHandler, Mismatch, RouteError, Router,
+    BoxFuture, CredentialsHandler, ENDPOINT_END_GRACE, EndpointHandler, Mismatch, OptionsHandler, RouteError, Router,
     RuntimeParametersHandler, ToolHandler, ToolOutput,
 };
 pub use serve::{ServeEnd, ServeOptions, serve};
 pub use session::{Plugin, Reply, Request, Session, StreamError, reply};
+pub use trigger::{TriggerPlugin, TriggerProvider};
 pub use wire::ErrorData;
 
 /// Why [`run`] stopped with an error.

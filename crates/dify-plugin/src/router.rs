@@ -10,6 +10,9 @@ daemon and Dify expect (plugin-kinds.md §1.1, §2.2, §3.2, §12):
 | `validate_tool_credentials` | `{"result":true}` for a provider with tools; `ValueError` for an unknown one |
 | `get_tool_runtime_parameters` | the tool's declared `parameters` (or `[]` without a declaration); the Python SDK never answers it |
 | `invoke_endpoint` with no matching path | a `404` response; a path matched with another method: `405` with `Allow` |
+| a trigger action for another provider than the [`trigger`](Router::trigger)'s | error `ValueError` ``Provider `p` not found`` |
+| `fetch_parameter_options` with no trigger or tool handler for it | error `ValueError` `Cannot find the target to fetch parameter options` (§9) |
+| an `oauth` action for a provider without OAuth | error `ValueError` (§8.1) |
 | any other action | the fallback [`Plugin`], else `NotImplementedError` |
 
 Tool handlers are `async fn(ToolRequest, ToolOutput) -> Result<Vec<ToolMessage>, ErrorData>`:
@@ -34,8 +37,10 @@ use serde_json::{Value, json};
 use crate::action::Action;
 use crate::declaration::{Declaration, ProviderKind};
 use crate::endpoint::{BODY_CHUNK, Body, EndpointRequest, EndpointResponse, PathPattern, body_chunk, head_chunk};
+use crate::oauth::OAuthProvider;
 use crate::session::{Plugin, Reply, Request, Session, StreamError};
 use crate::tool::{Credentials, ToolMessage, ToolRequest};
+use crate::trigger::{OptionsRequest, ParameterOption, TriggerPlugin, TriggerProvider};
 use crate::wire::ErrorData;
 
 /// A boxed future, as the handler traits return.
@@ -110,6 +115,77 @@ where
     }
 }
 
+/// A `dynamic-select` tool parameter's options (`fetch_parameter_options`, plugin-kinds.md §9).
+pub trait OptionsHandler: Send + Sync + 'static {
+    fn call(
+        &self,
+        request: OptionsRequest,
+        session: Session,
+    ) -> BoxFuture<'static, Result<Vec<ParameterOption>, ErrorData>>;
+}
+
+impl<F, Fut> OptionsHandler for F
+where
+    F: Fn(OptionsRequest, Session) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<ParameterOption>, ErrorData>> + Send + 'static,
+{
+    fn call(
+        &self,
+        request: OptionsRequest,
+        session: Session,
+    ) -> BoxFuture<'static, Result<Vec<ParameterOption>, ErrorData>> {
+        Box::pin(self(request, session))
+    }
+}
+
+/// [`OAuthProvider`] made object-safe.
+trait DynOAuth: Send + Sync + 'static {
+    fn serve<'a>(&'a self, request: &'a Request, session: &'a Session) -> BoxFuture<'a, Reply>;
+}
+
+impl<O: OAuthProvider> DynOAuth for O {
+    fn serve<'a>(&'a self, request: &'a Request, session: &'a Session) -> BoxFuture<'a, Reply> {
+        Box::pin(async move {
+            let shape = |err: serde_json::Error| {
+                ErrorData::new(
+                    "ValueError",
+                    format!(
+                        "the OAuth request has a field of the wrong type (JSON line {}, column {})",
+                        err.line(),
+                        err.column()
+                    ),
+                )
+            };
+            match request.action() {
+                Some(Action::GetAuthorizationUrl) => {
+                    let url = self.authorization_url(request.parse().map_err(shape)?, session).await?;
+                    crate::session::reply(&json!({ "authorization_url": url }))
+                }
+                Some(Action::GetCredentials) => {
+                    crate::session::reply(&self.credentials(request.parse().map_err(shape)?, session).await?)
+                }
+                _ => crate::session::reply(&self.refresh_credentials(request.parse().map_err(shape)?, session).await?),
+            }
+        })
+    }
+}
+
+/// A [`TriggerPlugin`] made object-safe.
+trait DynTrigger: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn serve<'a>(&'a self, request: &'a Request, session: &'a Session) -> BoxFuture<'a, Reply>;
+}
+
+impl<T: TriggerProvider> DynTrigger for (String, TriggerPlugin<T>) {
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn serve<'a>(&'a self, request: &'a Request, session: &'a Session) -> BoxFuture<'a, Reply> {
+        Box::pin(self.1.serve(request, session))
+    }
+}
+
 /// [`Plugin`] made object-safe, for the fallback.
 trait DynPlugin: Send + Sync + 'static {
     fn handle<'a>(&'a self, request: Request, session: &'a Session) -> BoxFuture<'a, Reply>;
@@ -163,6 +239,9 @@ pub struct Router {
     credentials: HashMap<String, Arc<dyn CredentialsHandler>>,
     runtime_parameters: HashMap<(String, String), Arc<dyn RuntimeParametersHandler>>,
     endpoints: Vec<EndpointRoute>,
+    trigger: Option<Box<dyn DynTrigger>>,
+    oauth: HashMap<String, Box<dyn DynOAuth>>,
+    options: HashMap<(String, String), Arc<dyn OptionsHandler>>,
     declaration: Option<Declaration>,
     fallback: Option<Box<dyn DynPlugin>>,
 }
@@ -226,7 +305,30 @@ impl Router {
         Ok(self)
     }
 
-    /// Serves every other action (triggers, OAuth, …) with `plugin`.
+    /// Serves the trigger actions, and the OAuth and dynamic-option actions naming `name`, with
+    /// `provider` (a trigger is the only kind in its plugin, plugin-kinds.md §1.4).
+    #[must_use]
+    pub fn trigger(mut self, name: &str, provider: impl TriggerProvider) -> Self {
+        self.trigger = Some(Box::new((name.to_owned(), TriggerPlugin::new(name, provider))));
+        self
+    }
+
+    /// Serves the `oauth` actions for tool (or datasource) `provider` (plugin-kinds.md §8).
+    #[must_use]
+    pub fn oauth(mut self, provider: &str, handler: impl OAuthProvider) -> Self {
+        self.oauth.insert(provider.to_owned(), Box::new(handler));
+        self
+    }
+
+    /// Handles `fetch_parameter_options` for the `dynamic-select` parameters of `tool` of
+    /// `provider` (plugin-kinds.md §9; the request's `provider_action` is the tool's name).
+    #[must_use]
+    pub fn tool_parameter_options(mut self, provider: &str, tool: &str, handler: impl OptionsHandler) -> Self {
+        self.options.insert((provider.to_owned(), tool.to_owned()), Arc::new(handler));
+        self
+    }
+
+    /// Serves every other action with `plugin`.
     #[must_use]
     pub fn fallback(mut self, plugin: impl Plugin) -> Self {
         self.fallback = Some(Box::new(plugin));
@@ -297,6 +399,54 @@ impl Router {
             .filter(|p| p.pointer("/identity/name").and_then(Value::as_str) == Some(provider))
             .flat_map(|p| p["tools"].as_array().into_iter().flatten())
             .find(|t| t.pointer("/identity/name").and_then(Value::as_str) == Some(tool))
+    }
+
+    /// The trigger, when the request names it (or names no provider).
+    fn trigger_for(&self, provider: &str) -> Option<&dyn DynTrigger> {
+        self.trigger.as_deref().filter(|t| provider.is_empty() || t.name() == provider)
+    }
+
+    async fn parameter_options(&self, request: &Request, session: &Session) -> Reply {
+        let options: OptionsRequest = request.parse().map_err(|err| {
+            ErrorData::new(
+                "ValueError",
+                format!(
+                    "fetch_parameter_options request has a field of the wrong type (JSON line {}, column {})",
+                    err.line(),
+                    err.column()
+                ),
+            )
+        })?;
+        if let Some(trigger) = self.trigger_for(&options.provider) {
+            return trigger.serve(request, session).await;
+        }
+        let key = (options.provider.clone(), options.provider_action.clone());
+        match self.options.get(&key).cloned() {
+            Some(handler) => {
+                let options = handler.call(options, session.clone()).await?;
+                crate::session::reply(&json!({ "options": options }))
+            }
+            None => Err(ErrorData::new("ValueError", "Cannot find the target to fetch parameter options")),
+        }
+    }
+
+    async fn oauth_action(&self, request: &Request, session: &Session) -> Reply {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            #[serde(default)]
+            provider: String,
+        }
+        let provider = request.parse::<Named>().map(|n| n.provider).unwrap_or_default();
+        if let Some(trigger) = self.trigger_for(&provider) {
+            return trigger.serve(request, session).await;
+        }
+        match self.oauth.get(&provider) {
+            Some(oauth) => oauth.serve(request, session).await,
+            None => Err(ErrorData::new(
+                "ValueError",
+                format!("Provider `{}` does not support OAuth", crate::wire::truncate(&provider, 128)),
+            )),
+        }
     }
 
     fn has_provider(&self, provider: &str) -> bool {
@@ -440,6 +590,32 @@ fn not_found(provider: &str, tool: Option<&str>, provider_known: bool) -> ErrorD
 impl Plugin for Router {
     async fn handle(&self, request: Request, session: &Session) -> Reply {
         let action = request.action().cloned();
+        let trigger_action = matches!(
+            action,
+            Some(
+                Action::DispatchTriggerEvent
+                    | Action::InvokeTriggerEvent
+                    | Action::ValidateTriggerCredentials
+                    | Action::SubscribeTrigger
+                    | Action::UnsubscribeTrigger
+                    | Action::RefreshTrigger
+            )
+        );
+        if let (true, Some(trigger)) = (trigger_action, self.trigger.as_deref()) {
+            // The trigger itself answers a request naming another provider.
+            return trigger.serve(&request, session).await;
+        }
+        match action {
+            Some(Action::FetchParameterOptions) if self.trigger.is_some() || !self.options.is_empty() => {
+                return self.parameter_options(&request, session).await;
+            }
+            Some(Action::GetAuthorizationUrl | Action::GetCredentials | Action::RefreshCredentials)
+                if self.trigger.is_some() || !self.oauth.is_empty() =>
+            {
+                return self.oauth_action(&request, session).await;
+            }
+            _ => {}
+        }
         let routed = matches!(
             action,
             Some(

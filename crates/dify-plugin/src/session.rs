@@ -76,6 +76,8 @@ impl Request {
     }
 }
 
+const DETACHED: &str = "this session has no daemon behind it (Session::detached)";
+
 /// The session a request runs in. Cheap to clone; every clone speaks for the same session.
 #[derive(Clone)]
 pub struct Session {
@@ -121,6 +123,21 @@ impl std::fmt::Debug for Session {
 impl Session {
     pub(crate) fn new(id: Arc<str>, out: Outbox, backwards: Channel, backwards_timeout: Duration) -> Self {
         Session { id, out, backwards, backwards_timeout, streamed: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// A session with no daemon behind it, for running a plugin's actions in process (tests,
+    /// benchmarks, local tools): [`stream`](Self::stream) and [`log`](Self::log) go nowhere,
+    /// backwards calls fail with [`BackwardsError::Unavailable`].
+    pub fn detached() -> Self {
+        let (out, _) = Outbox::new(1);
+        Session::new(Arc::from("detached"), out, Channel::Unavailable(DETACHED), Duration::ZERO)
+    }
+
+    /// Whether backwards calls can reach Dify from this session (not in a [`detached`](Self::detached)
+    /// one, nor on the serverless transport): a plugin can skip what needs them instead of waiting
+    /// for the error.
+    pub fn can_call_back(&self) -> bool {
+        !matches!(self.backwards, Channel::Unavailable(_))
     }
 
     /// Marks the session's output as complete: the handler's reply is ignored, only `end` follows.

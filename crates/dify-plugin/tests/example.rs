@@ -25,7 +25,7 @@ fn example_binary() -> PathBuf {
 async fn the_example_plugin_serves_dispatch_and_invoke_over_stdio() {
     let plugin =
         PluginProcess::spawn(tokio::process::Command::new(example_binary()), StorageMode::Denied).await.unwrap();
-    let raw = b"POST /hook HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{\"hello\":\"world\"}";
+    let raw = b"POST /hook?x=1 HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{\"hello\":\"world\"}";
     let subscription = trigger::subscription("https://dify.test/triggers/plugin/x", json!({}));
     let dispatched = plugin.call(trigger::dispatch("echo", raw, &subscription)).await.unwrap().unwrap();
     assert_eq!(dispatched["events"], json!(["ping"]));
@@ -33,15 +33,31 @@ async fn the_example_plugin_serves_dispatch_and_invoke_over_stdio() {
         hex::decode(dispatched["response"].as_str().unwrap()).unwrap(),
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     );
-    assert_eq!(dispatched["payload"], json!({"body": "{\"hello\":\"world\"}"}));
-    let invoked = plugin
-        .call(trigger::invoke("echo", "ping", raw, &dispatched["payload"], &json!({}), &subscription))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(invoked, json!({"variables": {"body": "{\"hello\":\"world\"}"}, "cancelled": false}));
+    let ping = json!({"method": "POST", "path": "/hook?x=1", "body": "{\"hello\":\"world\"}"});
+    assert_eq!(dispatched["payload"], ping);
+    let invoke =
+        |parameters: serde_json::Value| trigger::invoke("echo", "ping", raw, &ping, &parameters, &subscription);
+    let invoked = plugin.call(invoke(json!({}))).await.unwrap().unwrap();
+    assert_eq!(invoked, json!({"variables": ping, "cancelled": false}));
+    // A node that keeps only GET requests lets this POST go.
+    let filtered = plugin.call(invoke(json!({"method": "GET"}))).await.unwrap().unwrap();
+    assert_eq!(filtered, json!({"variables": {}, "cancelled": true}));
+    // A subscription with a token: a request without it is refused and fires nothing.
+    let guarded = trigger::subscription("https://dify.test/triggers/plugin/y", json!({"token": "t0k"}));
+    let refused = plugin.call(trigger::dispatch("echo", raw, &guarded)).await.unwrap().unwrap();
+    assert_eq!((refused["events"].clone(), refused["payload"].clone()), (json!([]), json!({})));
+    assert!(hex::decode(refused["response"].as_str().unwrap()).unwrap().starts_with(b"HTTP/1.1 401 "));
+    let with_token = b"POST /hook HTTP/1.1\r\nX-Echo-Token: t0k\r\n\r\n";
+    let accepted = plugin.call(trigger::dispatch("echo", with_token, &guarded)).await.unwrap().unwrap();
+    assert_eq!(accepted["events"], json!(["ping"]));
+    // Unknown names and undeclared actions are answered the way the daemon and Dify expect.
+    let other = plugin.call(trigger::dispatch("github", raw, &subscription)).await.unwrap().unwrap_err();
+    assert_eq!((other.error_type.as_str(), other.message.as_str()), ("ValueError", "Provider `github` not found"));
     let refused = plugin.call(json!({"action": "subscribe_trigger", "type": "trigger"})).await.unwrap().unwrap_err();
     assert_eq!(refused.error_type, "NotImplementedError");
+    let broken =
+        plugin.call(json!({"action": "dispatch_trigger_event", "provider": "echo"})).await.unwrap().unwrap_err();
+    assert_eq!(broken.error_type, "TriggerDispatchError");
     assert!(plugin.heartbeats_seen() >= 1);
     assert!(plugin.close().await.unwrap().success(), "the example exits 0 at the end of its input");
 }
