@@ -90,12 +90,9 @@ pub(crate) enum Error {
     /// A declaration file that does not say what packaging needs.
     #[error("{file}: {problem}")]
     Declaration { file: String, problem: &'static str },
-    /// manifest.yaml without an author, name and version.
-    #[error("manifest.yaml has no usable identity: {0}")]
-    NoIdentity(#[source] serde_yaml::Error),
-    /// A manifest identity field the daemon would refuse.
-    #[error("manifest {field} {value:?} must be {rule}")]
-    Identity { field: &'static str, value: String, rule: &'static str },
+    /// The package's identity, zip, size or entries (`dify_plugin::package`).
+    #[error(transparent)]
+    Package(#[from] dify_plugin::package::PackageError),
     /// A binary that is not a static ELF executable for its architecture (`binary` names it).
     #[error("{binary} {problem}")]
     Binary { binary: String, problem: String },
@@ -108,9 +105,6 @@ pub(crate) enum Error {
     /// A package without a file it must hold.
     #[error("the package has no {0}")]
     MissingEntry(&'static str),
-    /// A package over the daemon's size limit.
-    #[error("the package would hold {total} bytes uncompressed, over the daemon's limit of {limit} bytes")]
-    TooLarge { total: u64, limit: u64 },
     /// A zip entry the daemon would refuse.
     #[error("package entry {name} {problem}")]
     Entry { name: String, problem: &'static str },

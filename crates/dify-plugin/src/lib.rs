@@ -26,6 +26,7 @@ Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) an
   remote registration; [`include_declaration!`] loads what a build script embedded.
 - `build` (feature `build`, for build scripts): loads the package's YAML, checks it by the
   daemon's rules ([`validate`]) and embeds it.
+- `package` (feature `package`, for release tooling): the `.difypkg` of any plugin on this crate.
 - [`endpoint`]: typed endpoint requests and responses, Werkzeug-style path patterns.
 - [`tool`]: typed tool requests (credentials, parameters, files) and message builders.
 - [`trigger`]: typed trigger actions and the [`TriggerProvider`] trait ([`TriggerPlugin`]
@@ -55,6 +56,8 @@ pub mod host;
 pub mod inbound;
 pub mod oauth;
 mod outbox;
+#[cfg(feature = "package")]
+pub mod package;
 pub mod raw_http;
 pub mod remote;
 mod router;

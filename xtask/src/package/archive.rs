@@ -5,31 +5,12 @@
 //! package adds the two static binaries. The zip holds file entries only (a directory entry makes
 //! the daemon's upload fail), deflated, with a fixed timestamp so the same inputs give the same bytes.
 
-use std::io::{Cursor, Read, Write};
 use std::path::Path;
-
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
 use super::elf::Arch;
 use crate::error::{AtPath, Error, Result};
 
-/// The daemon's default `MAX_PLUGIN_PACKAGE_SIZE`, which bounds the sum of uncompressed sizes.
-pub(crate) const MAX_UNCOMPRESSED_SIZE: u64 = 50 * 1024 * 1024;
-
-/// One file of the package: its path inside the zip (`/`-separated) and its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
-    pub(crate) name: String,
-    pub(crate) data: Vec<u8>,
-}
-
-impl Entry {
-    pub(crate) fn new(name: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
-        Entry { name: name.into(), data: data.into() }
-    }
-}
-
+pub(crate) use dify_plugin::package::Entry;
 /// The files of the plugin directory that form a package, and the digest of its declarations.
 #[derive(Debug, Clone)]
 pub(crate) struct PluginFiles {
@@ -119,67 +100,19 @@ pub(crate) fn contents(files: &PluginFiles, binaries: Option<(Vec<u8>, Vec<u8>)>
     entries
 }
 
-/// The sum the daemon compares with its size limit.
-pub(crate) fn uncompressed_size(entries: &[Entry]) -> u64 {
-    entries.iter().map(|entry| entry.data.len() as u64).sum()
-}
-
-fn check_size(total: u64) -> Result<()> {
-    if total > MAX_UNCOMPRESSED_SIZE { Err(Error::TooLarge { total, limit: MAX_UNCOMPRESSED_SIZE }) } else { Ok(()) }
-}
-
-/// Zips `entries` in order, with `comment` as the archive comment (where a signature goes).
+/// Zips `entries` in order, with `comment` as the archive comment ([`dify_plugin::package::write`]).
 pub(crate) fn write(entries: &[Entry], comment: Option<&str>) -> Result<Vec<u8>> {
-    check_size(uncompressed_size(entries))?;
-    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    for entry in entries {
-        // Mode bits are ignored by the daemon (it extracts 0644) but kept for people who unzip.
-        let mode = if entry.name.starts_with("bin/") { 0o755 } else { 0o644 };
-        let options = SimpleFileOptions::default()
-            .compression_method(CompressionMethod::Deflated)
-            .last_modified_time(DateTime::default())
-            .unix_permissions(mode);
-        zip.start_file(entry.name.as_str(), options)?;
-        zip.write_all(&entry.data).map_err(zip::result::ZipError::Io)?;
-    }
-    if let Some(comment) = comment {
-        zip.set_comment(comment);
-    }
-    Ok(zip.finish()?.into_inner())
+    Ok(dify_plugin::package::write(entries, comment)?)
 }
 
-/// Each entry's Unix mode bits (0 when the zip records none), in central-directory order.
+/// Each entry's Unix mode bits ([`dify_plugin::package::modes`]).
 pub(crate) fn modes(bytes: &[u8]) -> Result<Vec<(String, u32)>> {
-    let mut zip = ZipArchive::new(Cursor::new(bytes))?;
-    (0..zip.len())
-        .map(|i| zip.by_index(i).map(|f| (f.name().to_owned(), f.unix_mode().unwrap_or(0))).map_err(Error::from))
-        .collect()
+    Ok(dify_plugin::package::modes(bytes)?)
 }
 
-/// Reads every entry in central-directory order (the order the daemon's verifier hashes them
-/// in), and the archive comment. Refuses what the daemon would refuse: directory entries, paths
-/// that leave the package, more than the size limit.
+/// Every entry and the archive comment, refusing what the daemon refuses ([`dify_plugin::package::read`]).
 pub(crate) fn read(bytes: &[u8]) -> Result<(Vec<Entry>, String)> {
-    let mut zip = ZipArchive::new(Cursor::new(bytes))?;
-    let comment = String::from_utf8_lossy(zip.comment()).into_owned();
-    let mut entries = Vec::with_capacity(zip.len());
-    let mut total = 0u64;
-    for index in 0..zip.len() {
-        let mut file = zip.by_index(index)?;
-        let name = file.name().to_owned();
-        if file.is_dir() {
-            return Err(Error::Entry { name, problem: "is a directory entry, which the daemon cannot read" });
-        }
-        if file.enclosed_name().is_none() {
-            return Err(Error::Entry { name, problem: "points outside the package" });
-        }
-        total += file.size();
-        check_size(total)?;
-        let mut data = Vec::with_capacity(usize::try_from(file.size()).unwrap_or(0));
-        file.read_to_end(&mut data).map_err(zip::result::ZipError::Io)?;
-        entries.push(Entry { name, data });
-    }
-    Ok((entries, comment))
+    Ok(dify_plugin::package::read(bytes)?)
 }
 
 #[cfg(test)]
@@ -292,36 +225,5 @@ mod tests {
         for arch in manifest["meta"]["arch"].as_array().unwrap() {
             assert!(has(&format!("bin/openai-trigger-linux-{}", arch.as_str().unwrap())));
         }
-    }
-
-    #[test]
-    fn zip_round_trips_file_entries_in_order_with_a_comment() {
-        let entries = vec![Entry::new("z.txt", "last name, first entry"), Entry::new("a/b.yaml", "x: 1\n")];
-        let bytes = write(&entries, Some(r#"{"signature":"c2ln","time":1}"#)).unwrap();
-        let (read_back, comment) = read(&bytes).unwrap();
-        assert_eq!(read_back, entries);
-        assert_eq!(comment, r#"{"signature":"c2ln","time":1}"#);
-        assert_eq!(write(&entries, Some(r#"{"signature":"c2ln","time":1}"#)).unwrap(), bytes, "not reproducible");
-    }
-
-    #[test]
-    fn size_limit_is_the_daemons() {
-        assert!(check_size(MAX_UNCOMPRESSED_SIZE).is_ok());
-        let err = check_size(MAX_UNCOMPRESSED_SIZE + 1).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the package would hold 52428801 bytes uncompressed, over the daemon's limit of 52428800 bytes"
-        );
-        let over = vec![Entry::new("a", vec![0u8; MAX_UNCOMPRESSED_SIZE as usize]), Entry::new("b", "x")];
-        assert!(matches!(write(&over, None), Err(Error::TooLarge { total, .. }) if total == MAX_UNCOMPRESSED_SIZE + 1));
-    }
-
-    #[test]
-    fn directory_entries_are_refused_on_read() {
-        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-        zip.add_directory("events/", SimpleFileOptions::default()).unwrap();
-        let bytes = zip.finish().unwrap().into_inner();
-        let err = read(&bytes).unwrap_err();
-        assert!(err.to_string().contains("events/ is a directory entry"), "{err}");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`archive`]: the package's entries (the plugin directory's files and the static binaries) and
 //!   the zip around them.
-//! - [`checksum`]: the daemon's package checksum and the plugin's unique identifier.
+//! - the daemon's package checksum, the plugin's identity and the zip itself come from
+//!   [`dify_plugin::package`], which any plugin on the runtime packages with.
 //! - [`sign`]: RSA key pairs and the daemon's signature scheme.
 //! - [`elf`]: a check that each binary is a static build for its architecture, and the declaration
 //!   digest it embeds.
@@ -10,7 +11,6 @@
 //! Everything above is pure; the `*_command` functions here do the file IO and the printing.
 
 pub(crate) mod archive;
-pub(crate) mod checksum;
 pub(crate) mod elf;
 pub(crate) mod sign;
 
@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) use archive::Entry;
-pub(crate) use checksum::{Identity, checksum};
+pub(crate) use dify_plugin::package::{Identity, checksum};
 pub(crate) use elf::Arch;
 pub(crate) use sign::Category;
 
@@ -41,7 +41,7 @@ pub(crate) struct Package {
 
 impl Package {
     fn new(bytes: Vec<u8>, entries: &[Entry], identity: Identity) -> Self {
-        let uncompressed = archive::uncompressed_size(entries);
+        let uncompressed = dify_plugin::package::uncompressed_size(entries);
         Package { bytes, identity, checksum: checksum(entries), entries: entries.len(), uncompressed }
     }
 

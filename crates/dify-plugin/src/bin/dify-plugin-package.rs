@@ -1,0 +1,84 @@
+//! `dify-plugin-package`: the `.difypkg` of a plugin built on `dify-plugin` (feature `package`).
+//!
+//! ```text
+//! dify-plugin-package <plugin dir> --binary amd64=<path> [--binary arm64=<path>] [--name <binary name>] [--out <file>]
+//! ```
+//!
+//! Checks the plugin's YAML by the daemon's rules, bundles the declarations, assets, docs, a
+//! `main.py` launcher and the binaries, and prints the unique identifier the daemon will show.
+//! The binary name defaults to the manifest's `name`; the output to `<name>-<version>.difypkg`.
+#![allow(clippy::print_stdout, reason = "a command's report goes to its stdout")]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: dify-plugin-package <plugin dir> --binary <amd64|arm64>=<path> [--binary …] [--name <binary name>] [--out <file>]"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut dir = None;
+    let mut binaries: Vec<(String, PathBuf)> = Vec::new();
+    let mut name = None;
+    let mut out = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--binary" => match args.next().as_deref().and_then(|v| v.split_once('=')) {
+                Some((arch, path)) => binaries.push((arch.to_owned(), PathBuf::from(path))),
+                None => return usage(),
+            },
+            "--name" => name = args.next(),
+            "--out" => out = args.next().map(PathBuf::from),
+            "-h" | "--help" => {
+                usage();
+                return ExitCode::SUCCESS;
+            }
+            _ if dir.is_none() && !arg.starts_with('-') => dir = Some(PathBuf::from(arg)),
+            _ => return usage(),
+        }
+    }
+    let Some(dir) = dir else { return usage() };
+    if binaries.is_empty() {
+        return usage();
+    }
+    match run(&dir, &binaries, name, out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dify-plugin-package: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(
+    dir: &std::path::Path,
+    binaries: &[(String, PathBuf)],
+    name: Option<String>,
+    out: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let manifest = std::fs::read_to_string(dir.join("manifest.yaml"))
+        .map_err(|err| format!("{}: {err}", dir.join("manifest.yaml").display()))?;
+    let identity = dify_plugin::package::Identity::from_manifest(&manifest)?;
+    let name = name.unwrap_or_else(|| identity.name.clone());
+    let mut loaded = Vec::new();
+    for (arch, path) in binaries {
+        let bytes = std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?;
+        loaded.push((arch.as_str(), bytes));
+    }
+    let package = dify_plugin::package::bundle(dir, &name, &loaded)?;
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("{}.difypkg", identity.file_stem())));
+    std::fs::write(&out, &package.bytes).map_err(|err| format!("{}: {err}", out.display()))?;
+    println!(
+        "{}: {} entries, {} bytes uncompressed, {} bytes\n  unique identifier {}",
+        out.display(),
+        package.names.len(),
+        package.uncompressed,
+        package.bytes.len(),
+        package.unique_identifier()
+    );
+    Ok(())
+}
