@@ -18,10 +18,11 @@
 #                                     all six actions, reconnection across daemon restarts, and both packages installed
 #                                     (unsigned refused, signed installed and launched over stdio; the Marketplace one
 #                                     with its wheel from the index)
-#   9. test_sdk_examples.py           the Rust SDK's example plugins (google_search, duck_tools, neko; built by the step
-#                                     cargo-build-examples: cargo build --release -p dify-plugin --examples) registered
-#                                     over remote debugging and driven through the daemon's tool dispatch routes and its
-#                                     endpoint management API + public /e/<hook_id>/… route
+#   9. test_sdk_examples.py           the Rust SDK's example plugins (google_search, duck_tools, neko, echo_trigger; built
+#                                     by cargo-build-examples, packaged by package-examples with dify-plugin-package)
+#                                     registered over remote debugging, then installed as packages, and driven through
+#                                     the daemon's tool and trigger dispatch routes and its endpoint management API +
+#                                     public /e/<hook_id>/… route
 # services.sh stop always runs at the end (trap), whatever happened.
 #
 # Honest by construction: a step that cannot run is a FAILURE, never a skip. When a prerequisite (1-4) fails, the
@@ -142,6 +143,20 @@ EXAMPLES_OK=0
 if [ "$PREREQ_OK" = 1 ]; then
   step cargo-build-examples cargo build --release --locked -p dify-plugin --examples && EXAMPLES_OK=1
 else not_run cargo-build-examples "a prerequisite failed"; fi
+# Each example as the .difypkg any plugin on the SDK gets from dify-plugin-package (its binary for this
+# machine inside), which test_sdk_examples.py installs into the daemon.
+package_examples() {
+  local out="${CARGO_TARGET_DIR:-$ROOT/target}/conformance-examples" bins="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
+  mkdir -p "$out"
+  cargo build --release --locked -p dify-plugin --features package --bin dify-plugin-package || return 1
+  for name in google_search duck_tools neko echo_trigger; do
+    "${CARGO_TARGET_DIR:-$ROOT/target}/release/dify-plugin-package" "$ROOT/crates/dify-plugin/examples/$name" \
+      --binary "amd64=$bins/$name" --name "$name" --out "$out/$name.difypkg" || return 1
+  done
+}
+if [ "$EXAMPLES_OK" = 1 ]; then
+  step package-examples package_examples || EXAMPLES_OK=0
+else not_run package-examples "the examples did not build"; fi
 if [ "$PREREQ_OK" = 1 ]; then
   rm -f "$LOGS/package.env"
   if step package package_step && [ -f "$LOGS/package.env" ]; then

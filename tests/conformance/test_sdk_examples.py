@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Conformance test of the Rust SDK's example plugins (crates/dify-plugin/examples) against the REAL Dify plugin
-daemon, over remote debugging (issue #19: "each runs … registered over remote debugging, … and driven through the
-daemon's own dispatch routes for its kind").
+daemon, over remote debugging and installed as packages (issue #19: "each runs … registered over remote debugging,
+installed as a package, and driven through the daemon's own dispatch routes for its kind"). Every section runs twice:
+[remote] (the binary registers itself) and [package] (the .difypkg dify-plugin-package wrote, uploaded and installed;
+the daemon builds its venv and runs main.py, which execs the bundled binary).
 
 Expects `bash tests/conformance/services.sh start` (reads its env file through dify_daemon.load_env) and the built
-examples (`cargo build --release -p dify-plugin --examples`: target/release/examples/{google_search,duck_tools,neko},
-or $OT_EXAMPLES_DIR). Python 3 stdlib only; talks to loopback only.
+examples (`cargo build --release -p dify-plugin --examples`: target/release/examples/{google_search,duck_tools,neko,
+echo_trigger}, or $OT_EXAMPLES_DIR) and their packages (run.sh's package-examples step: target/conformance-examples/
+<name>.difypkg, or $OT_EXAMPLE_PACKAGES). Python 3 stdlib only; talks to loopback only.
 
 For each example: a debugging key from the daemon (POST /plugin/<tenant>/debugging/key); the example binary started
 with INSTALL_METHOD=remote, REMOTE_INSTALL_URL=<debug host:port>, REMOTE_INSTALL_KEY=<key>; the daemon must install it
@@ -14,6 +17,9 @@ for the tenant (management/list, runtime remote) and list what it declares throu
   - tools: POST /plugin/<tenant>/dispatch/tool/invoke (every tool; the ToolInvokeMessages the daemon relays as SSE),
     …/tool/validate_credentials (good and bad), …/tool/get_runtime_parameters, plus the errors for an unknown
     tool/provider and a missing required parameter;
+  - triggers: POST /plugin/<tenant>/dispatch/trigger/dispatch_event and …/trigger/invoke_event (the payload, the
+    sender's answer, a token refusal, a node's filter), a request naming another provider, subscribe without a
+    constructor, a raw request that is not HTTP;
   - endpoints: POST /plugin/<tenant>/endpoint/setup (the daemon validates the settings), endpoint/list/plugin for the
     hook id, then real HTTP requests to the daemon's /e/<hook_id>/<path> (status, headers, body, a streamed body as
     separate HTTP chunks, the request as the plugin saw it, 404/405, a handler error), disable/enable, remove.
@@ -29,6 +35,7 @@ Exit status 0 and a final "N passed, 0 failed" line when everything holds; a ste
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -39,6 +46,7 @@ import tempfile
 import time
 import traceback
 import uuid
+import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -46,7 +54,8 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 
 from dify_daemon import Daemon, load_env  # noqa: E402
-from test_openai_trigger import Checks, PluginProcess, clean_env, finish, plugin_error, wait_until  # noqa: E402
+from test_openai_trigger import (  # noqa: E402
+    Checks, PluginProcess, clean_env, finish, package_checksum, plugin_error, sse_chunk, wait_until)
 
 AUTHOR = "langgenius"
 VERSION = "0.0.1"
@@ -158,23 +167,78 @@ def icon_remapped(name) -> bool:
 
 
 class Example:
-    def __init__(self, c: Checks, api: Api, tmp: str, binary: str, name: str, plugin_id: str):
+    """One example plugin, run the way `mode` says: "remote" (the binary registers over remote debugging) or
+    "package" (its .difypkg, written by dify-plugin-package, uploaded and installed; the daemon runs it locally)."""
+
+    def __init__(self, c: Checks, api: Api, tmp: str, binary: str, name: str, plugin_id: str,
+                 mode: str = "remote", package: str = ""):
         self.c, self.api, self.tmp, self.binary, self.name, self.plugin_id = c, api, tmp, binary, name, plugin_id
+        self.mode, self.package = mode, package
         self.proc: PluginProcess | None = None
         self.uid = ""
         self.installation = None
 
-    def start(self) -> bool:
+    def start(self, probe=None) -> bool:
+        """Start the example in its mode; for a package, wait until `probe(self)` gets an answer from the plugin."""
+        self.uninstall_leftover()
+        return self.start_remote() if self.mode == "remote" else self.start_package(probe)
+
+    def uninstall_leftover(self) -> None:
+        leftover = self.api.installation(self.plugin_id)
+        if leftover is not None:
+            self.c.note(f"{self.plugin_id} was left installed ({leftover.get('runtime_type')}); uninstalling")
+            self.api.d.uninstall(leftover["id"])
+            wait_until(lambda: self.api.installation(self.plugin_id) is None, 15)
+
+    def start_package(self, probe) -> bool:
+        """Upload and install the example's package; the daemon builds its venv and runs main.py, which execs the
+        bundled binary."""
+        c = self.c
+        if not c.check(f"{self.name}: package exists: {self.package}", os.path.isfile(self.package),
+                       "run.sh's package-examples step writes it (dify-plugin-package)"):
+            return False
+        pkg = open(self.package, "rb").read()
+        files = {}
+        with zipfile.ZipFile(io.BytesIO(pkg)) as z:
+            for info in z.infolist():
+                files[info.filename] = z.read(info)
+        c.check(f"{self.name}: the package holds manifest.yaml, main.py, requirements.txt and "
+                f"bin/{self.name}-linux-amd64, and no directory entries",
+                {"manifest.yaml", "main.py", "requirements.txt", f"bin/{self.name}-linux-amd64"} <= set(files)
+                and not [n for n in files if n.endswith("/")], sorted(files))
+        st, body = self.api.d.upload_package(pkg, filename=os.path.basename(self.package))
+        if not c.check(f"{self.name}: upload accepted (code 0)", st == 200 and body.get("code") == 0,
+                       json.dumps(body)[:600]):
+            return False
+        uid = body["data"]["unique_identifier"]
+        c.check(f"{self.name}: unique_identifier = {self.plugin_id}:{VERSION}@<the daemon's checksum of the files>",
+                uid == f"{self.plugin_id}:{VERSION}@{package_checksum(files)}", uid)
+        st, body = self.api.d.install_identifiers([uid])
+        if not c.check(f"{self.name}: install task created", st == 200 and body.get("code") == 0, body):
+            return False
+        if not body["data"].get("all_installed"):
+            task = self.api.d.wait_task(body["data"]["task_id"], timeout=300)
+            if not c.check(f"{self.name}: install task succeeded (the daemon made the venv and started main.py)",
+                           task.get("status") == "success",
+                           "; ".join(p.get("message", "") for p in task.get("plugins", []))):
+                return False
+        inst = wait_until(lambda: self.api.installation(self.plugin_id), 15)
+        if not c.check(f"{self.name}: installed from the package: a local runtime with this uid",
+                       inst and inst.get("runtime_type") == "local" and inst.get("plugin_unique_identifier") == uid,
+                       json.dumps(inst)[:400]):
+            return False
+        self.installation, self.uid = inst, uid
+        if probe is not None:
+            c.check(f"{self.name}: the installed plugin answers through the daemon (its binary started)",
+                    wait_until(lambda: probe(self), 60), "no answer within 60 s")
+        return True
+
+    def start_remote(self) -> bool:
         """Start the example in remote mode and wait until the daemon installs it."""
         c = self.c
         if not c.check(f"{self.name}: example binary exists: {self.binary}", os.access(self.binary, os.X_OK),
                        "build it with cargo build --release -p dify-plugin --examples (or set OT_EXAMPLES_DIR)"):
             return False
-        leftover = self.api.installation(self.plugin_id)
-        if leftover is not None:
-            c.note(f"{self.plugin_id} was left installed ({leftover.get('runtime_type')}); uninstalling")
-            self.api.d.uninstall(leftover["id"])
-            wait_until(lambda: self.api.installation(self.plugin_id) is None, 15)
         key = self.api.d.debugging_key()
         addr = f"{self.api.env['DIFY_DAEMON_DEBUG_HOST']}:{self.api.env['DIFY_DAEMON_DEBUG_PORT']}"
         env = clean_env({"INSTALL_METHOD": "remote", "REMOTE_INSTALL_URL": addr, "REMOTE_INSTALL_KEY": key})
@@ -197,6 +261,12 @@ class Example:
         return True
 
     def stop(self) -> None:
+        if self.mode == "package":
+            if self.installation is not None:
+                st, body = self.api.d.uninstall(self.installation["id"])
+                gone = wait_until(lambda: self.api.installation(self.plugin_id) is None, 15)
+                self.c.check(f"{self.name}: uninstalled; no longer listed", st == 200 and gone, body)
+            return
         if self.proc is None:
             return
         self.proc.stop()
@@ -251,7 +321,7 @@ def check_tool_listing(ex: Example, provider: str, tools: list, credentials: lis
     names = [t.get("identity", {}).get("name") for t in decl.get("tools") or []]
     c.check(f"{ex.name}: declaration lists the tools {tools}", names == tools, names)
     ident = decl.get("identity") or {}
-    c.check(f"{ex.name}: provider identity {AUTHOR}/{provider}, icon sent as an asset (daemon remapped it)",
+    c.check(f"{ex.name}: provider identity {AUTHOR}/{provider}, icon stored as an asset (the daemon remapped its name)",
             ident.get("author") == AUTHOR and ident.get("name") == provider and icon_remapped(ident.get("icon")),
             ident)
     schema = [(s.get("name"), s.get("type"), s.get("required")) for s in decl.get("credentials_schema") or []]
@@ -267,11 +337,12 @@ def check_tool_listing(ex: Example, provider: str, tools: list, credentials: lis
 # ============================================================================================ google_search
 
 
-def section_google(c: Checks, api: Api, tmp: str, bindir: str) -> None:
-    c.section("1. google_search (tools): google_search, report, credentials, runtime parameters")
-    ex = Example(c, api, tmp, os.path.join(bindir, "google_search"), "google_search", f"{AUTHOR}/google")
+def section_google(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir: str) -> None:
+    c.section(f"1. google_search (tools) [{mode}]: google_search, report, credentials, runtime parameters")
+    ex = Example(c, api, tmp, os.path.join(bindir, "google_search"), "google_search", f"{AUTHOR}/google", mode,
+                 os.path.join(pkgdir, "google_search.difypkg"))
     try:
-        if not ex.start():
+        if not ex.start(lambda e: frames(e.validate("google", {"serpapi_api_key": "serp-probe"}))):
             c.fail("google_search: the tool checks cannot run: the example is not registered")
             return
         decl = check_tool_listing(ex, "google", ["google_search", "report"],
@@ -368,12 +439,13 @@ def section_google(c: Checks, api: Api, tmp: str, bindir: str) -> None:
 # ============================================================================================ duck_tools
 
 
-def section_duck(c: Checks, api: Api, tmp: str, bindir: str) -> None:
-    c.section("2. duck_tools (tool + endpoint in one plugin)")
-    ex = Example(c, api, tmp, os.path.join(bindir, "duck_tools"), "duck_tools", f"{AUTHOR}/duck_tools")
+def section_duck(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir: str) -> None:
+    c.section(f"2. duck_tools (tool + endpoint in one plugin) [{mode}]")
+    ex = Example(c, api, tmp, os.path.join(bindir, "duck_tools"), "duck_tools", f"{AUTHOR}/duck_tools", mode,
+                 os.path.join(pkgdir, "duck_tools.difypkg"))
     endpoint = None
     try:
-        if not ex.start():
+        if not ex.start(lambda e: frames(e.validate("duck", {}))):
             c.fail("duck_tools: the tool and endpoint checks cannot run: the example is not registered")
             return
         decl = check_tool_listing(ex, "duck", ["quack"], [])
@@ -438,9 +510,10 @@ def section_duck(c: Checks, api: Api, tmp: str, bindir: str) -> None:
 # ============================================================================================ neko
 
 
-def section_neko(c: Checks, api: Api, tmp: str, bindir: str) -> None:
-    c.section("3. neko (endpoints): settings, streamed body, the request as the plugin sees it")
-    ex = Example(c, api, tmp, os.path.join(bindir, "neko"), "neko", f"{AUTHOR}/neko")
+def section_neko(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir: str) -> None:
+    c.section(f"3. neko (endpoints) [{mode}]: settings, streamed body, the request as the plugin sees it")
+    ex = Example(c, api, tmp, os.path.join(bindir, "neko"), "neko", f"{AUTHOR}/neko", mode,
+                 os.path.join(pkgdir, "neko.difypkg"))
     endpoint = None
     try:
         if not ex.start():
@@ -465,6 +538,9 @@ def section_neko(c: Checks, api: Api, tmp: str, bindir: str) -> None:
             c.fail("neko: the /e/ checks cannot run without an endpoint")
             return
         hook = endpoint["hook_id"]
+        if ex.mode == "package":
+            c.check("neko: the installed plugin answers through the daemon (its binary started)",
+                    wait_until(lambda: api.http("GET", f"/e/{hook}/duck/probe")[0] == 200, 60), "no answer within 60 s")
         c.check("neko: the listed endpoint carries its settings", endpoint.get("settings") == {"greeting": "meow"},
                 endpoint.get("settings"))
 
@@ -526,6 +602,85 @@ def section_neko(c: Checks, api: Api, tmp: str, bindir: str) -> None:
         ex.stop()
 
 
+# ============================================================================================ echo_trigger
+
+
+def section_echo(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir: str) -> None:
+    c.section(f"4. echo_trigger (trigger on the typed layer) [{mode}]: dispatch, invoke, token, node filter, errors")
+    ex = Example(c, api, tmp, os.path.join(bindir, "echo_trigger"), "echo_trigger", f"{AUTHOR}/echo_trigger", mode,
+                 os.path.join(pkgdir, "echo_trigger.difypkg"))
+    sub = {"endpoint": "https://dify.test/triggers/plugin/echo-1", "expires_at": -1, "parameters": {},
+           "properties": {}}
+    raw = (b"POST /triggers/plugin/echo-1?x=1 HTTP/1.1\r\nHost: dify.test\r\nContent-Type: application/json\r\n"
+           b"\r\n{\"hello\":\"world\"}")
+
+    def dispatch(subscription: dict, request: bytes, provider: str = "echo"):
+        return api.d.dispatch("trigger/dispatch_event", ex.plugin_id, {
+            "provider": provider, "subscription": subscription, "raw_http_request": request.hex(), "credentials": {},
+            "credential_type": "unauthorized"}, user_id="", timeout=30)
+
+    def invoke(payload: dict, parameters: dict):
+        return api.d.dispatch("trigger/invoke_event", ex.plugin_id, {
+            "provider": "echo", "event": "ping", "subscription": sub, "raw_http_request": raw.hex(),
+            "parameters": parameters, "payload": payload, "credentials": {}, "credential_type": "unauthorized"},
+            user_id=USER, timeout=30)
+
+    try:
+        if not ex.start(lambda e: sse_chunk(dispatch(sub, raw))):
+            c.fail("echo_trigger: the trigger checks cannot run: the example is not installed")
+            return
+        st, body = api.d.json("GET", f"/plugin/{api.tenant}/management/triggers?page=1&page_size=256")
+        entry = next((i for i in (body.get("data") or []) if i.get("plugin_id") == ex.plugin_id), None)
+        decl = (entry or {}).get("declaration") or {}
+        c.check("echo_trigger: management/triggers lists provider echo with the event ping and the optional "
+                "secret-input token",
+                entry and entry.get("provider") == "echo"
+                and [e.get("identity", {}).get("name") for e in decl.get("events") or []] == ["ping"]
+                and [(s.get("name"), s.get("type"), s.get("required")) for s in decl.get("subscription_schema") or []]
+                == [("token", "secret-input", False)], json.dumps(entry)[:800])
+
+        chunk = sse_chunk(dispatch(sub, raw))
+        ping = {"method": "POST", "path": "/triggers/plugin/echo-1?x=1", "body": '{"hello":"world"}'}
+        c.check("echo_trigger: dispatch_event → events [ping], the payload (method, path, body), user_id ''",
+                chunk and chunk.get("events") == ["ping"] and chunk.get("payload") == ping
+                and chunk.get("user_id") == "", chunk)
+        response = bytes.fromhex((chunk or {}).get("response") or "")
+        c.check("echo_trigger: the sender's answer is 200 ok with an exact Content-Length",
+                response == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", response)
+
+        chunk = sse_chunk(invoke(ping, {}))
+        c.check("echo_trigger: invoke_event ping → the payload as variables, not cancelled",
+                chunk == {"variables": ping, "cancelled": False}, chunk)
+        chunk = sse_chunk(invoke(ping, {"method": "GET"}))
+        c.check("echo_trigger: a node keeping only GET → cancelled, variables {}",
+                chunk == {"variables": {}, "cancelled": True}, chunk)
+
+        guarded = dict(sub, properties={"token": "t0k"})
+        chunk = sse_chunk(dispatch(guarded, raw))
+        refused = bytes.fromhex((chunk or {}).get("response") or "")
+        c.check("echo_trigger: a subscription with a token: a request without X-Echo-Token fires nothing, 401",
+                chunk and chunk.get("events") == [] and refused.startswith(b"HTTP/1.1 401 "), (chunk, refused[:80]))
+        with_token = raw.replace(b"Host: dify.test\r\n", b"Host: dify.test\r\nX-Echo-Token: t0k\r\n")
+        chunk = sse_chunk(dispatch(guarded, with_token))
+        c.check("echo_trigger: … and with the token it fires ping", chunk and chunk.get("events") == ["ping"], chunk)
+
+        sse = dispatch(sub, raw, provider="github")
+        c.check("echo_trigger: a dispatch naming another provider → ValueError relayed by the daemon",
+                is_error(sse, "ValueError"), sse)
+        sse = api.d.dispatch("trigger/subscribe", ex.plugin_id, {
+            "provider": "echo", "endpoint": "https://dify.test/triggers/plugin/echo-2", "parameters": {},
+            "credentials": {}, "credential_type": "api-key"}, user_id=USER, timeout=30)
+        c.check("echo_trigger: subscribe (no subscription constructor) → NotImplementedError",
+                is_error(sse, "NotImplementedError"), sse)
+        sse = dispatch(sub, b"not an http request")
+        chunk = sse_chunk(sse)
+        c.check("echo_trigger: a raw request that is not HTTP → 400 to the sender, nothing fires (not a panic)",
+                chunk and chunk.get("events") == [] and bytes.fromhex(chunk.get("response", "")).startswith(
+                    b"HTTP/1.1 400 "), sse)
+    finally:
+        ex.stop()
+
+
 # ============================================================================================ main
 
 
@@ -533,6 +688,8 @@ def main() -> int:
     c = Checks()
     bindir = os.environ.get("OT_EXAMPLES_DIR") or os.path.join(
         os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "examples")
+    pkgdir = os.environ.get("OT_EXAMPLE_PACKAGES") or os.path.join(
+        os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "conformance-examples")
     env = load_env()
     api = Api(env)
     st, _ = api.d.json("GET", "/health/check")
@@ -541,14 +698,17 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="ot-conformance-examples-")
     t_all = time.time()
     try:
-        for title, fn in (("google_search", section_google), ("duck_tools", section_duck), ("neko", section_neko)):
-            t0 = time.time()
-            try:
-                fn(c, api, tmp, bindir)
-            except Exception:  # noqa: BLE001
-                c.fail(f"{title}: raised", traceback.format_exc())
-            finally:
-                print(f"       ({title}: {time.time() - t0:.1f} s)", flush=True)
+        sections = (("google_search", section_google), ("duck_tools", section_duck), ("neko", section_neko),
+                    ("echo_trigger", section_echo))
+        for mode in ("remote", "package"):
+            for title, fn in sections:
+                t0 = time.time()
+                try:
+                    fn(c, api, tmp, bindir, mode, pkgdir)
+                except Exception:  # noqa: BLE001
+                    c.fail(f"{title} [{mode}]: raised", traceback.format_exc())
+                finally:
+                    print(f"       ({title} [{mode}]: {time.time() - t0:.1f} s)", flush=True)
     finally:
         if os.environ.get("OT_KEEP_TMP") == "1" or c.failed:
             print(f"\nexample logs kept in {tmp}")
