@@ -34,7 +34,8 @@ Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) an
 - [`oauth`]: the OAuth actions of tool, trigger and datasource providers.
 - [`Router`]: a [`Plugin`] that routes by provider/tool, by endpoint method/path, and to a trigger
   provider.
-- [`host`]: Dify's side of the protocol, for tests, demos and local development.
+- `host` (feature `host`): Dify's side of the protocol, for tests, demos and local development;
+  not compiled into a plugin that does not ask for it.
 
 Logs go through `tracing` (to stderr: the daemon records stderr lines as warnings, §1.3).
 */
@@ -52,6 +53,7 @@ pub mod build;
 pub mod declaration;
 pub mod endpoint;
 pub mod framing;
+#[cfg(feature = "host")]
 pub mod host;
 pub mod inbound;
 pub mod oauth;
