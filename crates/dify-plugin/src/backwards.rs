@@ -37,9 +37,12 @@ pub enum BackwardsError {
     /// The answer did not have the shape the call expects.
     #[error("the daemon's answer is malformed: {0}")]
     Malformed(String),
-    /// This transport cannot call back into Dify (an in-process host without a daemon side).
+    /// This transport cannot call back into Dify (serverless, a detached session).
     #[error("backwards calls are not available here: {0}")]
     Unavailable(&'static str),
+    /// The daemon sent more than this many events before the caller read them.
+    #[error("the daemon sent more than {0} events of one call before they were read")]
+    Overflow(usize),
 }
 
 /// One storage request (daemon-protocol.md §4.2), serialised straight into its line.
@@ -58,6 +61,9 @@ const MAX_EVENTS_PER_CALL: usize = 256;
 #[derive(Default)]
 pub(crate) struct Pending {
     waiters: Mutex<HashMap<String, mpsc::Sender<BackwardsResponse>>>,
+    /// Calls whose events came faster than they were read, past [`MAX_EVENTS_PER_CALL`]: they
+    /// fail with [`BackwardsError::Overflow`] instead of silently missing an event.
+    overflowed: Mutex<std::collections::HashSet<String>>,
     next: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -65,11 +71,23 @@ pub(crate) struct Pending {
 impl Pending {
     /// Routes one `backwards_response` to its waiter; false when nobody waits for that id.
     pub(crate) fn deliver(&self, response: BackwardsResponse) -> bool {
-        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        match waiters.get(&response.backwards_request_id) {
-            Some(waiter) => waiter.try_send(response).is_ok(),
-            None => false,
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let id = response.backwards_request_id.clone();
+        match waiters.get(&id).map(|waiter| waiter.try_send(response)) {
+            Some(Ok(())) => true,
+            Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                // Dropping the sender ends the caller's stream once it has read what is queued;
+                // the mark makes that end an Overflow error, not a silent gap.
+                waiters.remove(&id);
+                self.overflowed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+                false
+            }
+            Some(Err(mpsc::error::TrySendError::Closed(_))) | None => false,
         }
+    }
+
+    fn take_overflow(&self, id: &str) -> bool {
+        self.overflowed.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
     }
 
     /// Fails every pending and future call with `Closed` (the connection ended).
@@ -90,6 +108,7 @@ impl Pending {
 
     fn forget(&self, id: &str) {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.overflowed.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 }
 
@@ -103,51 +122,103 @@ pub(crate) enum Channel {
 }
 
 impl Channel {
-    pub(crate) async fn invoke(
+    /// Writes the `invoke` and returns its events as they come, until `deadline`.
+    pub(crate) async fn open(
         &self,
         session_id: &str,
         out: &Outbox,
         kind: &str,
         request: &RawValue,
-        timeout: Duration,
-    ) -> Result<Vec<Value>, BackwardsError> {
+        deadline: tokio::time::Instant,
+    ) -> Result<BackwardsStream, BackwardsError> {
         let pending = match self {
             Channel::Stream(pending) => pending,
             Channel::Unavailable(why) => return Err(BackwardsError::Unavailable(why)),
         };
-        let (id, mut events) = pending.register().ok_or(BackwardsError::Closed)?;
-        struct Forget<'a>(&'a Pending, &'a str);
-        impl Drop for Forget<'_> {
-            fn drop(&mut self) {
-                self.0.forget(self.1);
-            }
+        let (id, events) = pending.register().ok_or(BackwardsError::Closed)?;
+        // Registered before the invoke is written: an answer can never arrive before anyone listens.
+        let registration = Registration { pending: pending.clone(), id };
+        out.send(wire::invoke_line(session_id, kind, &registration.id, request))
+            .await
+            .map_err(|_| BackwardsError::Closed)?;
+        Ok(BackwardsStream { events, registration, deadline, timeout_error: BackwardsError::Closed, done: false })
+    }
+}
+
+/// Forgets its call when dropped (answered, failed, timed out or abandoned).
+struct Registration {
+    pending: Arc<Pending>,
+    id: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.pending.forget(&self.id);
+    }
+}
+
+/// The `response` events of one backwards call, as the daemon sends them (an LLM's chunks, an
+/// app's events, a tool's messages): read them with [`next`](Self::next) as they arrive, or
+/// [`collect`](Self::collect) them. The whole call has one deadline.
+pub struct BackwardsStream {
+    events: mpsc::Receiver<BackwardsResponse>,
+    registration: Registration,
+    deadline: tokio::time::Instant,
+    timeout_error: BackwardsError,
+    done: bool,
+}
+
+impl std::fmt::Debug for BackwardsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackwardsStream").field("id", &self.registration.id).field("done", &self.done).finish()
+    }
+}
+
+impl BackwardsStream {
+    /// The next `response` event's `data`; None after `end`.
+    ///
+    /// Errors (each ends the stream): [`BackwardsError::Daemon`] (the daemon's `error`: a missing
+    /// permission, an invalid request, the model's failure), `Timeout` at the call's deadline,
+    /// `Closed` when the connection ends first, `Overflow` when more than 256 events were queued
+    /// unread, `Malformed` for an unknown event.
+    pub async fn next(&mut self) -> Option<Result<Value, BackwardsError>> {
+        if self.done {
+            return None;
         }
-        let _forget = Forget(pending, &id);
-        out.send(wire::invoke_line(session_id, kind, &id, request)).await.map_err(|_| BackwardsError::Closed)?;
-        let collect = async {
-            let mut responses = Vec::new();
-            while let Some(event) = events.recv().await {
-                match event.event.as_str() {
-                    "response" => responses.push(event.data.unwrap_or(Value::Null)),
-                    "error" => {
-                        let message = event.message.unwrap_or_default();
-                        return Err(BackwardsError::Daemon(wire::truncate(&message, 500).to_owned()));
-                    }
-                    "end" => return Ok(responses),
-                    other => {
-                        return Err(BackwardsError::Malformed(format!(
-                            "unknown backwards event {:?}",
-                            wire::truncate(other, 32)
-                        )));
-                    }
+        let event = match tokio::time::timeout_at(self.deadline, self.events.recv()).await {
+            Err(_) => Err(std::mem::replace(&mut self.timeout_error, BackwardsError::Closed)),
+            Ok(None) if self.registration.pending.take_overflow(&self.registration.id) => {
+                Err(BackwardsError::Overflow(MAX_EVENTS_PER_CALL))
+            }
+            Ok(None) => Err(BackwardsError::Closed),
+            Ok(Some(event)) => match event.event.as_str() {
+                "response" => return Some(Ok(event.data.unwrap_or(Value::Null))),
+                "end" => {
+                    self.done = true;
+                    return None;
                 }
-            }
-            Err(BackwardsError::Closed)
+                "error" => {
+                    let message = event.message.unwrap_or_default();
+                    Err(BackwardsError::Daemon(wire::truncate(&message, 500).to_owned()))
+                }
+                other => {
+                    Err(BackwardsError::Malformed(format!("unknown backwards event {:?}", wire::truncate(other, 32))))
+                }
+            },
         };
-        match tokio::time::timeout(timeout, collect).await {
-            Ok(result) => result,
-            Err(_) => Err(BackwardsError::Timeout(timeout)),
+        self.done = true;
+        Some(event)
+    }
+
+    /// Every `response` event's `data`, in order, once the daemon sends `end`.
+    ///
+    /// Errors: as [`next`](Self::next).
+    pub async fn collect(mut self) -> Result<Vec<Value>, BackwardsError> {
+        let mut responses = Vec::new();
+        while let Some(event) = self.next().await {
+            responses.push(event?);
         }
+        Ok(responses)
     }
 }
 
@@ -166,8 +237,20 @@ impl Invoker<'_> {
         request: &RawValue,
         timeout: Option<Duration>,
     ) -> Result<Vec<Value>, BackwardsError> {
+        self.open(kind, request, timeout).await?.collect().await
+    }
+
+    pub(crate) async fn open(
+        &self,
+        kind: &str,
+        request: &RawValue,
+        timeout: Option<Duration>,
+    ) -> Result<BackwardsStream, BackwardsError> {
         let timeout = timeout.unwrap_or(self.default_timeout);
-        self.channel.invoke(self.session_id, self.out, kind, request, timeout).await
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut stream = self.channel.open(self.session_id, self.out, kind, request, deadline).await?;
+        stream.timeout_error = BackwardsError::Timeout(timeout);
+        Ok(stream)
     }
 }
 
@@ -233,5 +316,57 @@ impl<'a> Storage<'a> {
         let responses = self.invoker.invoke("storage", &request, self.timeout).await?;
         let last = responses.into_iter().last().ok_or_else(|| BackwardsError::Malformed("no response".into()))?;
         serde_json::from_value(last).map_err(|_| BackwardsError::Malformed("unexpected storage answer".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, event: &str, n: u64) -> BackwardsResponse {
+        serde_json::from_value(serde_json::json!({"backwards_request_id": id, "event": event, "data": n})).unwrap()
+    }
+
+    /// Events that come faster than they are read past the bound end the call with an error: the
+    /// caller never sees a stream with a silent gap.
+    #[tokio::test]
+    async fn an_overflow_is_an_error_not_a_gap() {
+        let pending = Arc::new(Pending::default());
+        let (id, events) = pending.register().unwrap();
+        let registration = Registration { pending: pending.clone(), id: id.clone() };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut stream =
+            BackwardsStream { events, registration, deadline, timeout_error: BackwardsError::Closed, done: false };
+        for n in 0..MAX_EVENTS_PER_CALL as u64 {
+            assert!(pending.deliver(event(&id, "response", n)));
+        }
+        assert!(!pending.deliver(event(&id, "response", 999)), "one too many");
+        assert!(!pending.deliver(event(&id, "end", 0)), "the call is over");
+        for n in 0..MAX_EVENTS_PER_CALL as u64 {
+            assert_eq!(stream.next().await.unwrap().unwrap(), serde_json::json!(n));
+        }
+        assert_eq!(stream.next().await.unwrap().unwrap_err(), BackwardsError::Overflow(MAX_EVENTS_PER_CALL));
+        assert!(stream.next().await.is_none());
+        drop(stream);
+        assert!(pending.overflowed.lock().unwrap().is_empty(), "forgotten with its call");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_covers_the_whole_call() {
+        let pending = Arc::new(Pending::default());
+        let (id, events) = pending.register().unwrap();
+        let registration = Registration { pending: pending.clone(), id: id.clone() };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut stream = BackwardsStream {
+            events,
+            registration,
+            deadline,
+            timeout_error: BackwardsError::Timeout(Duration::from_secs(5)),
+            done: false,
+        };
+        assert!(pending.deliver(event(&id, "response", 1)));
+        assert_eq!(stream.next().await.unwrap().unwrap(), serde_json::json!(1));
+        assert_eq!(stream.next().await.unwrap().unwrap_err(), BackwardsError::Timeout(Duration::from_secs(5)));
+        assert!(stream.next().await.is_none());
     }
 }

@@ -20,7 +20,8 @@ Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) an
 - [`Plugin`], [`Request`], [`Session`]: what a plugin implements and sees.
 - [`inbound`]: what one input line is (a pure function both transports use).
 - `serve`: the transport-agnostic session loop ([`serve()`]), heartbeats, the single writer.
-- [`backwards`]: calls back into Dify, and [`Storage`].
+- [`backwards`]: calls back into Dify, streamed ([`BackwardsStream`]) or collected, and [`Storage`];
+  [`invocation`]: every backwards type of the daemon, typed ([`Session::call`], [`Session::call_stream`]).
 - [`stdio`], [`remote`], [`serverless`]: the three transports; [`InstallMethod`] picks one.
 - [`declaration`]: a plugin's manifest and providers (of one or several kinds) as data, for
   remote registration; [`include_declaration!`] loads what a build script embedded.
@@ -56,6 +57,7 @@ pub mod framing;
 #[cfg(feature = "host")]
 pub mod host;
 pub mod inbound;
+pub mod invocation;
 pub mod oauth;
 mod outbox;
 #[cfg(feature = "package")]
@@ -76,7 +78,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use action::Action;
-pub use backwards::{BackwardsError, Storage};
+pub use backwards::{BackwardsError, BackwardsStream, Storage};
 pub use declaration::{Asset, Declaration, EmbeddedError, ProviderKind};
 pub use oauth::OAuthProvider;
 pub use outbox::Closed;

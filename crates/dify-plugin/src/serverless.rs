@@ -41,7 +41,7 @@ use crate::session::{Plugin, Request, Session};
 pub const MAX_INVOKE_BODY: usize = 16 << 20;
 
 /// Why the backwards channel is closed in this transport.
-const NO_BACKWARDS: &str = "the serverless transport has no backwards channel";
+const NO_BACKWARDS: &str = "Dify's serverless runtime does not route backwards calls (storage, models, tools, apps) to a plugin served over HTTP; they work under the daemon (local) and over remote debugging";
 
 /// Serves the contract on `host:port` until `shutdown` completes, then stops accepting and returns
 /// (answers in flight finish on their own tasks). `lambda` selects the `aws_lambda` variant,

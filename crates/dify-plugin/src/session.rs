@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::action::Action;
-use crate::backwards::{BackwardsError, Channel, Invoker, Storage};
+use crate::backwards::{BackwardsError, BackwardsStream, Channel, Invoker, Storage};
+use crate::invocation::{Invocation, TypedStream};
 use crate::outbox::{Closed, Outbox};
 use crate::wire::{self, ErrorData};
 
@@ -193,6 +194,56 @@ impl Session {
         self.invoker().invoke(kind, request, Some(timeout)).await
     }
 
+    /// Calls back into Dify and returns the `response` events as they arrive (an LLM's chunks, an
+    /// app's events), with the runtime's backwards timeout for the whole call.
+    ///
+    /// Errors: as [`invoke`](Self::invoke), from this call or from the stream.
+    pub async fn invoke_stream(&self, kind: &str, request: &RawValue) -> Result<BackwardsStream, BackwardsError> {
+        self.invoker().open(kind, request, None).await
+    }
+
+    /// [`invoke_stream`](Self::invoke_stream) with its own timeout for the whole call.
+    pub async fn invoke_stream_within(
+        &self,
+        kind: &str,
+        request: &RawValue,
+        timeout: Duration,
+    ) -> Result<BackwardsStream, BackwardsError> {
+        self.invoker().open(kind, request, Some(timeout)).await
+    }
+
+    /// A typed backwards call with one answer ([`crate::invocation`]: a summary, a moderation
+    /// verdict, an upload URL, …): the last `response` event, decoded.
+    ///
+    /// Errors: as [`invoke`](Self::invoke); [`BackwardsError::Malformed`] for no answer or one of
+    /// another shape.
+    pub async fn call<I: Invocation>(&self, invocation: &I) -> Result<I::Response, BackwardsError> {
+        let request = encode(invocation)?;
+        let last = self.invoker().invoke(I::KIND, &request, None).await?.into_iter().last();
+        let last = last.ok_or_else(|| BackwardsError::Malformed(format!("{} answered nothing", I::KIND)))?;
+        serde_json::from_value(last)
+            .map_err(|err| BackwardsError::Malformed(format!("unexpected {} answer: {err}", I::KIND)))
+    }
+
+    /// A typed backwards call whose events stream ([`crate::invocation`]: an LLM, a tool, an app).
+    ///
+    /// Errors: as [`invoke_stream`](Self::invoke_stream).
+    pub async fn call_stream<I: Invocation>(&self, invocation: &I) -> Result<TypedStream<I::Response>, BackwardsError> {
+        self.call_stream_within(invocation, self.backwards_timeout).await
+    }
+
+    /// [`call_stream`](Self::call_stream) with its own timeout for the whole call (an LLM's long
+    /// answer may need more than the default).
+    pub async fn call_stream_within<I: Invocation>(
+        &self,
+        invocation: &I,
+        timeout: Duration,
+    ) -> Result<TypedStream<I::Response>, BackwardsError> {
+        let request = encode(invocation)?;
+        let inner = self.invoker().open(I::KIND, &request, Some(timeout)).await?;
+        Ok(TypedStream { inner, marker: std::marker::PhantomData })
+    }
+
     fn invoker(&self) -> Invoker<'_> {
         Invoker {
             session_id: &self.id,
@@ -212,6 +263,11 @@ impl Session {
     pub async fn log(&self, level: &str, message: &str) {
         let _ = self.out.send(wire::log_line(level, wire::truncate(message, 2000), wire::unix_time())).await;
     }
+}
+
+fn encode<I: Invocation>(invocation: &I) -> Result<Box<RawValue>, BackwardsError> {
+    serde_json::value::to_raw_value(invocation)
+        .map_err(|err| BackwardsError::Malformed(format!("cannot encode the {} request: {err}", I::KIND)))
 }
 
 /// Serializes `value` as a reply chunk.

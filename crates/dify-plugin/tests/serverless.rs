@@ -133,7 +133,7 @@ async fn errors_panics_and_backwards_calls_answer_like_stdio() {
     let (_, _, body) = http(&address, "POST", "/invoke", &envelope("b", json!({"action": "backwards"}))).await;
     assert_eq!(
         self::lines(&body)[0]["data"]["data"],
-        json!({"error": "backwards calls are not available here: the serverless transport has no backwards channel"})
+        json!({"error": "backwards calls are not available here: Dify's serverless runtime does not route backwards calls (storage, models, tools, apps) to a plugin served over HTTP; they work under the daemon (local) and over remote debugging"})
     );
 }
 
