@@ -141,7 +141,7 @@ else not_run cargo-build "a prerequisite failed"; fi
 # The SDK's examples (for test_sdk_examples.py only: a failure here fails that step, not the others).
 EXAMPLES_OK=0
 if [ "$PREREQ_OK" = 1 ]; then
-  step cargo-build-examples cargo build --release --locked -p dify-plugin --examples && EXAMPLES_OK=1
+  step cargo-build-examples cargo build --release --locked -p dify-plugin --examples -p hello-tool && EXAMPLES_OK=1
 else not_run cargo-build-examples "a prerequisite failed"; fi
 # Each example as the .difypkg any plugin on the SDK gets from dify-plugin-package (its binary for this
 # machine inside), which test_sdk_examples.py installs into the daemon.
@@ -153,6 +153,9 @@ package_examples() {
     "${CARGO_TARGET_DIR:-$ROOT/target}/release/dify-plugin-package" "$ROOT/crates/dify-plugin/examples/$name" \
       --binary "amd64=$bins/$name" --name "$name" --out "$out/$name.difypkg" || return 1
   done
+  # The README's walkthrough plugin, packaged as its README says.
+  "${CARGO_TARGET_DIR:-$ROOT/target}/release/dify-plugin-package" "$ROOT/crates/dify-plugin/walkthrough/hello-tool" \
+    --binary "amd64=$bins/../hello-tool" --name hello-tool --out "$out/hello-tool.difypkg" || return 1
 }
 if [ "$EXAMPLES_OK" = 1 ]; then
   step package-examples package_examples || EXAMPLES_OK=0

@@ -310,7 +310,7 @@ class Example:
         self.c.check(f"{self.name}: /e/<removed hook>/ answers 404", st == 404, st)
 
 
-def check_tool_listing(ex: Example, provider: str, tools: list, credentials: list) -> dict | None:
+def check_tool_listing(ex: Example, provider: str, tools: list, credentials: list, author: str = AUTHOR) -> dict | None:
     c = ex.c
     entry = ex.api.tool_provider(ex.plugin_id)
     if not c.check(f"{ex.name}: management/tools lists provider {provider} of {ex.plugin_id}",
@@ -321,8 +321,8 @@ def check_tool_listing(ex: Example, provider: str, tools: list, credentials: lis
     names = [t.get("identity", {}).get("name") for t in decl.get("tools") or []]
     c.check(f"{ex.name}: declaration lists the tools {tools}", names == tools, names)
     ident = decl.get("identity") or {}
-    c.check(f"{ex.name}: provider identity {AUTHOR}/{provider}, icon stored as an asset (the daemon remapped its name)",
-            ident.get("author") == AUTHOR and ident.get("name") == provider and icon_remapped(ident.get("icon")),
+    c.check(f"{ex.name}: provider identity {author}/{provider}, icon stored as an asset (the daemon remapped its name)",
+            ident.get("author") == author and ident.get("name") == provider and icon_remapped(ident.get("icon")),
             ident)
     schema = [(s.get("name"), s.get("type"), s.get("required")) for s in decl.get("credentials_schema") or []]
     c.check(f"{ex.name}: credentials_schema as declared {credentials}", schema == credentials, schema)
@@ -681,6 +681,28 @@ def section_echo(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir: 
         ex.stop()
 
 
+# ============================================================================================ hello-tool
+
+
+def section_hello(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir: str) -> None:
+    c.section(f"5. hello-tool (the crate README's walkthrough: cargo new to a tool the daemon runs) [{mode}]")
+    binary = os.path.join(os.path.dirname(bindir), "hello-tool")
+    ex = Example(c, api, tmp, binary, "hello-tool", "me/hello_tool", mode, os.path.join(pkgdir, "hello-tool.difypkg"))
+    try:
+        if not ex.start(lambda e: frames(e.tool("hello", "greet", {"name": "probe"}))):
+            c.fail("hello-tool: the walkthrough's checks cannot run: the plugin is not installed")
+            return
+        check_tool_listing(ex, "hello", ["greet"], [], author="me")
+        sse = ex.tool("hello", "greet", {"name": "Ada"})
+        c.check("hello-tool: dispatch/tool/invoke greet name=Ada → one text message 'Hello, Ada!'",
+                frames(sse) == [{"type": "text", "message": {"text": "Hello, Ada!"}, "meta": None}], sse)
+        sse = ex.tool("hello", "greet", {})
+        c.check("hello-tool: greet without its required name → ToolParameterValidationError before the handler runs",
+                is_error(sse, "ToolParameterValidationError"), sse)
+    finally:
+        ex.stop()
+
+
 # ============================================================================================ main
 
 
@@ -699,7 +721,7 @@ def main() -> int:
     t_all = time.time()
     try:
         sections = (("google_search", section_google), ("duck_tools", section_duck), ("neko", section_neko),
-                    ("echo_trigger", section_echo))
+                    ("echo_trigger", section_echo), ("hello-tool", section_hello))
         for mode in ("remote", "package"):
             for title, fn in sections:
                 t0 = time.time()

@@ -79,3 +79,26 @@ fn the_readme_shows_the_example_as_it_is() {
     let code = &example[example.find("use std::sync::Arc;").unwrap()..];
     assert_eq!(block, code, "README.md's example differs from examples/duck_tools.rs");
 }
+
+/// The README's walkthrough shows the files of `walkthrough/hello-tool` (a workspace member, so
+/// `cargo build --workspace` compiles it, and the conformance suite registers and installs it) as
+/// they are.
+#[test]
+fn the_readme_walkthrough_is_the_walkthrough_crate() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let section = readme.split("## From `cargo new`").nth(1).expect("the README has the walkthrough");
+    let section = section.split("\n## ").next().unwrap();
+    let blocks = |fence: &str| -> Vec<String> {
+        section.split(fence).skip(1).map(|b| b.split("```").next().unwrap().to_owned()).collect()
+    };
+    let file = |name: &str| std::fs::read_to_string(format!("{root}/walkthrough/hello-tool/{name}")).unwrap();
+    assert_eq!(blocks("```yaml\n"), [file("manifest.yaml"), file("provider/hello.yaml"), file("tools/greet.yaml")]);
+    assert_eq!(blocks("```rust,ignore\n"), [file("build.rs"), file("src/main.rs")]);
+    let toml = &blocks("```toml\n")[0];
+    for dependency in
+        ["serde_json = \"1\"", "tokio = { version = \"1\", features = [\"macros\", \"rt\"] }", "features = [\"build\"]"]
+    {
+        assert!(toml.contains(dependency) && file("Cargo.toml").contains(dependency), "{dependency}");
+    }
+}
