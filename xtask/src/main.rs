@@ -8,6 +8,7 @@ Release tooling, in the rust-analyzer manner: `cargo xtask <command>` (the alias
 - `package`: the self-contained `.difypkg` alone (static binaries inside), smoke-tested.
 - `soak`: a long mixed load on the release binary, answers and resources checked.
 - `bench`: the plugin against the Python SDK plugin, the naive yardstick and `cat`, in one run.
+- `bench-examples`: each SDK example beside its twin on the Python SDK: start-up, RSS, CPU, density.
 - `bench-daemon`: both plugins installed as packages in the real Dify plugin daemon, through its routes
   (`tests/conformance/bench.sh`).
 - `keygen`, `sign`, `verify`: RSA keys and the daemon's third-party package signature.
@@ -19,6 +20,7 @@ type); no module imports from the crate root (`xtask/tests/tidy.rs` checks).
 */
 
 mod bench;
+mod bench_examples;
 mod cmd;
 mod console;
 mod drift;
@@ -135,6 +137,11 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
     },
+    /// Each SDK example (crates/dify-plugin/examples) beside the same plugin on the official Python SDK
+    /// (bench/python-sdk-examples), over stdio: start-up to the first heartbeat, RSS idle and after 10,000
+    /// requests, CPU per request, and how many of ours fit in one Python plugin's memory;
+    /// writes target/bench/examples-latest.json.
+    BenchExamples,
     /// End-to-end benchmark through the real Dify plugin daemon: ours and the Python SDK plugin installed
     /// as packages in one daemon (PostgreSQL, Redis, storage live), at 1, 8 and 64 concurrent, interleaved;
     /// runs `bash tests/conformance/bench.sh` (as root; setup, packages, services on ports of its own,
@@ -214,6 +221,7 @@ fn main() -> ExitCode {
         Command::Bench { runs, quick, million, only, binary } => {
             bench::bench(&paths::workspace_root(), &bench::Options { runs, quick, million, only, binary })
         }
+        Command::BenchExamples => bench_examples::bench_examples(&paths::workspace_root()),
         // clean_env: bench.sh runs `cargo xtask release`, which must not inherit this `cargo run`'s variables
         Command::BenchDaemon { args } => cmd::run(
             cmd::clean_env(&mut std::process::Command::new("bash"))
