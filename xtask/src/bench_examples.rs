@@ -147,7 +147,9 @@ impl Proc {
         while ended < count {
             while sent < count && sent - ended < WINDOW {
                 let text = line(sent);
-                self.stdin.write_all(text.as_bytes()).map_err(|source| Error::Child { command: self.name.clone(), source })?;
+                self.stdin
+                    .write_all(text.as_bytes())
+                    .map_err(|source| Error::Child { command: self.name.clone(), source })?;
                 sent += 1;
             }
             match self.seen.recv_timeout(Duration::from_secs(60)) {
@@ -231,7 +233,9 @@ fn measure(name: String, program: &Path, args: &[&str], cwd: &Path, data: &Value
 /// `cargo xtask bench-examples`.
 pub(crate) fn bench_examples(root: &Path) -> Result<ExitCode> {
     say("==> cargo build --release -p dify-plugin --examples");
-    cmd::run(cmd::cargo().args(["build", "--release", "--locked", "-p", "dify-plugin", "--examples"]).current_dir(root))?;
+    cmd::run(
+        cmd::cargo().args(["build", "--release", "--locked", "-p", "dify-plugin", "--examples"]).current_dir(root),
+    )?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let python_dir = root.join("bench/python-sdk-plugin");
     say("==> bash bench/python-sdk-plugin/setup.sh (the official Python SDK, pinned)");
@@ -248,11 +252,15 @@ pub(crate) fn bench_examples(root: &Path) -> Result<ExitCode> {
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
     for example in examples() {
-        say(&format!("==> {}: ours, then the Python SDK twin ({REQUESTS} requests each, {WINDOW} in flight)", example.name));
+        say(&format!(
+            "==> {}: ours, then the Python SDK twin ({REQUESTS} requests each, {WINDOW} in flight)",
+            example.name
+        ));
         let ours_binary = target.join("release/examples").join(example.name);
         let ours = measure(format!("{} (ours)", example.name), &ours_binary, &[], &scratch, &example.data)?;
         let twin_dir = root.join("bench/python-sdk-examples").join(example.name);
-        let python = measure(format!("{} (Python SDK)", example.name), &python, &["-m", "main"], &twin_dir, &example.data)?;
+        let python =
+            measure(format!("{} (Python SDK)", example.name), &python, &["-m", "main"], &twin_dir, &example.data)?;
         json_rows.push(json!({"example": example.name, "ours": ours.json(), "python_sdk": python.json()}));
         rows.push((example.name, ours, python));
     }
@@ -280,7 +288,8 @@ pub(crate) fn bench_examples(root: &Path) -> Result<ExitCode> {
         ));
     }
     say(&out);
-    let report = json!({"machine": crate::bench::machine(), "requests": REQUESTS, "in_flight": WINDOW, "examples": json_rows});
+    let report =
+        json!({"machine": crate::bench::machine(), "requests": REQUESTS, "in_flight": WINDOW, "examples": json_rows});
     let dir = target.join("bench");
     std::fs::create_dir_all(&dir).at(&dir)?;
     let path = dir.join("examples-latest.json");

@@ -105,24 +105,8 @@ pub(crate) enum Error {
     /// A package without a file it must hold.
     #[error("the package has no {0}")]
     MissingEntry(&'static str),
-    /// A zip entry the daemon would refuse.
-    #[error("package entry {name} {problem}")]
-    Entry { name: String, problem: &'static str },
     #[error("zip: {0}")]
     Zip(#[from] zip::result::ZipError),
-    /// RSA key generation.
-    #[error("key: {0}")]
-    Rsa(#[from] rsa::Error),
-    /// Writing a key as PKCS#1 PEM.
-    #[error("key: {0}")]
-    Pem(#[from] rsa::pkcs1::Error),
-    /// A PEM text that holds no key of the expected kind.
-    #[error("key: expected {0}")]
-    KeyFormat(&'static str),
-    #[error("the package is not signed (its zip comment holds no signature)")]
-    Unsigned,
-    #[error("the signature does not match this key and these contents")]
-    BadSignature,
     /// The signing time.
     #[error("the system clock is before 1970: {0}")]
     Clock(#[from] std::time::SystemTimeError),

@@ -48,6 +48,24 @@ struct Cli {
     command: Command,
 }
 
+/// Who vouches for the plugin (`.verification.dify.json`), as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CategoryArg {
+    Community,
+    Partner,
+    Langgenius,
+}
+
+impl From<CategoryArg> for package::Category {
+    fn from(arg: CategoryArg) -> Self {
+        match arg {
+            CategoryArg::Community => package::Category::Community,
+            CategoryArg::Partner => package::Category::Partner,
+            CategoryArg::Langgenius => package::Category::Langgenius,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build everything a release needs: the wheels (maturin, manylinux2014 + musllinux_1_2, x86_64 and
@@ -157,7 +175,7 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         out: PathBuf,
         /// Key size in bits.
-        #[arg(long, default_value_t = package::sign::KEY_BITS, value_parser = clap::value_parser!(u16).range(2048..))]
+        #[arg(long, default_value_t = dify_plugin::sign::KEY_BITS, value_parser = clap::value_parser!(u16).range(2048..))]
         bits: u16,
     },
     /// Sign a package for daemons that trust your public key (THIRD_PARTY_SIGNATURE_VERIFICATION_*)
@@ -169,8 +187,8 @@ enum Command {
         #[arg(long, value_name = "PRIVATE_PEM")]
         key: PathBuf,
         /// Category written to .verification.dify.json.
-        #[arg(long, value_enum, default_value_t = package::Category::Community)]
-        category: package::Category,
+        #[arg(long, value_enum, default_value_t = CategoryArg::Community)]
+        category: CategoryArg,
         /// Where to write the signed package [default: <package>.signed.difypkg].
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
@@ -231,7 +249,7 @@ fn main() -> ExitCode {
         .map(|()| ExitCode::SUCCESS),
         Command::Keygen { out, bits } => package::keygen_command(&out, bits.into()),
         Command::Sign { package, key, category, out } => {
-            package::sign_command(&package, &key, category, out.as_deref())
+            package::sign_command(&package, &key, category.into(), out.as_deref())
         }
         Command::Verify { package, key } => package::verify_command(&package, &key),
         Command::OpenaiDrift { version, wheel } => drift::drift_command(version.as_deref(), wheel.as_deref()),

@@ -68,6 +68,8 @@ mod router;
 mod serve;
 pub mod serverless;
 mod session;
+#[cfg(feature = "package")]
+pub mod sign;
 pub mod stdio;
 pub mod tool;
 pub mod trigger;

@@ -8,7 +8,7 @@ checksum and unique identifier.
 
 [`bundle`] does it all from a directory; `cargo run -p dify-plugin --features package --bin
 dify-plugin-package -- <plugin dir> --binary amd64=<path> --out <file>` is the same as a command.
-Signing a package for daemons that verify signatures is `cargo xtask sign` (any package).
+[`crate::sign`] signs a package for daemons that verify signatures (`--sign <key.pem>`).
 */
 
 use std::io::{Cursor, Read, Write};
@@ -51,6 +51,18 @@ pub enum PackageError {
     MissingEntry(&'static str),
     #[error("arch {0:?} is not one of amd64, arm64")]
     Arch(String),
+    /// RSA key generation or encoding.
+    #[error("key: {0}")]
+    Key(String),
+    /// A PEM text that holds no key of the expected kind.
+    #[error("key: expected {0}")]
+    KeyFormat(&'static str),
+    /// A package without a signature comment.
+    #[error("the package is not signed (its zip comment holds no signature)")]
+    Unsigned,
+    /// A signature that does not verify with the key.
+    #[error("the signature does not match this key and these contents")]
+    BadSignature,
 }
 
 /// One file of the package: its path inside the zip (`/`-separated) and its bytes.

@@ -4,7 +4,7 @@
 //!   the zip around them.
 //! - the daemon's package checksum, the plugin's identity and the zip itself come from
 //!   [`dify_plugin::package`], which any plugin on the runtime packages with.
-//! - [`sign`]: RSA key pairs and the daemon's signature scheme.
+//! - `dify_plugin::sign`: RSA key pairs and the daemon's signature scheme.
 //! - [`elf`]: a check that each binary is a static build for its architecture, and the declaration
 //!   digest it embeds.
 //!
@@ -12,7 +12,6 @@
 
 pub(crate) mod archive;
 pub(crate) mod elf;
-pub(crate) mod sign;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -23,8 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) use archive::Entry;
 pub(crate) use dify_plugin::package::{Identity, checksum};
+pub(crate) use dify_plugin::sign::{self, Category};
 pub(crate) use elf::Arch;
-pub(crate) use sign::Category;
 
 use crate::console::say;
 use crate::error::{AtPath, Error, Result};

@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! dify-plugin-package <plugin dir> --binary amd64=<path> [--binary arm64=<path>] [--name <binary name>] [--out <file>]
+//!                     [--sign <private key.pem> [--category community|partner|langgenius]]
 //! ```
 //!
 //! Checks the plugin's YAML by the daemon's rules, bundles the declarations, assets, docs, a
 //! `main.py` launcher and the binaries, and prints the unique identifier the daemon will show.
 //! The binary name defaults to the manifest's `name`; the output to `<name>-<version>.difypkg`.
+//! With `--sign`, the package is signed for daemons that verify third-party signatures
+//! (`dify_plugin::sign`; the public key goes to `THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS`).
 #![allow(clippy::print_stdout, reason = "a command's report goes to its stdout")]
 
 use std::path::PathBuf;
@@ -14,7 +17,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: dify-plugin-package <plugin dir> --binary <amd64|arm64>=<path> [--binary …] [--name <binary name>] [--out <file>]"
+        "usage: dify-plugin-package <plugin dir> --binary <amd64|arm64>=<path> [--binary …] [--name <binary name>] [--out <file>] [--sign <key.pem> [--category community|partner|langgenius]]"
     );
     ExitCode::from(2)
 }
@@ -25,6 +28,8 @@ fn main() -> ExitCode {
     let mut binaries: Vec<(String, PathBuf)> = Vec::new();
     let mut name = None;
     let mut out = None;
+    let mut sign = None;
+    let mut category = dify_plugin::sign::Category::Community;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--binary" => match args.next().as_deref().and_then(|v| v.split_once('=')) {
@@ -33,6 +38,15 @@ fn main() -> ExitCode {
             },
             "--name" => name = args.next(),
             "--out" => out = args.next().map(PathBuf::from),
+            "--sign" => sign = args.next().map(PathBuf::from),
+            "--category" => {
+                category = match args.next().as_deref() {
+                    Some("community") => dify_plugin::sign::Category::Community,
+                    Some("partner") => dify_plugin::sign::Category::Partner,
+                    Some("langgenius") => dify_plugin::sign::Category::Langgenius,
+                    _ => return usage(),
+                }
+            }
             "-h" | "--help" => {
                 usage();
                 return ExitCode::SUCCESS;
@@ -45,7 +59,7 @@ fn main() -> ExitCode {
     if binaries.is_empty() {
         return usage();
     }
-    match run(&dir, &binaries, name, out) {
+    match run(&dir, &binaries, name, out, sign.map(|key| (key, category))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("dify-plugin-package: {err}");
@@ -59,6 +73,7 @@ fn run(
     binaries: &[(String, PathBuf)],
     name: Option<String>,
     out: Option<PathBuf>,
+    sign: Option<(PathBuf, dify_plugin::sign::Category)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let manifest = std::fs::read_to_string(dir.join("manifest.yaml"))
         .map_err(|err| format!("{}: {err}", dir.join("manifest.yaml").display()))?;
@@ -69,7 +84,16 @@ fn run(
         let bytes = std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?;
         loaded.push((arch.as_str(), bytes));
     }
-    let package = dify_plugin::package::bundle(dir, &name, &loaded)?;
+    let mut package = dify_plugin::package::bundle(dir, &name, &loaded)?;
+    if let Some((key, category)) = sign {
+        let pem = std::fs::read_to_string(&key).map_err(|err| format!("{}: {err}", key.display()))?;
+        let key = dify_plugin::sign::private_key_from_pem(&pem)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let signed = dify_plugin::sign::sign(&package.bytes, &key, category, now)?;
+        let (entries, _) = dify_plugin::package::read(&signed)?;
+        package =
+            dify_plugin::package::Package { bytes: signed, ..dify_plugin::package::Package::from_entries(&entries)? };
+    }
     let out = out.unwrap_or_else(|| PathBuf::from(format!("{}.difypkg", identity.file_stem())));
     std::fs::write(&out, &package.bytes).map_err(|err| format!("{}: {err}", out.display()))?;
     println!(

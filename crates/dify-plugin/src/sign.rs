@@ -1,4 +1,4 @@
-//! Signing a package so that a daemon configured with our public key marks it verified
+//! Signing a package (feature `package`) so that a daemon configured with your public key marks it verified
 //! (daemon-protocol.md §8.3; the daemon's `decoder/verifier.go` and `signer/withkey`).
 //!
 //! Signed data: for every zip entry in central-directory order, the verification file included,
@@ -18,24 +18,25 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::archive::{self, Entry};
-use crate::error::{Error, Result};
+use crate::package::{self as archive, Entry, PackageError as Error};
+
+type Result<T> = std::result::Result<T, Error>;
 
 /// The file the signer adds; the daemon reads the category from it.
-pub(crate) const VERIFICATION_FILE: &str = ".verification.dify.json";
+pub const VERIFICATION_FILE: &str = ".verification.dify.json";
 /// The size `dify signature generate` uses.
-pub(crate) const KEY_BITS: u16 = 4096;
+pub const KEY_BITS: u16 = 4096;
 
 /// Who vouches for the plugin, as recorded in [`VERIFICATION_FILE`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Category {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
     Community,
     Partner,
     Langgenius,
 }
 
 impl Category {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Category::Community => "community",
             Category::Partner => "partner",
@@ -45,27 +46,30 @@ impl Category {
 }
 
 /// A new RSA key pair.
-pub(crate) fn generate_key(bits: usize) -> Result<RsaPrivateKey> {
-    Ok(RsaPrivateKey::new(&mut OsRng, bits)?)
+///
+/// Errors: the key generator's ([`PackageError::Key`](Error::Key)).
+pub fn generate_key(bits: usize) -> Result<RsaPrivateKey> {
+    RsaPrivateKey::new(&mut OsRng, bits).map_err(|err| Error::Key(err.to_string()))
 }
 
 /// The key pair as PKCS#1 PEM texts: (private, public).
-pub(crate) fn key_pems(key: &RsaPrivateKey) -> Result<(String, String)> {
-    let private = key.to_pkcs1_pem(LineEnding::LF)?;
-    let public = key.to_public_key().to_pkcs1_pem(LineEnding::LF)?;
+pub fn key_pems(key: &RsaPrivateKey) -> Result<(String, String)> {
+    let pem = |err: rsa::pkcs1::Error| Error::Key(err.to_string());
+    let private = key.to_pkcs1_pem(LineEnding::LF).map_err(pem)?;
+    let public = key.to_public_key().to_pkcs1_pem(LineEnding::LF).map_err(pem)?;
     Ok((private.as_str().to_owned(), public))
 }
 
 /// Reads a private key: PKCS#1 (`RSA PRIVATE KEY`, what `keygen` and the Dify CLI write) or
 /// PKCS#8 (`PRIVATE KEY`, what `openssl genpkey` writes).
-pub(crate) fn private_key_from_pem(pem: &str) -> Result<RsaPrivateKey> {
+pub fn private_key_from_pem(pem: &str) -> Result<RsaPrivateKey> {
     RsaPrivateKey::from_pkcs1_pem(pem)
         .or_else(|_| RsaPrivateKey::from_pkcs8_pem(pem))
         .map_err(|_| Error::KeyFormat("an RSA private key in PEM (BEGIN RSA PRIVATE KEY)"))
 }
 
 /// Reads a public key the way the daemon does: PKCS#1 PEM (`RSA PUBLIC KEY`) only.
-pub(crate) fn public_key_from_pem(pem: &str) -> Result<RsaPublicKey> {
+pub fn public_key_from_pem(pem: &str) -> Result<RsaPublicKey> {
     RsaPublicKey::from_pkcs1_pem(pem)
         .map_err(|_| Error::KeyFormat("an RSA public key in PKCS#1 PEM (BEGIN RSA PUBLIC KEY)"))
 }
@@ -73,7 +77,7 @@ pub(crate) fn public_key_from_pem(pem: &str) -> Result<RsaPublicKey> {
 /// Returns `package` signed at unix time `time`: every entry copied in order, any earlier
 /// verification file and signature dropped, then a new [`VERIFICATION_FILE`] appended and the
 /// signature put in the zip comment.
-pub(crate) fn sign(package: &[u8], key: &RsaPrivateKey, category: Category, time: u64) -> Result<Vec<u8>> {
+pub fn sign(package: &[u8], key: &RsaPrivateKey, category: Category, time: u64) -> Result<Vec<u8>> {
     let (mut entries, _comment) = archive::read(package)?;
     entries.retain(|entry| entry.name != VERIFICATION_FILE);
     // Byte for byte what Go's json.Marshal writes for the daemon's Verification struct.
@@ -87,15 +91,15 @@ pub(crate) fn sign(package: &[u8], key: &RsaPrivateKey, category: Category, time
 
 /// What a verified package says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Verified {
-    pub(crate) time: i64,
+pub struct Verified {
+    pub time: i64,
     /// The verification file's category; the daemon reads a signed package without one as
     /// `langgenius`.
-    pub(crate) category: Option<String>,
+    pub category: Option<String>,
 }
 
 /// Checks `package`'s signature against `key`, as the daemon's verifier does.
-pub(crate) fn verify(package: &[u8], key: &RsaPublicKey) -> Result<Verified> {
+pub fn verify(package: &[u8], key: &RsaPublicKey) -> Result<Verified> {
     #[derive(Deserialize)]
     struct Comment {
         signature: String,
