@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::action::Action;
-use crate::backwards::{BackwardsError, BackwardsStream, Channel, Invoker, Storage};
+use crate::backwards::{BackwardsError, BackwardsStream, Body, Channel, Invoker, Storage};
 use crate::invocation::{Invocation, TypedStream};
 use crate::outbox::{Closed, Outbox};
 use crate::wire::{self, ErrorData};
@@ -199,7 +199,7 @@ impl Session {
     ///
     /// Errors: as [`invoke`](Self::invoke), from this call or from the stream.
     pub async fn invoke_stream(&self, kind: &str, request: &RawValue) -> Result<BackwardsStream, BackwardsError> {
-        self.invoker().open(kind, request, None).await
+        self.invoker().open(kind, Body::Raw(request), None).await
     }
 
     /// [`invoke_stream`](Self::invoke_stream) with its own timeout for the whole call.
@@ -209,7 +209,7 @@ impl Session {
         request: &RawValue,
         timeout: Duration,
     ) -> Result<BackwardsStream, BackwardsError> {
-        self.invoker().open(kind, request, Some(timeout)).await
+        self.invoker().open(kind, Body::Raw(request), Some(timeout)).await
     }
 
     /// A typed backwards call with one answer ([`crate::invocation`]: a summary, a moderation
@@ -240,7 +240,7 @@ impl Session {
         timeout: Duration,
     ) -> Result<TypedStream<I::Response>, BackwardsError> {
         let request = encode(invocation)?;
-        let inner = self.invoker().open(I::KIND, &request, Some(timeout)).await?;
+        let inner = self.invoker().open(I::KIND, Body::Raw(&request), Some(timeout)).await?;
         Ok(TypedStream { inner, marker: std::marker::PhantomData })
     }
 

@@ -94,7 +94,7 @@ fn the_readme_walkthrough_is_the_walkthrough_crate() {
     };
     let file = |name: &str| std::fs::read_to_string(format!("{root}/walkthrough/hello-tool/{name}")).unwrap();
     assert_eq!(blocks("```yaml\n"), [file("manifest.yaml"), file("provider/hello.yaml"), file("tools/greet.yaml")]);
-    assert_eq!(blocks("```rust,ignore\n"), [file("build.rs"), file("src/main.rs")]);
+    assert_eq!(blocks("```rs\n"), [file("build.rs"), file("src/main.rs")]);
     let toml = &blocks("```toml\n")[0];
     for dependency in
         ["serde_json = \"1\"", "tokio = { version = \"1\", features = [\"macros\", \"rt\"] }", "features = [\"build\"]"]
