@@ -424,6 +424,53 @@ def machine() -> dict:
     }
 
 
+# ============================================================================================ daemon profile
+
+
+def profile_daemon(env: dict, targets: dict, seconds: float) -> dict:
+    """With OT_BENCH_PPROF=1 (and the daemon started with OT_DAEMON_PPROF=true): for ours, the Python twin and the
+    no-op plugin in turn, a Go CPU profile of the daemon (`/debug/pprof/profile`) over `seconds` while pairs run at
+    64 concurrent, saved as target/bench/daemon-<target>.pprof, and its top functions (`go tool pprof -top`)."""
+    import subprocess
+    import urllib.request
+
+    out_dir = os.path.join(ROOT, "target", "bench")
+    os.makedirs(out_dir, exist_ok=True)
+    host, port = env.get("DIFY_DAEMON_HTTP_HOST", "127.0.0.1"), env["DIFY_DAEMON_HTTP_PORT"]
+    summary = {}
+    for name in ("ours", "python", "noop"):
+        path = os.path.join(out_dir, f"daemon-{name}.pprof")
+        got: dict = {}
+
+        def fetch():
+            url = f"http://{host}:{port}/debug/pprof/profile?seconds={int(seconds)}"
+            request = urllib.request.Request(url, headers={"X-Api-Key": env.get("DIFY_DAEMON_SERVER_KEY", "")})
+            try:
+                with urllib.request.urlopen(request, timeout=seconds + 30) as r:
+                    got["data"] = r.read()
+            except Exception as e:  # noqa: BLE001
+                got["error"] = repr(e)
+
+        t = threading.Thread(target=fetch)
+        t.start()
+        pairs = 0
+        # Enough pairs to cover the profile's window: keep the load on until the profile is in.
+        while t.is_alive():
+            b = run_block(env, targets[name], 256, 64, {})
+            pairs += len(b["lat"])
+        t.join()
+        if "data" not in got:
+            say(f"  profile {name}: {got.get('error')}")
+            continue
+        with open(path, "wb") as f:
+            f.write(got["data"])
+        top = subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=30", path], capture_output=True, text=True)
+        summary[name] = {"file": path, "pairs": pairs, "top": top.stdout[-6000:]}
+        say(f"==> daemon profile while serving {name} at 64 concurrent ({pairs} pairs): {path}")
+        say(top.stdout[:4000])
+    return summary
+
+
 # ============================================================================================ main
 
 
@@ -516,6 +563,10 @@ def main() -> int:
             say(f"  {name:<7} p50 {f['p50_ms']:8.2f} ms  p99 {f['p99_ms']:8.2f} ms  {f['pairs_per_s']:8.1f} pairs/s"
                 f"  errors {f['errors']}" + (f" ({f['first_error']})" if f["errors"] else ""))
 
+    profiles = {}
+    if os.environ.get("OT_BENCH_PPROF"):
+        profiles = profile_daemon(env, targets, float(os.environ.get("OT_BENCH_PPROF_SECONDS", "8")))
+
     # Storage was live: the same webhook-id again is a duplicate for ours (its dedupe goes through the daemon's
     # storage), and the daemon logged no storage error during the run.
     raw, wid, _ = signed_delivery(key, 0)
@@ -588,6 +639,7 @@ def main() -> int:
         "package": os.path.basename(ours_path),
         "our_storage": "refused" if refused else "granted",
         "pairs_per_level": args.pairs,
+        "daemon_profiles": profiles,
         "rounds": args.rounds,
         "warmup": args.warmup,
         "levels": levels,

@@ -20,6 +20,7 @@
 #   OT_DAEMON2_HTTP_PORT           the second node's HTTP port (55012)
 #   OT_PLUGIN_MAX_EXECUTION_TIMEOUT  daemon-side per-request timeout in s (default 120; daemon default 600)
 #   OT_DAEMON_LOG_LEVEL            the daemon's LOG_LEVEL (default DEBUG; the benchmark compares INFO)
+#   OT_DAEMON_PPROF                true: the daemon serves Go's /debug/pprof on its HTTP port (bench profiles)
 #   OT_PIP_MIRROR_URL              the daemon's PIP_MIRROR_URL: where `uv pip install -i` finds requirements (run.sh
 #                                  serves dist/pypi on loopback there, standing in for PyPI)
 #   OT_VERIFY_SIGNATURES=1         run the daemon with FORCE_VERIFYING_SIGNATURE=true and third-party
@@ -174,6 +175,7 @@ PROMETHEUS_ENABLED=false
 ENABLE_OTEL=false
 LOG_OUTPUT_FORMAT=text
 LOG_LEVEL=${OT_DAEMON_LOG_LEVEL:-DEBUG}
+PPROF_ENABLED=${OT_DAEMON_PPROF:-false}
 EOF
   if [ "${OT_VERIFY_SIGNATURES:-0}" = 1 ]; then
     [ -n "${OT_THIRD_PARTY_PUBLIC_KEYS:-}" ] || die "OT_VERIFY_SIGNATURES=1 needs OT_THIRD_PARTY_PUBLIC_KEYS"

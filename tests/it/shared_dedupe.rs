@@ -368,7 +368,7 @@ fn storage_trouble_never_fails_a_delivery() {
         ("failing", StorageMode::Failing("save data failed: the object store is unreachable".into()), 2),
         ("garbled answers", StorageMode::Garbled, 1),
         ("silent", StorageMode::Silent, 1),
-        ("slow", StorageMode::Slow(storage(), Duration::from_millis(600)), 1),
+        ("slow", StorageMode::Slow(storage(), Duration::from_millis(1500)), 1),
     ];
     for (label, mode, first_calls) in cases {
         let plugin = spawn(&rt, mode);
