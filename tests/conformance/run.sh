@@ -141,7 +141,8 @@ else not_run cargo-build "a prerequisite failed"; fi
 # The SDK's examples (for test_sdk_examples.py only: a failure here fails that step, not the others).
 EXAMPLES_OK=0
 if [ "$PREREQ_OK" = 1 ]; then
-  step cargo-build-examples cargo build --release --locked -p dify-plugin --examples -p hello-tool && EXAMPLES_OK=1
+  # (`--examples` selects example targets only: the walkthrough's binary is a second build.)
+  step cargo-build-examples bash -c 'cargo build --release --locked -p dify-plugin --examples && cargo build --release --locked -p hello-tool' && EXAMPLES_OK=1
 else not_run cargo-build-examples "a prerequisite failed"; fi
 # Each example as the .difypkg any plugin on the SDK gets from dify-plugin-package (its binary for this
 # machine inside), which test_sdk_examples.py installs into the daemon.

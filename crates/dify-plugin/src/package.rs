@@ -51,6 +51,9 @@ pub enum PackageError {
     MissingEntry(&'static str),
     #[error("arch {0:?} is not one of amd64, arm64")]
     Arch(String),
+    /// A binary that cannot run on the architecture it is packaged for.
+    #[error("the {arch} binary {problem}")]
+    Binary { arch: String, problem: String },
     /// RSA key generation or encoding.
     #[error("key: {0}")]
     Key(String),
@@ -222,6 +225,59 @@ pub fn modes(bytes: &[u8]) -> Result<Vec<(String, u32)>, PackageError> {
         .collect()
 }
 
+/// ELF `e_machine` of x86-64 (amd64).
+pub const EM_X86_64: u16 = 62;
+/// ELF `e_machine` of AArch64 (arm64).
+pub const EM_AARCH64: u16 = 183;
+const PT_INTERP: u32 = 3;
+const ELF_HEADER_LEN: usize = 64;
+
+/// What a binary's ELF header says: its machine, and whether a program header asks for a dynamic
+/// loader (`PT_INTERP`; static and static-pie musl builds have none). Only those fields are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elf {
+    pub machine: u16,
+    pub dynamic: bool,
+}
+
+impl Elf {
+    /// Reads the header of a 64-bit little-endian ELF file.
+    ///
+    /// Errors: what it is not, in words for the person packaging ("is not an ELF executable", …).
+    pub fn read(bytes: &[u8]) -> Result<Elf, &'static str> {
+        if bytes.len() < ELF_HEADER_LEN || &bytes[..4] != b"\x7fELF" {
+            return Err("is not an ELF executable");
+        }
+        if bytes[4] != 2 || bytes[5] != 1 {
+            return Err("is not a 64-bit little-endian ELF executable");
+        }
+        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        let mut u64_bytes = [0u8; 8];
+        u64_bytes.copy_from_slice(&bytes[32..40]);
+        let table = u64::from_le_bytes(u64_bytes);
+        let (entry_len, count) = (u64::from(u16_at(54)), u64::from(u16_at(56)));
+        let mut dynamic = false;
+        for index in 0..count {
+            let offset = table.checked_add(index * entry_len).and_then(|at| usize::try_from(at).ok());
+            let Some(offset) = offset.filter(|&at| at.checked_add(4).is_some_and(|end| end <= bytes.len())) else {
+                return Err("has a truncated program header table");
+            };
+            let kind = u32::from_le_bytes([bytes[offset], bytes[offset + 1], bytes[offset + 2], bytes[offset + 3]]);
+            dynamic |= kind == PT_INTERP;
+        }
+        Ok(Elf { machine: u16_at(18), dynamic })
+    }
+}
+
+/// The ELF machine of an architecture name of the manifest (`amd64`, `arm64`).
+pub fn arch_machine(arch: &str) -> Option<u16> {
+    match arch {
+        "amd64" => Some(EM_X86_64),
+        "arm64" => Some(EM_AARCH64),
+        _ => None,
+    }
+}
+
 /// `bin/<binary>-linux-<arch>`: where the package carries the binary for `arch` and [`launcher`]
 /// looks for it.
 pub fn binary_entry(binary: &str, arch: &str) -> String {
@@ -247,6 +303,9 @@ pub struct Package {
     pub names: Vec<String>,
     /// Bytes of all entries, uncompressed.
     pub uncompressed: u64,
+    /// What is packaged but will not run everywhere the manifest says (a dynamically linked
+    /// binary, an architecture of `meta.arch` without a binary).
+    pub warnings: Vec<String>,
 }
 
 impl Package {
@@ -264,6 +323,7 @@ impl Package {
             checksum: checksum(entries),
             names: entries.iter().map(|e| e.name.clone()).collect(),
             uncompressed: uncompressed_size(entries),
+            warnings: Vec::new(),
         })
     }
 
@@ -319,13 +379,40 @@ pub fn plugin_files(plugin_dir: &Path, binary: &str) -> Result<Vec<Entry>, Packa
 /// Errors: an arch other than amd64/arm64, and those of [`plugin_files`] and [`Package::from_entries`].
 pub fn bundle(plugin_dir: &Path, binary: &str, binaries: &[(&str, Vec<u8>)]) -> Result<Package, PackageError> {
     let mut entries = plugin_files(plugin_dir, binary)?;
+    let mut warnings = Vec::new();
     for (arch, bytes) in binaries {
-        if !ARCHES.contains(arch) {
-            return Err(PackageError::Arch((*arch).to_owned()));
+        let machine = arch_machine(arch).ok_or_else(|| PackageError::Arch((*arch).to_owned()))?;
+        let refuse = |problem: String| PackageError::Binary { arch: (*arch).to_owned(), problem };
+        let elf = Elf::read(bytes).map_err(|problem| refuse(problem.to_owned()))?;
+        if elf.machine != machine {
+            let found = match elf.machine {
+                EM_X86_64 => "amd64 (x86_64)".to_owned(),
+                EM_AARCH64 => "arm64 (aarch64)".to_owned(),
+                other => format!("ELF machine {other}"),
+            };
+            return Err(refuse(format!("is built for {found}, not {arch}")));
+        }
+        if elf.dynamic {
+            warnings.push(format!(
+                "the {arch} binary is dynamically linked: it runs only where its libraries are (build for the *-linux-musl target to run anywhere)"
+            ));
         }
         entries.push(Entry::new(binary_entry(binary, arch), bytes.clone()));
     }
-    Package::from_entries(&entries)
+    let mut package = Package::from_entries(&entries)?;
+    let manifest = entries.iter().find(|e| e.name == "manifest.yaml").map(|e| e.data.as_slice()).unwrap_or_default();
+    let declared: Vec<String> = serde_yaml::from_slice::<serde_json::Value>(manifest)
+        .ok()
+        .and_then(|m| m.pointer("/meta/arch").and_then(|a| a.as_array()).cloned())
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    for arch in declared.iter().filter(|a| !binaries.iter().any(|(b, _)| b == a)) {
+        warnings.push(format!("manifest.yaml lists arch {arch} (meta.arch) but no {arch} binary is packaged"));
+    }
+    package.warnings = warnings;
+    Ok(package)
 }
 
 #[cfg(test)]
@@ -404,10 +491,44 @@ mod tests {
         );
     }
 
+    /// A minimal ELF file with `machine` and program headers of the given types (3: `PT_INTERP`).
+    fn fake_elf(machine: u16, program_headers: &[u32]) -> Vec<u8> {
+        let mut bytes = vec![0u8; ELF_HEADER_LEN];
+        bytes[..4].copy_from_slice(b"\x7fELF");
+        bytes[4] = 2;
+        bytes[5] = 1;
+        bytes[18..20].copy_from_slice(&machine.to_le_bytes());
+        bytes[32..40].copy_from_slice(&(ELF_HEADER_LEN as u64).to_le_bytes());
+        bytes[54..56].copy_from_slice(&56u16.to_le_bytes());
+        bytes[56..58].copy_from_slice(&(program_headers.len() as u16).to_le_bytes());
+        for kind in program_headers {
+            let mut entry = vec![0u8; 56];
+            entry[..4].copy_from_slice(&kind.to_le_bytes());
+            bytes.extend(entry);
+        }
+        bytes
+    }
+
+    #[test]
+    fn binaries_are_checked_against_their_arch() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/echo_trigger");
+        let swapped = bundle(&dir, "echo", &[("amd64", fake_elf(EM_AARCH64, &[1]))]).unwrap_err();
+        assert_eq!(swapped.to_string(), "the amd64 binary is built for arm64 (aarch64), not amd64");
+        let not_elf = bundle(&dir, "echo", &[("arm64", b"#!/bin/sh\n".to_vec())]).unwrap_err();
+        assert_eq!(not_elf.to_string(), "the arm64 binary is not an ELF executable");
+        let dynamic = bundle(&dir, "echo", &[("amd64", fake_elf(EM_X86_64, &[6, 3, 1]))]).unwrap();
+        assert_eq!(dynamic.warnings.len(), 2, "{:?}", dynamic.warnings);
+        assert!(dynamic.warnings[0].contains("dynamically linked"), "{:?}", dynamic.warnings);
+        assert!(dynamic.warnings[1].contains("arch arm64"), "{:?}", dynamic.warnings);
+        let both = bundle(&dir, "echo", &[("amd64", fake_elf(EM_X86_64, &[1])), ("arm64", fake_elf(EM_AARCH64, &[]))]);
+        assert!(both.unwrap().warnings.is_empty());
+    }
+
     #[test]
     fn an_example_is_bundled_with_its_declarations_launcher_and_binary() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/echo_trigger");
-        let package = bundle(&dir, "echo_trigger", &[("amd64", b"\x7fELF...".to_vec())]).unwrap();
+        let binary = fake_elf(EM_X86_64, &[1]);
+        let package = bundle(&dir, "echo_trigger", &[("amd64", binary.clone())]).unwrap();
         assert_eq!(
             package.names,
             [
@@ -427,7 +548,7 @@ mod tests {
         assert!(String::from_utf8_lossy(main).contains("BINARY = \"echo_trigger\""));
         assert!(package.unique_identifier().starts_with("langgenius/echo_trigger:0.0.1@"));
         // The same inputs give the same bytes.
-        assert_eq!(bundle(&dir, "echo_trigger", &[("amd64", b"\x7fELF...".to_vec())]).unwrap().bytes, package.bytes);
+        assert_eq!(bundle(&dir, "echo_trigger", &[("amd64", binary)]).unwrap().bytes, package.bytes);
         assert!(matches!(bundle(&dir, "echo_trigger", &[("x86", Vec::new())]), Err(PackageError::Arch(_))));
         let modes = modes(&package.bytes).unwrap();
         assert_eq!(modes.last().unwrap(), &("bin/echo_trigger-linux-amd64".to_owned(), 0o100755));

@@ -96,9 +96,11 @@ fn the_readme_walkthrough_is_the_walkthrough_crate() {
     assert_eq!(blocks("```yaml\n"), [file("manifest.yaml"), file("provider/hello.yaml"), file("tools/greet.yaml")]);
     assert_eq!(blocks("```rs\n"), [file("build.rs"), file("src/main.rs")]);
     let toml = &blocks("```toml\n")[0];
-    for dependency in
-        ["serde_json = \"1\"", "tokio = { version = \"1\", features = [\"macros\", \"rt\"] }", "features = [\"build\"]"]
-    {
+    for dependency in [
+        "tracing-subscriber = \"0.3\"",
+        "tokio = { version = \"1\", features = [\"macros\", \"rt\"] }",
+        "features = [\"build\"]",
+    ] {
         assert!(toml.contains(dependency) && file("Cargo.toml").contains(dependency), "{dependency}");
     }
 }

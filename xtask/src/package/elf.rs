@@ -40,10 +40,12 @@ impl fmt::Display for Arch {
     }
 }
 
-const EM_X86_64: u16 = 62;
-const EM_AARCH64: u16 = 183;
-const PT_INTERP: u32 = 3;
+use dify_plugin::package::{EM_AARCH64, EM_X86_64, Elf};
+
+#[cfg(test)]
 const HEADER_LEN: usize = 64;
+#[cfg(test)]
+const PT_INTERP: u32 = 3;
 
 /// Checks that `bytes` is a 64-bit little-endian ELF executable for `arch` that needs no dynamic
 /// loader. The error names the binary as `binary` ("the amd64 binary", a path) and says what is
@@ -55,52 +57,32 @@ pub(crate) fn check_static(binary: &str, arch: Arch, bytes: &[u8]) -> Result<()>
     }
 }
 
-/// What keeps `bytes` from being a static ELF executable for `arch`, if anything.
+/// What keeps `bytes` from being a static ELF executable for `arch`, if anything (the header is
+/// read by `dify_plugin::package::Elf`, which every plugin's packaging shares).
 fn problem(arch: Arch, bytes: &[u8]) -> Option<String> {
-    if bytes.len() < HEADER_LEN || &bytes[..4] != b"\x7fELF" {
-        return Some("is not an ELF executable (build it with cargo xtask build-static)".to_owned());
-    }
-    if bytes[4] != 2 || bytes[5] != 1 {
-        return Some("is not a 64-bit little-endian ELF executable".to_owned());
-    }
-    let machine = u16_at(bytes, 18);
-    if machine != arch.machine() {
-        let found = match machine {
+    let elf = match Elf::read(bytes) {
+        Ok(elf) => elf,
+        Err("is not an ELF executable") => {
+            return Some("is not an ELF executable (build it with cargo xtask build-static)".to_owned());
+        }
+        Err(problem) => return Some(problem.to_owned()),
+    };
+    if elf.machine != arch.machine() {
+        let found = match elf.machine {
             EM_X86_64 => "amd64 (x86_64)".to_owned(),
             EM_AARCH64 => "arm64 (aarch64)".to_owned(),
             other => format!("ELF machine {other}"),
         };
         return Some(format!("is built for {found}, not {arch}"));
     }
-    let table = u64_at(bytes, 32);
-    let entry_len = u64::from(u16_at(bytes, 54));
-    let count = u64::from(u16_at(bytes, 56));
-    for index in 0..count {
-        let offset = table.checked_add(index * entry_len).and_then(|at| usize::try_from(at).ok());
-        let Some(offset) = offset.filter(|&at| at.checked_add(4).is_some_and(|end| end <= bytes.len())) else {
-            return Some("has a truncated program header table".to_owned());
-        };
-        if u32_at(bytes, offset) == PT_INTERP {
-            return Some(
-                "is dynamically linked (it asks for an ELF interpreter); the package needs a static musl \
-                 build: run cargo xtask build-static"
-                    .to_owned(),
-            );
-        }
+    if elf.dynamic {
+        return Some(
+            "is dynamically linked (it asks for an ELF interpreter); the package needs a static musl \
+             build: run cargo xtask build-static"
+                .to_owned(),
+        );
     }
     None
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// A minimal ELF file with the given machine (62 x86_64, 183 aarch64) and program header types

@@ -3,6 +3,7 @@
 //! ```text
 //! dify-plugin-package <plugin dir> --binary amd64=<path> [--binary arm64=<path>] [--name <binary name>] [--out <file>]
 //!                     [--sign <private key.pem> [--category community|partner|langgenius]]
+//! dify-plugin-package --keygen <name>     # writes <name>.private.pem (0600) and <name>.public.pem
 //! ```
 //!
 //! Checks the plugin's YAML by the daemon's rules, bundles the declarations, assets, docs, a
@@ -17,13 +18,23 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: dify-plugin-package <plugin dir> --binary <amd64|arm64>=<path> [--binary …] [--name <binary name>] [--out <file>] [--sign <key.pem> [--category community|partner|langgenius]]"
+        "usage: dify-plugin-package <plugin dir> --binary <amd64|arm64>=<path> [--binary …] [--name <binary name>] [--out <file>] [--sign <key.pem> [--category community|partner|langgenius]]\n       dify-plugin-package --keygen <name>"
     );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("--keygen") {
+        let Some(name) = std::env::args().nth(2) else { return usage() };
+        return match keygen(&name) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("dify-plugin-package: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut dir = None;
     let mut binaries: Vec<(String, PathBuf)> = Vec::new();
     let mut name = None;
@@ -95,6 +106,9 @@ fn run(
             dify_plugin::package::Package { bytes: signed, ..dify_plugin::package::Package::from_entries(&entries)? };
     }
     let out = out.unwrap_or_else(|| PathBuf::from(format!("{}.difypkg", identity.file_stem())));
+    for warning in &package.warnings {
+        eprintln!("dify-plugin-package: warning: {warning}");
+    }
     std::fs::write(&out, &package.bytes).map_err(|err| format!("{}: {err}", out.display()))?;
     println!(
         "{}: {} entries, {} bytes uncompressed, {} bytes\n  unique identifier {}",
@@ -104,5 +118,27 @@ fn run(
         package.bytes.len(),
         package.unique_identifier()
     );
+    Ok(())
+}
+
+/// Writes `<name>.private.pem` (mode 0600, never over an existing file) and `<name>.public.pem`.
+fn keygen(name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = dify_plugin::sign::generate_key(usize::from(dify_plugin::sign::KEY_BITS))?;
+    let (private, public) = dify_plugin::sign::key_pems(&key)?;
+    for (path, text, mode) in
+        [(format!("{name}.private.pem"), private, 0o600), (format!("{name}.public.pem"), public, 0o644)]
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(|err| format!("{path}: {err}"))?;
+        file.write_all(text.as_bytes()).map_err(|err| format!("{path}: {err}"))?;
+        println!("wrote {path}");
+    }
+    println!("give {name}.public.pem to the daemon: THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS");
     Ok(())
 }
