@@ -140,11 +140,6 @@ impl LlmRequest {
     }
 }
 
-impl Invocation for LlmRequest {
-    const KIND: &'static str = "llm";
-    type Response = LlmResultChunk;
-}
-
 /// `chat` or `completion`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -239,11 +234,6 @@ pub struct SummaryRequest {
     pub instruction: String,
 }
 
-impl Invocation for SummaryRequest {
-    const KIND: &'static str = "system_summary";
-    type Response = Summary;
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Summary {
     pub summary: String,
@@ -259,11 +249,6 @@ pub struct TextEmbeddingRequest {
     pub input_type: String,
 }
 
-impl Invocation for TextEmbeddingRequest {
-    const KIND: &'static str = "text_embedding";
-    type Response = Value;
-}
-
 /// `rerank`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RerankRequest {
@@ -277,11 +262,6 @@ pub struct RerankRequest {
     pub top_n: Option<u32>,
 }
 
-impl Invocation for RerankRequest {
-    const KIND: &'static str = "rerank";
-    type Response = Value;
-}
-
 /// `tts`: speech for `content_text`, streamed as audio pieces.
 #[derive(Debug, Clone, Serialize)]
 pub struct TtsRequest {
@@ -289,11 +269,6 @@ pub struct TtsRequest {
     pub model: String,
     pub content_text: String,
     pub voice: String,
-}
-
-impl Invocation for TtsRequest {
-    const KIND: &'static str = "tts";
-    type Response = TtsChunk;
 }
 
 /// One piece of audio: hex on the wire.
@@ -326,11 +301,6 @@ fn as_hex<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S:
     serializer.serialize_str(&hex::encode(bytes))
 }
 
-impl Invocation for Speech2TextRequest {
-    const KIND: &'static str = "speech2text";
-    type Response = TextResult;
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TextResult {
     pub result: String,
@@ -342,11 +312,6 @@ pub struct ModerationRequest {
     pub provider: String,
     pub model: String,
     pub text: String,
-}
-
-impl Invocation for ModerationRequest {
-    const KIND: &'static str = "moderation";
-    type Response = Flagged;
 }
 
 /// `true`: flagged.
@@ -368,11 +333,6 @@ pub struct ToolInvocation {
     pub credential_id: Option<String>,
 }
 
-impl Invocation for ToolInvocation {
-    const KIND: &'static str = "tool";
-    type Response = Value;
-}
-
 /// `app`: run a Dify app (chat, completion or workflow).
 #[derive(Debug, Clone, Serialize)]
 pub struct AppInvocation {
@@ -388,20 +348,10 @@ pub struct AppInvocation {
     pub user: Option<String>,
 }
 
-impl Invocation for AppInvocation {
-    const KIND: &'static str = "app";
-    type Response = Value;
-}
-
 /// `fetch_app`: an app's info.
 #[derive(Debug, Clone, Serialize)]
 pub struct FetchApp {
     pub app_id: String,
-}
-
-impl Invocation for FetchApp {
-    const KIND: &'static str = "fetch_app";
-    type Response = Value;
 }
 
 /// `node_parameter_extractor`: Dify's parameter-extractor node on `query`.
@@ -415,11 +365,6 @@ pub struct ParameterExtractor {
     pub query: String,
 }
 
-impl Invocation for ParameterExtractor {
-    const KIND: &'static str = "node_parameter_extractor";
-    type Response = Value;
-}
-
 /// `node_question_classifier`: Dify's question-classifier node on `query`.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuestionClassifier {
@@ -430,11 +375,6 @@ pub struct QuestionClassifier {
     pub query: String,
 }
 
-impl Invocation for QuestionClassifier {
-    const KIND: &'static str = "node_question_classifier";
-    type Response = Value;
-}
-
 /// `upload_file`: a signed URL to upload one file to Dify's storage.
 #[derive(Debug, Clone, Serialize)]
 pub struct UploadFile {
@@ -442,15 +382,36 @@ pub struct UploadFile {
     pub mimetype: String,
 }
 
-impl Invocation for UploadFile {
-    const KIND: &'static str = "upload_file";
-    type Response = UploadUrl;
-}
-
 /// Where to `POST` the file (multipart field `file`; Dify answers 201 with the file's JSON).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UploadUrl {
     pub url: String,
+}
+
+/// `impl Invocation` for each request type: its backwards `type` and its response's type.
+macro_rules! invocations {
+    ($($request:ty = $kind:literal => $response:ty,)*) => {
+        $(impl Invocation for $request {
+            const KIND: &'static str = $kind;
+            type Response = $response;
+        })*
+    };
+}
+
+invocations! {
+    LlmRequest = "llm" => LlmResultChunk,
+    SummaryRequest = "system_summary" => Summary,
+    TextEmbeddingRequest = "text_embedding" => Value,
+    RerankRequest = "rerank" => Value,
+    TtsRequest = "tts" => TtsChunk,
+    Speech2TextRequest = "speech2text" => TextResult,
+    ModerationRequest = "moderation" => Flagged,
+    ToolInvocation = "tool" => Value,
+    AppInvocation = "app" => Value,
+    FetchApp = "fetch_app" => Value,
+    ParameterExtractor = "node_parameter_extractor" => Value,
+    QuestionClassifier = "node_question_classifier" => Value,
+    UploadFile = "upload_file" => UploadUrl,
 }
 
 #[cfg(test)]

@@ -18,22 +18,12 @@ seconds, `-1` for never; it is always sent as an integer (Go reads `null` as 0: 
 use std::borrow::Cow;
 use std::future::Future;
 
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::raw_http::{self, HttpRequest};
 use crate::session::Session;
+use crate::trigger::{Object, object_or_null, or_default as text_or_null};
 use crate::wire::ErrorData;
-
-type Object = Map<String, Value>;
-
-fn object_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Object, D::Error> {
-    Ok(Option::<Object>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-fn text_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
-}
 
 /// `get_authorization_url`: where to send the user.
 #[derive(Debug, Default, Deserialize)]

@@ -104,11 +104,15 @@ impl<'de, P: DeserializeOwned + Default> Deserialize<'de> for Subscription<P> {
     }
 }
 
-fn object_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Object, D::Error> {
+/// A map that may be `null` (Dify's empty map, plugin-kinds.md §1.1): `{}`.
+pub(crate) fn object_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Object, D::Error> {
     Ok(Option::<Object>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(deserializer: D) -> Result<T, D::Error> {
+/// A value that may be `null` or absent: its default.
+pub(crate) fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    deserializer: D,
+) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
