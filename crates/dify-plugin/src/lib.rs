@@ -58,6 +58,7 @@ pub mod framing;
 pub mod host;
 pub mod inbound;
 pub mod invocation;
+mod lenient;
 pub mod oauth;
 mod outbox;
 #[cfg(feature = "package")]

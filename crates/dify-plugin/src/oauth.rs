@@ -20,9 +20,9 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lenient::{Object, object_or_null, or_default as text_or_null};
 use crate::raw_http::{self, HttpRequest};
 use crate::session::Session;
-use crate::trigger::{Object, object_or_null, or_default as text_or_null};
 use crate::wire::ErrorData;
 
 /// `get_authorization_url`: where to send the user.

@@ -31,7 +31,7 @@ use std::future::Future;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::action::Action;
 use crate::oauth::{AuthorizationUrlRequest, CallbackRequest, OAuthCredentials, RefreshCredentialsRequest};
@@ -39,8 +39,8 @@ use crate::raw_http::{self, HttpRequest, HttpResponse};
 use crate::session::{Plugin, Reply, Request, Session, reply};
 use crate::wire::ErrorData;
 
-/// A JSON object (a provider's credentials, a node's parameters, …).
-pub type Object = Map<String, Value>;
+pub use crate::lenient::Object;
+use crate::lenient::{object_or_null, or_default};
 
 /// How a subscription was authorised (triggers.md §4: `api-key`, `oauth2`, `unauthorized`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -102,18 +102,6 @@ impl<'de, P: DeserializeOwned + Default> Deserialize<'de> for Subscription<P> {
             properties,
         })
     }
-}
-
-/// A map that may be `null` (Dify's empty map, plugin-kinds.md §1.1): `{}`.
-pub(crate) fn object_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Object, D::Error> {
-    Ok(Option::<Object>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-/// A value that may be `null` or absent: its default.
-pub(crate) fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
-    deserializer: D,
-) -> Result<T, D::Error> {
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// `dispatch_trigger_event` (triggers.md §4.1): one webhook to verify and route.
