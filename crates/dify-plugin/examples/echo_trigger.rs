@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use dify_plugin::raw_http::HttpResponse;
-use dify_plugin::trigger::{DispatchRequest, DispatchResponse, InvokeRequest, InvokeResponse, Object};
+use dify_plugin::trigger::{DispatchRequest, DispatchResponse, Events, InvokeRequest, InvokeResponse};
 use dify_plugin::{ErrorData, ServeOptions, Session, TriggerPlugin, TriggerProvider};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,19 @@ struct Ping {
     body: String,
 }
 
-struct Echo;
+/// The provider, with its events routed by name (`events/ping.yaml`).
+struct Echo {
+    events: Events<Properties>,
+}
+
+/// `ping`: the request as variables, unless the node keeps only another method.
+fn ping(request: &InvokeRequest<'_, Properties>) -> Result<InvokeResponse, ErrorData> {
+    let wanted = request.parameters.get("method").and_then(|m| m.as_str()).filter(|m| !m.is_empty());
+    if wanted.is_some_and(|m| request.payload.get("method").and_then(|v| v.as_str()) != Some(m)) {
+        return Ok(InvokeResponse::cancelled());
+    }
+    Ok(InvokeResponse::variables(request.payload.clone()))
+}
 
 impl TriggerProvider for Echo {
     type Properties = Properties;
@@ -69,21 +81,13 @@ impl TriggerProvider for Echo {
         request: InvokeRequest<'_, Properties>,
         _session: &Session,
     ) -> Result<InvokeResponse, ErrorData> {
-        if request.event != "ping" {
-            return Err(ErrorData::new("TriggerError", "this provider has only the event ping"));
-        }
-        let wanted = request.parameters.get("method").and_then(|m| m.as_str()).filter(|m| !m.is_empty());
-        if wanted.is_some_and(|m| request.payload.get("method").and_then(|v| v.as_str()) != Some(m)) {
-            return Ok(InvokeResponse::cancelled());
-        }
-        let variables: Object = request.payload;
-        Ok(InvokeResponse::variables(variables))
+        self.events.invoke(&request)
     }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), dify_plugin::RunError> {
-    let plugin = TriggerPlugin::new("echo", Echo);
+    let plugin = TriggerPlugin::new("echo", Echo { events: Events::new().on("ping", ping) });
     // Loaded (and checked) only for remote debugging; a real plugin embeds it from build.rs.
     let declaration = || {
         dify_plugin::build::load(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/echo_trigger"))

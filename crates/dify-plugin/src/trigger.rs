@@ -316,6 +316,79 @@ impl ParameterOption {
     }
 }
 
+/// An event's handler: the node's invoke turned into variables (or `cancelled`), synchronously, as
+/// the Python SDK's `Event._on_event` is.
+pub type EventHandler<P> = Box<dyn Fn(&InvokeRequest<'_, P>) -> Result<InvokeResponse, ErrorData> + Send + Sync>;
+
+/// Routing of `invoke_trigger_event` by event name (`identity.name` of each event YAML): a
+/// provider's [`TriggerProvider::invoke`] hands its request to [`Events::invoke`].
+pub struct Events<P: DeserializeOwned + Default = Object> {
+    handlers: std::collections::HashMap<String, EventHandler<P>>,
+}
+
+impl<P: DeserializeOwned + Default> Default for Events<P> {
+    fn default() -> Self {
+        Events { handlers: std::collections::HashMap::new() }
+    }
+}
+
+impl<P: DeserializeOwned + Default> Events<P> {
+    pub fn new() -> Self {
+        Events::default()
+    }
+
+    /// Handles the event `name`.
+    #[must_use]
+    pub fn on(
+        mut self,
+        name: &str,
+        handler: impl Fn(&InvokeRequest<'_, P>) -> Result<InvokeResponse, ErrorData> + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.insert(name.to_owned(), Box::new(handler));
+        self
+    }
+
+    /// Runs the handler of `request.event`.
+    ///
+    /// Errors: the handler's; `TriggerError` for an event without a handler (Dify only invokes
+    /// the events a dispatch named, so that is a dispatch naming an undeclared event).
+    pub fn invoke(&self, request: &InvokeRequest<'_, P>) -> Result<InvokeResponse, ErrorData> {
+        match self.handlers.get(request.event.as_ref()) {
+            Some(handler) => handler(request),
+            None => Err(ErrorData::new(
+                "TriggerError",
+                format!("event `{}` has no handler in this provider", crate::wire::truncate(&request.event, 128)),
+            )),
+        }
+    }
+
+    /// Checks that every event of the trigger providers in `declaration` has a handler, and every
+    /// handler an event (run it in a test, or at start-up).
+    ///
+    /// Errors: [`crate::Mismatch`] listing each difference.
+    pub fn check(&self, declaration: &crate::Declaration) -> Result<(), crate::Mismatch> {
+        let declared: Vec<String> = declaration
+            .providers_of(crate::ProviderKind::Trigger)
+            .flat_map(|p| p["events"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e.pointer("/identity/name").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        let mut problems: Vec<String> = declared
+            .iter()
+            .filter(|name| !self.handlers.contains_key(*name))
+            .map(|name| format!("event {name} is declared but has no handler"))
+            .collect();
+        let mut extra: Vec<String> = self
+            .handlers
+            .keys()
+            .filter(|name| !declared.contains(name))
+            .map(|name| format!("event {name} has a handler but is not declared"))
+            .collect();
+        extra.sort();
+        problems.extend(extra);
+        if problems.is_empty() { Ok(()) } else { Err(crate::Mismatch(problems)) }
+    }
+}
+
 /// A request that could not be read into its action's type. Neither form quotes the request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -696,6 +769,29 @@ mod tests {
         assert_eq!(err.error_type(), "TriggerError");
         let err = TriggerCall::<Object>::parse(&request(json!({"action": "invoke_tool"}))).unwrap_err();
         assert_eq!(err.error_type(), "NotImplementedError");
+    }
+
+    #[test]
+    fn events_route_by_name_and_check_against_the_declaration() {
+        let events = Events::<Object>::new()
+            .on("ping", |r| Ok(InvokeResponse::variables(r.payload.clone())))
+            .on("pong", |_| Ok(InvokeResponse::cancelled()));
+        let invoke = |event: &str| {
+            let line = json!({"action": "invoke_trigger_event", "event": event, "payload": {"a": 1}}).to_string();
+            let request: InvokeRequest<'_> = serde_json::from_str(&line).unwrap();
+            events.invoke(&request)
+        };
+        assert_eq!(invoke("ping").unwrap(), InvokeResponse::variables(json!({"a": 1}).as_object().unwrap().clone()));
+        assert!(invoke("pong").unwrap().cancelled);
+        assert_eq!(invoke("other").unwrap_err().message, "event `other` has no handler in this provider");
+        let declaration = crate::Declaration::new(json!({})).with_provider(
+            crate::ProviderKind::Trigger,
+            json!({"events": [{"identity": {"name": "ping"}}, {"identity": {"name": "missing"}}]}),
+        );
+        assert_eq!(
+            events.check(&declaration).unwrap_err().0,
+            ["event missing is declared but has no handler", "event pong has a handler but is not declared"]
+        );
     }
 
     #[test]
