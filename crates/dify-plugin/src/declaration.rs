@@ -165,6 +165,12 @@ macro_rules! include_declaration {
     };
 }
 
+/// Declared names without a handler, or handlers for undeclared names ([`crate::Router::check`],
+/// [`crate::trigger::Events::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("routes and declaration differ: {}", .0.join("; "))]
+pub struct Mismatch(pub Vec<String>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

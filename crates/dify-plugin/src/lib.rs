@@ -82,12 +82,12 @@ use std::sync::Arc;
 
 pub use action::Action;
 pub use backwards::{BackwardsError, BackwardsStream, Storage};
-pub use declaration::{Asset, Declaration, EmbeddedError, ProviderKind};
+pub use declaration::{Asset, Declaration, EmbeddedError, Mismatch, ProviderKind};
 pub use oauth::OAuthProvider;
 pub use outbox::Closed;
 pub use remote::{Backoff, ConfigError, InstallMethod, RemoteConfig, RemoteError, RemoteTiming, Settings};
 pub use router::{
-    BoxFuture, CredentialsHandler, ENDPOINT_END_GRACE, EndpointHandler, Mismatch, OptionsHandler, RouteError, Router,
+    BoxFuture, CredentialsHandler, ENDPOINT_END_GRACE, EndpointHandler, OptionsHandler, RouteError, Router,
     RuntimeParametersHandler, ToolHandler, ToolOutput,
 };
 pub use serve::{ServeEnd, ServeOptions, serve};

@@ -35,7 +35,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::action::Action;
-use crate::declaration::{Declaration, ProviderKind};
+use crate::declaration::{Declaration, Mismatch, ProviderKind};
 use crate::endpoint::{BODY_CHUNK, Body, EndpointRequest, EndpointResponse, PathPattern, body_chunk, head_chunk};
 use crate::oauth::OAuthProvider;
 use crate::session::{Plugin, Reply, Request, Session, StreamError};
@@ -254,11 +254,6 @@ pub enum RouteError {
     #[error("endpoint method {0:?} is not one of GET POST PUT DELETE (plugin-kinds.md §3.1)")]
     BadMethod(String),
 }
-
-/// Declared names without a handler, or handlers for undeclared names ([`Router::check`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("routes and declaration differ: {}", .0.join("; "))]
-pub struct Mismatch(pub Vec<String>);
 
 impl Router {
     pub fn new() -> Self {

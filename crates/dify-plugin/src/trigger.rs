@@ -34,6 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::action::Action;
+use crate::declaration::{Declaration, Mismatch, ProviderKind};
 use crate::oauth::{AuthorizationUrlRequest, CallbackRequest, OAuthCredentials, RefreshCredentialsRequest};
 use crate::raw_http::{self, HttpRequest, HttpResponse};
 use crate::session::{Plugin, Reply, Request, Session, reply};
@@ -365,10 +366,10 @@ impl<P: DeserializeOwned + Default> Events<P> {
     /// Checks that every event of the trigger providers in `declaration` has a handler, and every
     /// handler an event (run it in a test, or at start-up).
     ///
-    /// Errors: [`crate::Mismatch`] listing each difference.
-    pub fn check(&self, declaration: &crate::Declaration) -> Result<(), crate::Mismatch> {
+    /// Errors: [`Mismatch`] listing each difference.
+    pub fn check(&self, declaration: &Declaration) -> Result<(), Mismatch> {
         let declared: Vec<String> = declaration
-            .providers_of(crate::ProviderKind::Trigger)
+            .providers_of(ProviderKind::Trigger)
             .flat_map(|p| p["events"].as_array().cloned().unwrap_or_default())
             .filter_map(|e| e.pointer("/identity/name").and_then(Value::as_str).map(str::to_owned))
             .collect();
@@ -385,7 +386,7 @@ impl<P: DeserializeOwned + Default> Events<P> {
             .collect();
         extra.sort();
         problems.extend(extra);
-        if problems.is_empty() { Ok(()) } else { Err(crate::Mismatch(problems)) }
+        if problems.is_empty() { Ok(()) } else { Err(Mismatch(problems)) }
     }
 }
 
@@ -784,8 +785,8 @@ mod tests {
         assert_eq!(invoke("ping").unwrap(), InvokeResponse::variables(json!({"a": 1}).as_object().unwrap().clone()));
         assert!(invoke("pong").unwrap().cancelled);
         assert_eq!(invoke("other").unwrap_err().message, "event `other` has no handler in this provider");
-        let declaration = crate::Declaration::new(json!({})).with_provider(
-            crate::ProviderKind::Trigger,
+        let declaration = Declaration::new(json!({})).with_provider(
+            ProviderKind::Trigger,
             json!({"events": [{"identity": {"name": "ping"}}, {"identity": {"name": "missing"}}]}),
         );
         assert_eq!(
