@@ -256,7 +256,9 @@ impl Invoker<'_> {
         timeout: Option<Duration>,
     ) -> Result<BackwardsStream, BackwardsError> {
         let timeout = timeout.unwrap_or(self.default_timeout);
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A huge timeout (Duration::MAX) means no deadline in practice, not an overflow.
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         let mut stream = self.channel.open(self.session_id, self.out, kind, request, deadline).await?;
         stream.timeout_error = BackwardsError::Timeout(timeout);
         Ok(stream)

@@ -246,6 +246,18 @@ impl Loop {
                 None
             }
             Inbound::Refused { session_id, error } => {
+                // A refusal under an id still in flight would end that session with the wrong answer.
+                if self.live.lock().unwrap_or_else(|p| p.into_inner()).contains(&session_id) {
+                    self.log(
+                        "warn",
+                        &format!(
+                            "ignored a malformed message whose session_id {:?} is in flight",
+                            wire::truncate(&session_id, 64)
+                        ),
+                    )
+                    .await;
+                    return None;
+                }
                 finish(&self.out, &session_id, Err(error)).await;
                 None
             }

@@ -365,3 +365,50 @@ async fn no_task_outlives_its_session() {
     }
     assert_eq!(metrics.num_alive_tasks(), baseline, "tasks alive after the burst");
 }
+
+/// A malformed message under the id of a session still in flight is logged, not answered: an
+/// answer would end that session with the wrong result before its real one.
+#[tokio::test]
+async fn a_refusal_never_ends_a_session_in_flight() {
+    struct Slow;
+    impl dify_plugin::Plugin for Slow {
+        async fn handle(&self, _request: dify_plugin::Request, _session: &dify_plugin::Session) -> dify_plugin::Reply {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            dify_plugin::reply(&serde_json::json!({"done": true}))
+        }
+    }
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (mut to_plugin, plugin_in) = tokio::io::duplex(1 << 16);
+    let (plugin_out, from_plugin) = tokio::io::duplex(1 << 16);
+    tokio::spawn(dify_plugin::serve(
+        tokio::io::BufReader::new(plugin_in),
+        plugin_out,
+        std::sync::Arc::new(Slow),
+        dify_plugin::ServeOptions::default(),
+        std::future::pending::<()>(),
+    ));
+    to_plugin
+        .write_all(b"{\"session_id\":\"live\",\"event\":\"request\",\"data\":{\"action\":\"x\"}}\n")
+        .await
+        .unwrap();
+    to_plugin.write_all(b"{\"session_id\":\"live\",\"event\":\"bogus\",\"data\":{}}\n").await.unwrap();
+    to_plugin.write_all(b"{\"session_id\":\"live\",\"event\":\"request\",\"data\":\"x\"}\n").await.unwrap();
+    let mut lines = tokio::io::BufReader::new(from_plugin).lines();
+    let mut messages = Vec::new();
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if value["session_id"] == "live" {
+            let kind = value["data"]["type"].as_str().unwrap().to_owned();
+            messages.push(kind.clone());
+            if kind == "end" {
+                break;
+            }
+        }
+    }
+    assert_eq!(messages, ["stream", "end"]);
+}
