@@ -341,11 +341,29 @@ impl Package {
 ///
 /// Errors: the declarations' problems, every one ([`BuildError`]), or a file that cannot be read.
 pub fn plugin_files(plugin_dir: &Path, binary: &str) -> Result<Vec<Entry>, PackageError> {
+    if binary.is_empty()
+        || !binary.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        || binary.starts_with('.')
+    {
+        return Err(PackageError::Entry {
+            name: binary.to_owned(),
+            problem: "is not a binary name (a-z A-Z 0-9 _ - .)",
+        });
+    }
     let loaded = build::load(plugin_dir)?;
     let read = |path: &Path| std::fs::read(path).map_err(|source| PackageError::Io { file: path.to_owned(), source });
     let mut entries = Vec::new();
     for file in &loaded.files {
-        let name = file.strip_prefix(plugin_dir).unwrap_or(file).to_string_lossy().replace('\\', "/");
+        let Ok(relative) = file.strip_prefix(plugin_dir) else {
+            return Err(PackageError::Entry {
+                name: file.display().to_string(),
+                problem: "is outside the plugin directory",
+            });
+        };
+        let name = relative.to_string_lossy().replace('\\', "/");
+        if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(PackageError::Entry { name, problem: "points outside the plugin directory" });
+        }
         if !entries.iter().any(|e: &Entry| e.name == name) {
             entries.push(Entry::new(name, read(file)?));
         }
@@ -550,6 +568,9 @@ mod tests {
         // The same inputs give the same bytes.
         assert_eq!(bundle(&dir, "echo_trigger", &[("amd64", binary)]).unwrap().bytes, package.bytes);
         assert!(matches!(bundle(&dir, "echo_trigger", &[("x86", Vec::new())]), Err(PackageError::Arch(_))));
+        for bad in ["../evil", "a\"b", "", ".hidden"] {
+            assert!(matches!(bundle(&dir, bad, &[]), Err(PackageError::Entry { .. })), "{bad:?}");
+        }
         let modes = modes(&package.bytes).unwrap();
         assert_eq!(modes.last().unwrap(), &("bin/echo_trigger-linux-amd64".to_owned(), 0o100755));
     }
