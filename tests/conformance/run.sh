@@ -152,21 +152,23 @@ package_examples() {
   cargo build --release --locked -p dify-plugin --features package --bin dify-plugin-package || return 1
   for name in google_search duck_tools neko echo_trigger; do
     "${CARGO_TARGET_DIR:-$ROOT/target}/release/dify-plugin-package" "$ROOT/crates/dify-plugin/examples/$name" \
-      --binary "amd64=$bins/$name" --name "$name" --out "$out/$name.difypkg" || return 1
+      --binary "amd64=$bins/$name" --name "$name" --out "$out/$name.difypkg" ${OT_SIGNING_KEY:+--sign "$OT_SIGNING_KEY"} || return 1
   done
   # The README's walkthrough plugin, packaged as its README says.
   "${CARGO_TARGET_DIR:-$ROOT/target}/release/dify-plugin-package" "$ROOT/crates/dify-plugin/walkthrough/hello-tool" \
-    --binary "amd64=$bins/../hello-tool" --name hello-tool --out "$out/hello-tool.difypkg" || return 1
+    --binary "amd64=$bins/../hello-tool" --name hello-tool --out "$out/hello-tool.difypkg" ${OT_SIGNING_KEY:+--sign "$OT_SIGNING_KEY"} || return 1
 }
-if [ "$EXAMPLES_OK" = 1 ]; then
-  step package-examples package_examples || EXAMPLES_OK=0
-else not_run package-examples "the examples did not build"; fi
 if [ "$PREREQ_OK" = 1 ]; then
   rm -f "$LOGS/package.env"
   if step package package_step && [ -f "$LOGS/package.env" ]; then
     set -a; . "$LOGS/package.env"; set +a
   else PREREQ_OK=0; fi
 else not_run package "a prerequisite failed"; fi
+# After the package step: with signature verification on, the examples' packages are signed with the
+# run's key (OT_SIGNING_KEY), as the daemon then refuses unsigned ones.
+if [ "$EXAMPLES_OK" = 1 ]; then
+  step package-examples package_examples || EXAMPLES_OK=0
+else not_run package-examples "the examples did not build"; fi
 if [ "$PREREQ_OK" = 1 ]; then
   # A daemon left running by an earlier, interrupted run would keep its old signature settings.
   bash "$HERE/services.sh" stop >"$LOGS/services-prestop.log" 2>&1 || true
