@@ -66,6 +66,52 @@ actions! {
     GetToolRuntimeParameters = "get_tool_runtime_parameters",
     /// `endpoint`: serve one HTTP request of a plugin endpoint.
     InvokeEndpoint = "invoke_endpoint",
+    /// `model`: stream an LLM's answer (plugin-kinds.md §4.3).
+    InvokeLlm = "invoke_llm",
+    /// `model`: count an LLM prompt's tokens.
+    GetLlmNumTokens = "get_llm_num_tokens",
+    /// `model`: embed texts.
+    InvokeTextEmbedding = "invoke_text_embedding",
+    /// `model`: embed text and image documents.
+    InvokeMultimodalEmbedding = "invoke_multimodal_embedding",
+    /// `model`: count texts' tokens for embedding.
+    GetTextEmbeddingNumTokens = "get_text_embedding_num_tokens",
+    /// `model`: rerank documents against a query.
+    InvokeRerank = "invoke_rerank",
+    /// `model`: rerank text and image documents.
+    InvokeMultimodalRerank = "invoke_multimodal_rerank",
+    /// `model`: text to speech, streamed.
+    InvokeTts = "invoke_tts",
+    /// `model`: a TTS model's voices.
+    GetTtsModelVoices = "get_tts_model_voices",
+    /// `model`: speech to text.
+    InvokeSpeech2Text = "invoke_speech2text",
+    /// `model`: moderation (true = flagged).
+    InvokeModeration = "invoke_moderation",
+    /// `model`: check the provider's credentials.
+    ValidateProviderCredentials = "validate_provider_credentials",
+    /// `model`: check one model's credentials.
+    ValidateModelCredentials = "validate_model_credentials",
+    /// `model`: a customizable model's schema.
+    GetAiModelSchemas = "get_ai_model_schemas",
+    /// `model`: start a polled LLM call (plugin-kinds.md §4.7).
+    StartPolling = "start_polling",
+    /// `model`: check a polled LLM call.
+    CheckPolling = "check_polling",
+    /// `agent_strategy`: run a strategy (plugin-kinds.md §5.2).
+    InvokeAgentStrategy = "invoke_agent_strategy",
+    /// `datasource`: check a datasource provider's credentials (plugin-kinds.md §6.2).
+    ValidateDatasourceCredentials = "validate_datasource_credentials",
+    /// `datasource`: crawl a website (progress snapshots).
+    InvokeWebsiteDatasourceGetCrawl = "invoke_website_datasource_get_crawl",
+    /// `datasource`: an online document source's pages.
+    InvokeOnlineDocumentDatasourceGetPages = "invoke_online_document_datasource_get_pages",
+    /// `datasource`: one online document's content.
+    InvokeOnlineDocumentDatasourceGetPageContent = "invoke_online_document_datasource_get_page_content",
+    /// `datasource`: list an online drive's files.
+    InvokeOnlineDriveBrowseFiles = "invoke_online_drive_browse_files",
+    /// `datasource`: download one file of an online drive.
+    InvokeOnlineDriveDownloadFile = "invoke_online_drive_download_file",
 }
 
 impl std::fmt::Display for Action {

@@ -25,8 +25,14 @@ Then in `src/main.rs`, `dify_plugin::include_declaration!()` evaluates to the de
 `dify_plugin::run` and `Router::declaration` (a `Result`; it reads `OUT_DIR`, so it compiles only in a
 crate whose build script ran [`embed`]).
 
-Model, agent-strategy and datasource providers are not loaded yet: a manifest listing them is
-refused with a problem that says so.
+Every kind is loaded: tool providers with their tools, endpoint groups with their endpoints,
+trigger providers with their events, agent strategy providers with their strategies, datasource
+providers with their datasources, and model providers with their predefined models — the
+`models.<type>.predefined` globs matched as the daemon matches them (Go's `filepath.Match` over
+every file of the package, `*` and `?` within one path segment, `_position.yaml` files skipped;
+plugin-kinds.md §1.3, §4.1) and inlined as the array remote registration needs, each model's type
+checked against its key and the provider's `supported_model_types`, with the order of each
+`position` file kept as the provider's `position` (§11).
 */
 #![allow(clippy::needless_doctest_main, reason = "the example is a build script: its main is the point")]
 
@@ -34,7 +40,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::declaration::{Asset, Declaration, Embedded, EmbeddedProvider, ProviderKind};
 use crate::validate::{Checker, Problem};
@@ -162,13 +168,23 @@ pub fn load(plugin_dir: impl AsRef<Path>) -> Result<Loaded, BuildError> {
                     check.trigger_provider(&provider);
                     "events"
                 }
-                ProviderKind::Model | ProviderKind::AgentStrategy | ProviderKind::Datasource => {
-                    problems.push(Problem {
-                        file: "manifest.yaml".to_owned(),
-                        field: format!("plugins.{}", kind.manifest_key()),
-                        rule: "this kind is not supported by dify_plugin::build yet (tools, endpoints, triggers are)"
-                            .to_owned(),
-                    });
+                ProviderKind::AgentStrategy => {
+                    check.agent_provider(&provider);
+                    "strategies"
+                }
+                ProviderKind::Datasource => {
+                    check.datasource_provider(&provider);
+                    "datasources"
+                }
+                ProviderKind::Model => {
+                    check.model_provider(&provider);
+                    let (models, position) =
+                        load_models(root, path, &provider, &mut read, &mut problems, &asset_exists)?;
+                    provider["models"] = Value::Array(models);
+                    if !position.is_empty() {
+                        provider["position"] = Value::Object(position);
+                    }
+                    declaration.providers.push((kind, provider));
                     continue;
                 }
             };
@@ -191,6 +207,14 @@ pub fn load(plugin_dir: impl AsRef<Path>) -> Result<Loaded, BuildError> {
                         let method = value.get("method").and_then(Value::as_str).unwrap_or_default();
                         let route = value.get("path").and_then(Value::as_str).unwrap_or_default();
                         Some(format!("{method} {route}"))
+                    }
+                    ProviderKind::AgentStrategy => {
+                        check.agent_strategy(&value);
+                        value.pointer("/identity/name").and_then(Value::as_str).map(str::to_owned)
+                    }
+                    ProviderKind::Datasource => {
+                        check.datasource(&value);
+                        value.pointer("/identity/name").and_then(Value::as_str).map(str::to_owned)
                     }
                     _ => {
                         check.event(&value);
@@ -218,6 +242,189 @@ pub fn load(plugin_dir: impl AsRef<Path>) -> Result<Loaded, BuildError> {
     }
     declaration.assets = read_assets(&asset_dir)?;
     Ok(Loaded { declaration, files })
+}
+
+/// The predefined models of model provider `provider` (at `path`): each `models.<key>.predefined`
+/// glob matched against the package's files, every match read and checked; and the `position`
+/// lists (plugin-kinds.md §4.1). An inline `models` list is taken as it is (checked).
+fn load_models(
+    root: &Path,
+    path: &str,
+    provider: &Value,
+    read: &mut dyn FnMut(&str) -> Result<Value, BuildError>,
+    problems: &mut Vec<Problem>,
+    asset_exists: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<Value>, Map<String, Value>), BuildError> {
+    let supported: Vec<&str> = provider["supported_model_types"]
+        .as_array()
+        .map(|types| types.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut models: Vec<(String, Value)> = Vec::new();
+    let mut position = Map::new();
+    let mut add = |file: &str, field: &str, model: Value, expected: Option<&str>, problems: &mut Vec<Problem>| {
+        let mut check = Checker::new(file, problems, asset_exists);
+        check.model(&model);
+        let kind = model["model_type"].as_str().unwrap_or_default().to_owned();
+        let name = model["model"].as_str().unwrap_or_default().to_owned();
+        let mut fail = |rule: String| problems.push(Problem { file: file.to_owned(), field: field.to_owned(), rule });
+        if let Some(expected) = expected.filter(|e| !kind.is_empty() && *e != kind) {
+            fail(format!(
+                "model_type {kind:?} is listed under models.{}, which holds {expected} models",
+                models_key(expected)
+            ));
+        }
+        if !kind.is_empty() && !supported.contains(&kind.as_str()) {
+            fail(format!("model_type {kind:?} is not in the provider's supported_model_types (§4.1)"));
+        }
+        if models.iter().any(|(k, m)| *k == kind && m["model"].as_str() == Some(name.as_str())) {
+            fail(format!("{kind} model {name:?} is declared twice"));
+        }
+        models.push((kind, model));
+    };
+    match &provider["models"] {
+        Value::Null => {}
+        Value::Array(inline) => {
+            for (i, model) in inline.iter().enumerate() {
+                add(path, &format!("models[{i}]"), model.clone(), None, problems);
+            }
+        }
+        Value::Object(by_type) => {
+            let files = package_files(root);
+            for (key, entry) in by_type {
+                let Some(kind) = model_type_of_key(key) else {
+                    problems.push(Problem {
+                        file: path.to_owned(),
+                        field: format!("models.{key}"),
+                        rule: "not read by the daemon: the keys are llm text_embedding rerank tts speech2text moderation (§4.1)"
+                            .to_owned(),
+                    });
+                    continue;
+                };
+                let globs: Vec<&str> = match &entry["predefined"] {
+                    Value::Null => Vec::new(),
+                    Value::Array(globs) => globs.iter().filter_map(Value::as_str).collect(),
+                    _ => {
+                        problems.push(Problem {
+                            file: path.to_owned(),
+                            field: format!("models.{key}.predefined"),
+                            rule: "must be a list of glob patterns".to_owned(),
+                        });
+                        Vec::new()
+                    }
+                };
+                for glob in globs {
+                    let matched: Vec<&String> =
+                        files.iter().filter(|f| !f.ends_with("_position.yaml") && glob_match(glob, f)).collect();
+                    if matched.is_empty() {
+                        problems.push(Problem {
+                            file: path.to_owned(),
+                            field: format!("models.{key}.predefined"),
+                            rule: format!("{glob:?} matches no file of the package"),
+                        });
+                    }
+                    for file in matched {
+                        let model = read(file)?;
+                        add(file, "(root)", model, Some(kind), problems);
+                    }
+                }
+                if let Some(position_file) = entry["position"].as_str() {
+                    let names = read(position_file)?;
+                    match names.as_array() {
+                        Some(list) if list.iter().all(Value::is_string) => {
+                            position.insert(key.clone(), names.clone());
+                        }
+                        _ => problems.push(Problem {
+                            file: position_file.to_owned(),
+                            field: "(root)".to_owned(),
+                            rule: "must be a list of model names (§4.1)".to_owned(),
+                        }),
+                    }
+                }
+            }
+        }
+        _ => problems.push(Problem {
+            file: path.to_owned(),
+            field: "models".to_owned(),
+            rule: "must be a mapping of model types or a list of models (§4.1)".to_owned(),
+        }),
+    }
+    // Declared order: by position where listed, then by name (the daemon's order is the files').
+    let rank = |kind: &str, name: &str| {
+        let key = models_key(kind);
+        position
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|list| list.iter().position(|n| n.as_str() == Some(name)))
+            .unwrap_or(usize::MAX)
+    };
+    models.sort_by(|(ka, a), (kb, b)| {
+        let (na, nb) = (a["model"].as_str().unwrap_or_default(), b["model"].as_str().unwrap_or_default());
+        (ka.as_str(), rank(ka, na), na).cmp(&(kb.as_str(), rank(kb, nb), nb))
+    });
+    Ok((models.into_iter().map(|(_, m)| m).collect(), position))
+}
+
+/// The model type a provider's `models` key holds.
+fn model_type_of_key(key: &str) -> Option<&'static str> {
+    match key {
+        "llm" => Some("llm"),
+        "text_embedding" => Some("text-embedding"),
+        "rerank" => Some("rerank"),
+        "tts" => Some("tts"),
+        "speech2text" => Some("speech2text"),
+        "moderation" => Some("moderation"),
+        _ => None,
+    }
+}
+
+fn models_key(kind: &str) -> &str {
+    match kind {
+        "text-embedding" => "text_embedding",
+        other => other,
+    }
+}
+
+/// Every file of the package, relative, with `/` separators (what the daemon matches globs on).
+fn package_files(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(relative) = path.strip_prefix(root) {
+                files.push(relative.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Go's `filepath.Match` for `*` and `?` (neither crosses `/`); other characters match themselves.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => {
+                let mut i = 0;
+                loop {
+                    if go(rest, &n[i..]) {
+                        return true;
+                    }
+                    if i == n.len() || n[i] == b'/' {
+                        return false;
+                    }
+                    i += 1;
+                }
+            }
+            Some((b'?', rest)) => n.first().is_some_and(|c| *c != b'/') && go(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
 }
 
 fn read_assets(dir: &Path) -> Result<Vec<Asset>, BuildError> {
@@ -360,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_tools_and_unsupported_kinds() {
+    fn duplicate_tools_are_refused() {
         let provider = PROVIDER.replace("  - tools/echo.yaml\n", "  - tools/echo.yaml\n  - tools/echo.yaml\n");
         let manifest = MANIFEST.replace("  endpoints:\n    - group/demo.yaml\n", "");
         let found = problems(
@@ -368,16 +575,91 @@ mod tests {
             &[("manifest.yaml", &manifest), ("provider/demo.yaml", &provider), ("tools/echo.yaml", TOOL)],
         );
         assert_eq!(found, ["provider/demo.yaml: tools[1]: \"echo\" is declared twice: a request could not be routed"]);
-        let manifest = MANIFEST.replace(
+    }
+
+    const MODEL_PROVIDER: &str = concat!(
+        "provider: demo\nlabel:\n  en_US: Demo\nicon_small:\n  en_US: icon.svg\n",
+        "supported_model_types: [llm, text-embedding]\nconfigurate_methods: [predefined-model]\n",
+        "provider_credential_schema:\n  credential_form_schemas:\n",
+        "    - variable: api_key\n      type: secret-input\n      label:\n        en_US: Key\n",
+        "models:\n  llm:\n    predefined:\n      - models/llm/*.yaml\n    position: models/llm/_position.yaml\n",
+        "  text_embedding:\n    predefined:\n      - models/embedding/*.yaml\n",
+    );
+
+    fn model(name: &str, kind: &str) -> String {
+        format!(
+            "model: {name}\nlabel:\n  en_US: {name}\nmodel_type: {kind}\nparameter_rules:\n  - name: temperature\n    use_template: temperature\n"
+        )
+    }
+
+    fn model_manifest() -> String {
+        MANIFEST.replace(
             "  tools:\n    - provider/demo.yaml\n  endpoints:\n    - group/demo.yaml\n",
             "  models:\n    - provider/m.yaml\n",
+        )
+    }
+
+    #[test]
+    fn model_providers_inline_their_globbed_models_in_position_order() {
+        let dir = package(
+            "models",
+            &[
+                ("manifest.yaml", &model_manifest()),
+                ("provider/m.yaml", MODEL_PROVIDER),
+                ("models/llm/a.yaml", &model("alpha", "llm")),
+                ("models/llm/b.yaml", &model("beta", "llm")),
+                ("models/llm/_position.yaml", "- beta\n- alpha\n"),
+                ("models/llm/notes.txt", "not a model"),
+                ("models/embedding/e.yaml", &model("embed", "text-embedding")),
+            ],
         );
-        let found = problems("model", &[("manifest.yaml", &manifest), ("provider/m.yaml", "provider: m\n")]);
+        let loaded = load(&dir).unwrap();
+        let provider = &loaded.declaration.providers[0];
+        assert_eq!(provider.0, ProviderKind::Model);
+        let names: Vec<&str> =
+            provider.1["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
+        assert_eq!(names, ["beta", "alpha", "embed"]);
+        assert_eq!(provider.1["position"]["llm"], serde_json::json!(["beta", "alpha"]));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bad_model_declarations_are_refused() {
+        let found = problems(
+            "badmodels",
+            &[
+                ("manifest.yaml", &model_manifest()),
+                (
+                    "provider/m.yaml",
+                    &MODEL_PROVIDER
+                        .replace("variable: api_key", "name: api_key")
+                        .replace("models/embedding/*.yaml", "models/none/*.yaml"),
+                ),
+                (
+                    "models/llm/a.yaml",
+                    &model("alpha", "rerank").replace("use_template: temperature", "use_template: warmth"),
+                ),
+                ("models/llm/_position.yaml", "- alpha\n"),
+            ],
+        );
         assert_eq!(
             found,
             [
-                "manifest.yaml: plugins.models: this kind is not supported by dify_plugin::build yet (tools, endpoints, triggers are)"
+                "provider/m.yaml: provider_credential_schema.credential_form_schemas[0].variable: required",
+                "provider/m.yaml: provider_credential_schema.credential_form_schemas[0].name: model credential forms name their key `variable`, not `name` (§4.1)",
+                "models/llm/a.yaml: parameter_rules[0].use_template: \"warmth\" is not one of temperature top_p top_k presence_penalty frequency_penalty max_tokens response_format json_schema (the daemon: use_template not found)",
+                "models/llm/a.yaml: (root): model_type \"rerank\" is listed under models.llm, which holds llm models",
+                "models/llm/a.yaml: (root): model_type \"rerank\" is not in the provider's supported_model_types (§4.1)",
+                "provider/m.yaml: models.text_embedding.predefined: \"models/none/*.yaml\" matches no file of the package",
             ]
         );
+    }
+
+    #[test]
+    fn globs_match_as_go_filepath_match() {
+        assert!(glob_match("models/llm/*.yaml", "models/llm/gpt-4o.yaml"));
+        assert!(!glob_match("models/llm/*.yaml", "models/llm/sub/x.yaml"), "* does not cross /");
+        assert!(glob_match("models/?/x.yaml", "models/a/x.yaml"));
+        assert!(!glob_match("models/*.yaml", "models/llm.yml"));
     }
 }

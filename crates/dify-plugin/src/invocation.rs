@@ -86,14 +86,7 @@ impl TypedStream<LlmResultChunk> {
     pub async fn text(mut self) -> Result<LlmText, BackwardsError> {
         let mut out = LlmText::default();
         while let Some(chunk) = self.next().await {
-            let chunk = chunk?;
-            out.text.push_str(&chunk.delta.message.text());
-            if chunk.delta.usage.is_some() {
-                out.usage = chunk.delta.usage;
-            }
-            if chunk.delta.finish_reason.is_some() {
-                out.finish_reason = chunk.delta.finish_reason;
-            }
+            out.absorb(chunk?);
         }
         Ok(out)
     }
@@ -103,8 +96,35 @@ impl TypedStream<LlmResultChunk> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LlmText {
     pub text: String,
+    /// The tool calls, pieces of one call joined.
+    pub tool_calls: Vec<ToolCall>,
     pub usage: Option<Value>,
     pub finish_reason: Option<String>,
+}
+
+impl LlmText {
+    /// Adds one chunk: its text, its tool calls, its usage and finish reason (for a caller that
+    /// also handles the chunks as they come, as an agent strategy does).
+    pub fn absorb(&mut self, chunk: LlmResultChunk) {
+        self.text.push_str(&chunk.delta.message.text());
+        for call in chunk.delta.message.tool_calls {
+            // A piece without an id continues the previous call (a provider streaming one
+            // call's arguments over several chunks); a piece with an id starts a call.
+            match self.tool_calls.last_mut() {
+                Some(last) if call.id.is_empty() => {
+                    last.function.name.push_str(&call.function.name);
+                    last.function.arguments.push_str(&call.function.arguments);
+                }
+                _ => self.tool_calls.push(call),
+            }
+        }
+        if chunk.delta.usage.is_some() {
+            self.usage = chunk.delta.usage;
+        }
+        if chunk.delta.finish_reason.is_some() {
+            self.finish_reason = chunk.delta.finish_reason;
+        }
+    }
 }
 
 /// `llm` (§10): a model invocation through the tenant's configured provider.
@@ -117,8 +137,8 @@ pub struct LlmRequest {
     /// `temperature`, `max_tokens`, … as the model's `parameter_rules` name them.
     pub completion_params: Object,
     pub prompt_messages: Vec<PromptMessage>,
-    /// Tool definitions (`{name, description, parameters}`) for tool calling.
-    pub tools: Vec<Value>,
+    /// Tool definitions for tool calling.
+    pub tools: Vec<PromptTool>,
     pub stop: Vec<String>,
     /// Ask the provider to stream; the daemon streams chunks either way.
     pub stream: bool,
@@ -148,22 +168,101 @@ pub enum LlmMode {
     Completion,
 }
 
-/// One prompt message: `role` (`system`, `user`, `assistant`, `tool`) and `content` (a string, or a
-/// list of content parts).
+/// One prompt message (plugin-kinds.md §4.3 `PromptMessage`): `role` (`system`, `user`,
+/// `assistant`, `tool`) and `content` (a string, or a list of content parts `{type: text|image|
+/// audio|video|document, data?, url?, mime_type?, …}`; never `null`, which the daemon refuses);
+/// an assistant's `tool_calls`, a tool message's `tool_call_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptMessage {
     pub role: String,
+    #[serde(default, deserialize_with = "content_or_empty")]
     pub content: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "crate::lenient::or_default", skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
     /// A `tool` message's call id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
 }
 
+/// `null` content reads as `""` (the daemon refuses `null`, plugin-kinds.md §4.3).
+fn content_or_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Null => Value::String(String::new()),
+        other => other,
+    })
+}
+
+/// One tool call of an assistant message: `{id, type: "function", function: {name, arguments}}`,
+/// `arguments` the JSON text of the call's arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: ToolCallFunction,
+}
+
+fn function_type() -> String {
+    "function".to_owned()
+}
+
+/// The function a [`ToolCall`] names, and its arguments as JSON text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallFunction {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// A call of `name` with `arguments` (any JSON value, sent as its text).
+    pub fn function(id: impl Into<String>, name: impl Into<String>, arguments: &Value) -> Self {
+        ToolCall {
+            id: id.into(),
+            kind: function_type(),
+            function: ToolCallFunction { name: name.into(), arguments: arguments.to_string() },
+        }
+    }
+}
+
+/// A tool the model may call (`{name, description, parameters}`: `parameters` a JSON Schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptTool {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub parameters: Value,
+}
+
 impl PromptMessage {
     fn text(role: &str, text: impl Into<String>) -> Self {
-        PromptMessage { role: role.to_owned(), content: Value::String(text.into()), name: None, tool_call_id: None }
+        PromptMessage {
+            role: role.to_owned(),
+            content: Value::String(text.into()),
+            name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// An assistant message that called `tool_calls` (with its text, possibly empty).
+    pub fn assistant_calls(text: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
+        PromptMessage { tool_calls, ..PromptMessage::text("assistant", text) }
+    }
+
+    /// The answer to tool call `call_id`.
+    pub fn tool(call_id: impl Into<String>, text: impl Into<String>) -> Self {
+        PromptMessage { tool_call_id: Some(call_id.into()), ..PromptMessage::text("tool", text) }
+    }
+
+    /// The message's text: the string, or the `data` of its `text` parts.
+    pub fn text_content(&self) -> String {
+        content_text(&self.content)
     }
 
     pub fn system(text: impl Into<String>) -> Self {
@@ -208,22 +307,27 @@ pub struct AssistantMessage {
     pub role: String,
     #[serde(default)]
     pub content: Value,
-    #[serde(default)]
-    pub tool_calls: Vec<Value>,
+    #[serde(default, deserialize_with = "crate::lenient::or_default")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl AssistantMessage {
     /// The piece's text: the string, or the `data` of its `text` parts.
     pub fn text(&self) -> String {
-        match &self.content {
-            Value::String(text) => text.clone(),
-            Value::Array(parts) => parts
-                .iter()
-                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-                .filter_map(|p| p.get("data").and_then(Value::as_str))
-                .collect(),
-            _ => String::new(),
-        }
+        content_text(&self.content)
+    }
+}
+
+/// A content's text: the string, or the `data` of its `text` parts.
+pub(crate) fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("data").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
     }
 }
 

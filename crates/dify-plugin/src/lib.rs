@@ -33,6 +33,10 @@ Specs cited as `§n` are sections of `daemon-protocol.md` (the wire protocol) an
 - [`trigger`]: typed trigger actions and the [`TriggerProvider`] trait ([`TriggerPlugin`]
   serves one); [`raw_http`]: the raw HTTP requests and responses Dify exchanges with triggers.
 - [`oauth`]: the OAuth actions of tool, trigger and datasource providers.
+- [`model`]: typed model providers (every model type), served by [`model::ModelPlugin`].
+- [`agent`]: typed agent strategies, served by [`agent::AgentPlugin`].
+- [`datasource`]: typed datasources (website crawl, online document, online drive), served by
+  [`datasource::DatasourcePlugin`].
 - [`Router`]: a [`Plugin`] that routes by provider/tool, by endpoint method/path, and to a trigger
   provider.
 - `host` (feature `host`): Dify's side of the protocol, for tests, demos and local development;
@@ -48,9 +52,11 @@ Logs go through `tracing` (to stderr: the daemon records stderr lines as warning
 struct ReadmeDoctests;
 
 mod action;
+pub mod agent;
 pub mod backwards;
 #[cfg(feature = "build")]
 pub mod build;
+pub mod datasource;
 pub mod declaration;
 pub mod endpoint;
 pub mod framing;
@@ -59,6 +65,7 @@ pub mod host;
 pub mod inbound;
 pub mod invocation;
 mod lenient;
+pub mod model;
 pub mod oauth;
 mod outbox;
 #[cfg(feature = "package")]

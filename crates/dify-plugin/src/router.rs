@@ -139,7 +139,7 @@ where
 }
 
 /// [`OAuthProvider`] made object-safe.
-trait DynOAuth: Send + Sync + 'static {
+pub(crate) trait DynOAuth: Send + Sync + 'static {
     fn serve<'a>(&'a self, request: &'a Request, session: &'a Session) -> BoxFuture<'a, Reply>;
 }
 

@@ -432,6 +432,19 @@ impl ToolMessage {
         ToolMessage::chunk("retriever_resources", json!({"retriever_resources": resources, "context": context.into()}))
     }
 
+    /// The message as one chunk, a blob whole (`{"type":"blob","message":{"blob":base64}}`): for
+    /// datasources, whose blobs Dify does not merge (plugin-kinds.md §6.2).
+    pub(crate) fn whole_chunk(&self) -> String {
+        match &self.0 {
+            Repr::Chunk { kind, message } => chunk_text(kind, message, &Value::Null),
+            Repr::Blob { bytes, meta } => {
+                let blob = base64::engine::general_purpose::STANDARD.encode(bytes);
+                let meta = serde_json::to_value(meta).unwrap_or(Value::Null);
+                chunk_text("blob", &json!({ "blob": blob }), &meta)
+            }
+        }
+    }
+
     /// The chunks this message is sent as, each the JSON text of one `stream` chunk.
     pub fn chunks(&self) -> Vec<String> {
         match &self.0 {

@@ -606,6 +606,397 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// Model types (`isModelType`, plugin-kinds.md §4.1).
+pub const MODEL_TYPES: [&str; 9] = [
+    "llm",
+    "text-embedding",
+    "rerank",
+    "speech2text",
+    "moderation",
+    "tts",
+    "text2img",
+    "multimodal-embedding",
+    "multimodal-rerank",
+];
+
+/// Credential form types of model providers (`isModelProviderFormType`, plugin-kinds.md §4.1).
+pub const MODEL_FORM_TYPES: [&str; 5] = ["text-input", "secret-input", "select", "radio", "switch"];
+
+/// `use_template` names of model parameter rules (plugin-kinds.md §4.2).
+pub const PARAMETER_TEMPLATES: [&str; 8] = [
+    "temperature",
+    "top_p",
+    "top_k",
+    "presence_penalty",
+    "frequency_penalty",
+    "max_tokens",
+    "response_format",
+    "json_schema",
+];
+
+/// Agent strategy parameter types the daemon accepts (plugin-kinds.md §5.1; the Python SDK's
+/// `object` and `array` fail daemon validation).
+pub const AGENT_PARAMETER_TYPES: [&str; 11] = [
+    "string",
+    "number",
+    "boolean",
+    "select",
+    "secret-input",
+    "file",
+    "files",
+    "app-selector",
+    "model-selector",
+    "array[tools]",
+    "any",
+];
+
+/// Datasource parameter types (plugin-kinds.md §6.1).
+pub const DATASOURCE_PARAMETER_TYPES: [&str; 5] = ["string", "number", "boolean", "select", "secret-input"];
+
+/// Datasource provider types (plugin-kinds.md §6.1).
+pub const DATASOURCE_PROVIDER_TYPES: [&str; 3] = ["website_crawl", "online_document", "online_drive"];
+
+impl Checker<'_> {
+    fn list<'v>(&mut self, value: &'v Value, field: &str, max: usize) -> &'v [Value] {
+        match value {
+            Value::Null => &[],
+            Value::Array(items) => {
+                if items.len() > max {
+                    self.fail(field, format!("at most {max} items"));
+                }
+                items
+            }
+            _ => {
+                self.fail(field, "must be a list");
+                &[]
+            }
+        }
+    }
+
+    fn short(&mut self, value: &Value, field: &str, required: bool) -> Option<String> {
+        let text = self.string(value, field, required)?;
+        if text.chars().count() >= 256 {
+            self.fail(field, "must be under 256 characters");
+        }
+        Some(text.to_owned())
+    }
+
+    fn i18n_asset(&mut self, value: &Value, field: &str) {
+        let Some(map) = value.as_object() else {
+            if !value.is_null() {
+                self.fail(field, "must be an I18n mapping of file names (§4.1)");
+            }
+            return;
+        };
+        for (locale, name) in map {
+            self.asset(name, &format!("{field}.{locale}"), false);
+        }
+    }
+
+    /// A model provider YAML (plugin-kinds.md §4.1), before its models are inlined.
+    pub fn model_provider(&mut self, provider: &Value) {
+        let Some(map) = self.object(provider, "(root)") else { return };
+        let get = |k: &str| map.get(k).unwrap_or(&Value::Null);
+        self.short(get("provider"), "provider", true);
+        self.i18n(get("label"), "label", true);
+        self.i18n(get("description"), "description", false);
+        for key in ["icon_small", "icon_large", "icon_small_dark", "icon_large_dark"] {
+            self.i18n_asset(get(key), key);
+        }
+        if let Some(help) = map.get("help").filter(|h| !h.is_null()) {
+            self.i18n(help.get("title").unwrap_or(&Value::Null), "help.title", true);
+            self.i18n(help.get("url").unwrap_or(&Value::Null), "help.url", true);
+        }
+        let types = self.list(get("supported_model_types"), "supported_model_types", 16);
+        if types.is_empty() {
+            self.fail("supported_model_types", "required: a non-empty list (§4.1)");
+        }
+        for (i, kind) in types.iter().enumerate() {
+            if !kind.as_str().is_some_and(|k| MODEL_TYPES.contains(&k)) {
+                self.fail(
+                    &format!("supported_model_types[{i}]"),
+                    format!("{kind} is not one of {}", MODEL_TYPES.join(" ")),
+                );
+            }
+        }
+        let methods = self.list(get("configurate_methods"), "configurate_methods", 16);
+        if methods.is_empty() {
+            self.fail("configurate_methods", "required: predefined-model and/or customizable-model (§4.1)");
+        }
+        let mut customizable = false;
+        for (i, method) in methods.iter().enumerate() {
+            match method.as_str() {
+                Some("predefined-model") => {}
+                Some("customizable-model") => customizable = true,
+                _ => self.fail(&format!("configurate_methods[{i}]"), "must be predefined-model or customizable-model"),
+            }
+        }
+        let forms = get("provider_credential_schema").get("credential_form_schemas").unwrap_or(&Value::Null).clone();
+        self.credential_forms(&forms, "provider_credential_schema.credential_form_schemas");
+        let model_schema = get("model_credential_schema");
+        if customizable && model_schema.is_null() {
+            self.fail(
+                "model_credential_schema",
+                "required with customizable-model: the form Dify asks per model (§4.1)",
+            );
+        }
+        if !model_schema.is_null() {
+            self.i18n(
+                model_schema.pointer("/model/label").unwrap_or(&Value::Null),
+                "model_credential_schema.model.label",
+                true,
+            );
+            self.i18n(
+                model_schema.pointer("/model/placeholder").unwrap_or(&Value::Null),
+                "model_credential_schema.model.placeholder",
+                false,
+            );
+            let forms = model_schema.get("credential_form_schemas").unwrap_or(&Value::Null).clone();
+            self.credential_forms(&forms, "model_credential_schema.credential_form_schemas");
+        }
+    }
+
+    fn credential_forms(&mut self, value: &Value, field: &str) {
+        let forms = self.list(value, field, 32);
+        let mut seen = Vec::new();
+        for (i, form) in forms.iter().enumerate() {
+            let field = format!("{field}[{i}]");
+            let Some(map) = self.object(form, &field) else { continue };
+            let get = |k: &str| map.get(k).unwrap_or(&Value::Null);
+            if let Some(variable) = self.short(get("variable"), &format!("{field}.variable"), true) {
+                if seen.contains(&variable) {
+                    self.fail(&format!("{field}.variable"), format!("{variable:?} is declared twice"));
+                }
+                seen.push(variable);
+            }
+            if get("name").is_string() && get("variable").is_null() {
+                self.fail(
+                    &format!("{field}.name"),
+                    "model credential forms name their key `variable`, not `name` (§4.1)",
+                );
+            }
+            self.i18n(get("label"), &format!("{field}.label"), true);
+            match get("type").as_str() {
+                Some(kind) if MODEL_FORM_TYPES.contains(&kind) => {}
+                _ => self
+                    .fail(&format!("{field}.type"), format!("required: one of {} (§4.1)", MODEL_FORM_TYPES.join(" "))),
+            }
+            self.bool(get("required"), &format!("{field}.required"));
+            if !matches!(get("default"), Value::Null | Value::String(_)) {
+                self.fail(&format!("{field}.default"), "must be a string: write '8192', not 8192 (§4.1)");
+            }
+            for key in ["help", "placeholder"] {
+                self.i18n(get(key), &format!("{field}.{key}"), false);
+            }
+            self.options(get("options"), &format!("{field}.options"));
+            for (j, show) in self.list(get("show_on"), &format!("{field}.show_on"), 16).to_vec().iter().enumerate() {
+                let at = format!("{field}.show_on[{j}]");
+                self.string(show.get("variable").unwrap_or(&Value::Null), &format!("{at}.variable"), true);
+                self.string(show.get("value").unwrap_or(&Value::Null), &format!("{at}.value"), true);
+            }
+        }
+    }
+
+    /// A model declaration: a predefined model's YAML or a customizable model's schema
+    /// (plugin-kinds.md §4.2).
+    pub fn model(&mut self, model: &Value) {
+        let Some(map) = self.object(model, "(root)") else { return };
+        let get = |k: &str| map.get(k).unwrap_or(&Value::Null);
+        self.short(get("model"), "model", true);
+        self.i18n(get("label"), "label", true);
+        match get("model_type").as_str() {
+            Some(kind) if MODEL_TYPES.contains(&kind) => {}
+            _ => self.fail("model_type", format!("required: one of {} (§4.2)", MODEL_TYPES.join(" "))),
+        }
+        for (i, feature) in self.list(get("features"), "features", 256).to_vec().iter().enumerate() {
+            if !feature.as_str().is_some_and(|f| !f.is_empty() && f.chars().count() < 256) {
+                self.fail(&format!("features[{i}]"), "must be a string under 256 characters");
+            }
+        }
+        if !matches!(get("fetch_from").as_str(), None | Some("predefined-model" | "customizable-model")) {
+            self.fail("fetch_from", "must be predefined-model or customizable-model");
+        }
+        if !matches!(get("model_properties"), Value::Null | Value::Object(_)) {
+            self.fail("model_properties", "must be a mapping");
+        }
+        self.bool(get("deprecated"), "deprecated");
+        for (i, rule) in self.list(get("parameter_rules"), "parameter_rules", 128).to_vec().iter().enumerate() {
+            let field = format!("parameter_rules[{i}]");
+            let Some(rule) = self.object(rule, &field) else { continue };
+            let get = |k: &str| rule.get(k).unwrap_or(&Value::Null);
+            self.short(get("name"), &format!("{field}.name"), true);
+            match get("use_template").as_str() {
+                Some(template) if !PARAMETER_TEMPLATES.contains(&template) => self.fail(
+                    &format!("{field}.use_template"),
+                    format!(
+                        "{template:?} is not one of {} (the daemon: use_template not found)",
+                        PARAMETER_TEMPLATES.join(" ")
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    self.i18n(get("label"), &format!("{field}.label"), true);
+                    match get("type").as_str() {
+                        Some("float" | "int" | "string" | "boolean" | "text") => {}
+                        _ => self.fail(
+                            &format!("{field}.type"),
+                            "required without use_template: one of float int string boolean text (§4.2)",
+                        ),
+                    }
+                }
+            }
+            for (j, option) in
+                self.list(get("options"), &format!("{field}.options"), usize::MAX).to_vec().iter().enumerate()
+            {
+                if option.as_str().is_none_or(|o| o.chars().count() >= 256) {
+                    self.fail(&format!("{field}.options[{j}]"), "must be a string under 256 characters");
+                }
+            }
+        }
+        if let Some(pricing) = map.get("pricing").filter(|p| !p.is_null()) {
+            for key in ["input", "unit"] {
+                if !pricing.get(key).is_some_and(is_decimal) {
+                    self.fail(&format!("pricing.{key}"), "required: a decimal, e.g. '0.001' (§4.2)");
+                }
+            }
+            if pricing.get("output").is_some_and(|v| !v.is_null() && !is_decimal(v)) {
+                self.fail("pricing.output", "must be a decimal, e.g. '0.002' (§4.2)");
+            }
+            self.string(pricing.get("currency").unwrap_or(&Value::Null), "pricing.currency", true);
+        }
+    }
+
+    /// An agent strategy provider YAML (plugin-kinds.md §5.1), before its strategies are inlined.
+    pub fn agent_provider(&mut self, provider: &Value) {
+        if self.object(provider, "(root)").is_none() {
+            return;
+        }
+        self.provider_identity(provider.get("identity").unwrap_or(&Value::Null));
+        match provider.get("strategies") {
+            Some(Value::Array(strategies)) if !strategies.is_empty() => {}
+            _ => self.fail("strategies", "required: a non-empty list of strategy files (§5.1)"),
+        }
+    }
+
+    /// An agent strategy YAML (plugin-kinds.md §5.1).
+    pub fn agent_strategy(&mut self, strategy: &Value) {
+        if self.object(strategy, "(root)").is_none() {
+            return;
+        }
+        let identity = strategy.get("identity").unwrap_or(&Value::Null);
+        if self.object(identity, "identity").is_some() {
+            self.string(identity.get("author").unwrap_or(&Value::Null), "identity.author", true);
+            self.name(identity.get("name").unwrap_or(&Value::Null), "identity.name");
+            self.i18n(identity.get("label").unwrap_or(&Value::Null), "identity.label", true);
+        }
+        self.i18n(strategy.get("description").unwrap_or(&Value::Null), "description", true);
+        let parameters =
+            self.list(strategy.get("parameters").unwrap_or(&Value::Null), "parameters", usize::MAX).to_vec();
+        self.parameters(&parameters, &AGENT_PARAMETER_TYPES, false);
+    }
+
+    /// Strategy or datasource parameters: name, label, type among `types`, scope, options; a
+    /// datasource parameter also needs an I18n `description`.
+    fn parameters(&mut self, parameters: &[Value], types: &[&str], description_required: bool) {
+        let mut seen = Vec::new();
+        for (i, parameter) in parameters.iter().enumerate() {
+            let field = format!("parameters[{i}]");
+            let Some(map) = self.object(parameter, &field) else { continue };
+            let get = |k: &str| map.get(k).unwrap_or(&Value::Null);
+            if let Some(name) = self.string(get("name"), &format!("{field}.name"), true) {
+                if seen.contains(&name.to_owned()) {
+                    self.fail(&format!("{field}.name"), format!("{name:?} is declared twice"));
+                }
+                seen.push(name.to_owned());
+            }
+            self.i18n(get("label"), &format!("{field}.label"), true);
+            self.i18n(get("help"), &format!("{field}.help"), false);
+            if description_required {
+                self.i18n(get("description"), &format!("{field}.description"), true);
+            }
+            let kind = self.string(get("type"), &format!("{field}.type"), true).map(str::to_owned);
+            if let Some(kind) = &kind {
+                if !types.contains(&kind.as_str()) {
+                    self.fail(&format!("{field}.type"), format!("{kind:?} is not one of {}", types.join(" ")));
+                }
+            }
+            self.bool(get("required"), &format!("{field}.required"));
+            self.scope(get("scope"), &format!("{field}.scope"), kind.as_deref());
+            self.options(get("options"), &format!("{field}.options"));
+            if kind.as_deref() == Some("select") && get("options").as_array().is_none_or(|o| o.is_empty()) {
+                self.fail(&format!("{field}.options"), "a select parameter needs options");
+            }
+        }
+    }
+
+    /// A datasource provider YAML (plugin-kinds.md §6.1), before its datasources are inlined.
+    pub fn datasource_provider(&mut self, provider: &Value) {
+        if self.object(provider, "(root)").is_none() {
+            return;
+        }
+        let identity = provider.get("identity").unwrap_or(&Value::Null);
+        if self.object(identity, "identity").is_some() {
+            let get = |k: &str| identity.get(k).unwrap_or(&Value::Null);
+            self.string(get("author"), "identity.author", true);
+            self.string(get("name"), "identity.name", true);
+            self.i18n(get("label"), "identity.label", true);
+            self.i18n(get("description"), "identity.description", true);
+            self.asset(get("icon"), "identity.icon", true);
+            self.tags(get("tags"), "identity.tags");
+        }
+        match provider.get("provider_type").and_then(Value::as_str) {
+            Some(kind) if DATASOURCE_PROVIDER_TYPES.contains(&kind) => {}
+            _ => self.fail("provider_type", format!("required: one of {} (§6.1)", DATASOURCE_PROVIDER_TYPES.join(" "))),
+        }
+        self.provider_configs(provider.get("credentials_schema").unwrap_or(&Value::Null), "credentials_schema", true);
+        if let Some(oauth) = provider.get("oauth_schema").filter(|v| !v.is_null()) {
+            self.provider_configs(
+                oauth.get("client_schema").unwrap_or(&Value::Null),
+                "oauth_schema.client_schema",
+                false,
+            );
+            self.provider_configs(
+                oauth.get("credentials_schema").unwrap_or(&Value::Null),
+                "oauth_schema.credentials_schema",
+                false,
+            );
+        }
+        match provider.get("datasources") {
+            Some(Value::Array(datasources)) if !datasources.is_empty() => {}
+            _ => self.fail("datasources", "required: a non-empty list of datasource files (§6.1)"),
+        }
+    }
+
+    /// A datasource YAML (plugin-kinds.md §6.1).
+    pub fn datasource(&mut self, datasource: &Value) {
+        if self.object(datasource, "(root)").is_none() {
+            return;
+        }
+        let identity = datasource.get("identity").unwrap_or(&Value::Null);
+        if self.object(identity, "identity").is_some() {
+            self.string(identity.get("author").unwrap_or(&Value::Null), "identity.author", true);
+            self.name(identity.get("name").unwrap_or(&Value::Null), "identity.name");
+            self.i18n(identity.get("label").unwrap_or(&Value::Null), "identity.label", true);
+        }
+        self.i18n(datasource.get("description").unwrap_or(&Value::Null), "description", true);
+        match datasource.get("parameters") {
+            Some(Value::Array(parameters)) => {
+                let parameters = parameters.clone();
+                self.parameters(&parameters, &DATASOURCE_PARAMETER_TYPES, true);
+            }
+            _ => self.fail("parameters", "required: a list (write `parameters: []` for none; §6.1)"),
+        }
+    }
+}
+
+fn is_decimal(value: &Value) -> bool {
+    match value {
+        Value::Number(_) => true,
+        Value::String(text) => text.trim().parse::<f64>().is_ok_and(f64::is_finite),
+        _ => false,
+    }
+}
+
 /// `X.Y.Z` with 1–4 digits each, and (when `suffix`) an optional `-word` of up to 16 characters.
 fn is_version(text: &str, suffix: bool) -> bool {
     let (core, rest) = match text.split_once('-') {

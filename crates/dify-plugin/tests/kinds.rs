@@ -439,7 +439,9 @@ async fn tools_and_endpoint_plugin_registers_both_kinds_remotely() {
 /// Each example's YAML passes the build-time checks and embeds (what a plugin's `build.rs` does).
 #[test]
 fn example_declarations_embed() {
-    for name in ["google_search", "neko", "duck_tools"] {
+    for name in
+        ["google_search", "neko", "duck_tools", "echo_trigger", "openai_compat", "function_calling", "site_crawl"]
+    {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
         let out = std::env::temp_dir().join(format!("dify-plugin-embed-{}-{name}", std::process::id()));
         let files = dify_plugin::build::embed_into(&dir, &out).unwrap();
@@ -449,4 +451,29 @@ fn example_declarations_embed() {
         assert!(!declaration.providers.is_empty());
         let _ = std::fs::remove_dir_all(out);
     }
+    // The model provider's predefined models are inlined, in `_position.yaml` order, with the
+    // position kept for remote registration (plugin-kinds.md §11).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/openai_compat");
+    let loaded = dify_plugin::build::load(&dir).unwrap();
+    let provider = &loaded.declaration.providers[0].1;
+    let models: Vec<(&str, &str)> = provider["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["model_type"].as_str().unwrap(), m["model"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        models,
+        [
+            ("llm", "gpt-4o-mini"),
+            ("llm", "gpt-4.1-nano"),
+            ("moderation", "omni-moderation-latest"),
+            ("rerank", "rerank-lite"),
+            ("speech2text", "whisper-1"),
+            ("text-embedding", "text-embedding-3-small"),
+            ("tts", "tts-1"),
+        ]
+    );
+    assert_eq!(provider["position"]["llm"], json!(["gpt-4o-mini", "gpt-4.1-nano"]));
+    assert!(loaded.files.iter().any(|f| f.ends_with("models/llm/_position.yaml")), "packaged with the plugin");
 }

@@ -31,6 +31,10 @@ arguments.
 Every request is journaled (method, path, query, headers, body) for tests to assert what the
 plugin sent. [`Fault`]s make chosen requests fail, answer slowly, answer malformed JSON, or hang
 until released.
+
+The model routes an OpenAI-compatible model provider calls (`/models`, `/chat/completions` with
+streaming and tool calls, `/embeddings`, `/rerank`, `/audio/speech`, `/audio/transcriptions`,
+`/moderations`) are in [`models`].
 */
 
 #![allow(clippy::result_large_err, reason = "a refusal is the answer to send; a test tool, not a hot path")]
@@ -52,6 +56,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+
+pub mod models;
 
 /// A key with every permission the plugin needs.
 pub const VALID_KEY: &str = "sk-test-mock-full-access-0123456789abcdef";
@@ -466,7 +472,8 @@ async fn handle(request: Request<Incoming>, state: Arc<Mutex<State>>, release: A
         Ok(collected) => collected.to_bytes(),
         Err(_) => return error(400, "could not read the body", "invalid_request_error", None, None),
     };
-    let body = String::from_utf8_lossy(&body).into_owned();
+    let bytes = body;
+    let body = String::from_utf8_lossy(&bytes).into_owned();
 
     if let Some(admin) = path.strip_prefix("/_mock") {
         return admin_route(&method, admin, &body, &state, &release);
@@ -502,6 +509,12 @@ async fn handle(request: Request<Incoming>, state: Arc<Mutex<State>>, release: A
             }
             return response;
         }
+    }
+    if let Some(model_path) = path.strip_prefix("/v1").filter(|p| models::serves(method.as_str(), p)) {
+        if let Err(refused) = authenticate(&recorded, false, false) {
+            return refused;
+        }
+        return models::route(model_path, &recorded, &bytes);
     }
     let mut guard = lock(&state);
     api_route(&mut guard, &recorded)
