@@ -20,7 +20,7 @@
 # The index server and services.sh stop always run at the end (trap).
 #
 # Ports (override with the same variables services.sh reads): PostgreSQL 56432, Redis 57379, daemon HTTP 56002,
-# remote debugging 56003, node 2 56012 (unused), package index 56080 (OT_BENCH_INDEX_PORT).
+# remote debugging 56003, node 2 56012 (unused), fake inner API 56091, package index 56080 (OT_BENCH_INDEX_PORT).
 # State: ${OPENAI_TRIGGER_CONFORMANCE_DIR:-/tmp/openai-trigger-bench}.
 set -euo pipefail
 
@@ -32,6 +32,7 @@ export OPENAI_TRIGGER_CONFORMANCE_ENV="$OPENAI_TRIGGER_CONFORMANCE_DIR/env"
 export OT_PG_PORT="${OT_PG_PORT:-56432}" OT_REDIS_PORT="${OT_REDIS_PORT:-57379}"
 export OT_DAEMON_HTTP_PORT="${OT_DAEMON_HTTP_PORT:-56002}" OT_DAEMON_DEBUG_PORT="${OT_DAEMON_DEBUG_PORT:-56003}"
 export OT_DAEMON2_HTTP_PORT="${OT_DAEMON2_HTTP_PORT:-56012}"
+export OT_INNER_API_PORT="${OT_INNER_API_PORT:-56091}"
 export OT_VERIFY_SIGNATURES=0   # both packages are installed unsigned (signatures are the conformance suite's topic)
 INDEX_PORT="${OT_BENCH_INDEX_PORT:-56080}"
 export OT_PIP_MIRROR_URL="http://127.0.0.1:$INDEX_PORT/simple"

@@ -9,7 +9,8 @@
 #   3. package                        both .difypkg (cargo xtask release --example-publisher, unless OT_PACKAGE and
 #                                     OT_OFFLINE_PACKAGE name them), then a throw-away RSA key pair and both signed
 #   4. package-index, services.sh start  dist/pypi served on 127.0.0.1:55080 (the daemon's PIP_MIRROR_URL, standing
-#                                     in for PyPI); PostgreSQL + Redis + `dify migrate` + the daemon, on loopback, with
+#                                     in for PyPI); PostgreSQL + Redis + the fake Dify inner API (fake_inner_api.py) +
+#                                     `dify migrate` + the daemon, on loopback, with
 #                                     FORCE_VERIFYING_SIGNATURE=true trusting only that key (OT_VERIFY_SIGNATURES=0: off)
 #   5. smoke_register.py              the daemon's remote-debugging path, played by hand
 #   6. smoke_install.py               the daemon's package path with a hand-made package
@@ -18,11 +19,13 @@
 #                                     all six actions, reconnection across daemon restarts, and both packages installed
 #                                     (unsigned refused, signed installed and launched over stdio; the Marketplace one
 #                                     with its wheel from the index)
-#   9. test_sdk_examples.py           the Rust SDK's example plugins (google_search, duck_tools, neko, echo_trigger; built
-#                                     by cargo-build-examples, packaged by package-examples with dify-plugin-package)
-#                                     registered over remote debugging, then installed as packages, and driven through
-#                                     the daemon's tool and trigger dispatch routes and its endpoint management API +
-#                                     public /e/<hook_id>/… route
+#   9. test_sdk_examples.py           the Rust SDK's example plugins (google_search, duck_tools, neko, echo_trigger,
+#                                     openai_compat, function_calling, site_crawl; built by cargo-build-examples,
+#                                     packaged by package-examples with dify-plugin-package) registered over remote
+#                                     debugging, then installed as packages, and driven through the daemon's tool,
+#                                     trigger, model, agent-strategy and datasource dispatch routes and its endpoint
+#                                     management API + public /e/<hook_id>/… route (models against openai-mock; the
+#                                     agent's backwards calls answered by services.sh's fake Dify inner API)
 # services.sh stop always runs at the end (trap), whatever happened.
 #
 # Honest by construction: a step that cannot run is a FAILURE, never a skip. When a prerequisite (1-4) fails, the
@@ -150,7 +153,7 @@ package_examples() {
   local out="${CARGO_TARGET_DIR:-$ROOT/target}/conformance-examples" bins="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
   mkdir -p "$out"
   cargo build --release --locked -p dify-plugin --features package --bin dify-plugin-package || return 1
-  for name in google_search duck_tools neko echo_trigger; do
+  for name in google_search duck_tools neko echo_trigger openai_compat function_calling site_crawl; do
     "${CARGO_TARGET_DIR:-$ROOT/target}/release/dify-plugin-package" "$ROOT/crates/dify-plugin/examples/$name" \
       --binary "amd64=$bins/$name" --name "$name" --out "$out/$name.difypkg" ${OT_SIGNING_KEY:+--sign "$OT_SIGNING_KEY"} || return 1
   done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start/stop the services the conformance tests talk to, all on loopback:
-#   PostgreSQL + Redis (own data dirs, own ports) and the real Dify plugin daemon built by setup.sh.
+#   PostgreSQL + Redis (own data dirs, own ports), the real Dify plugin daemon built by setup.sh, and a fake Dify
+#   inner API (fake_inner_api.py) that answers the daemon's backwards invocations (invoke/llm, invoke/tool, ...).
 #
 #   bash tests/conformance/services.sh start     # idempotent; writes $STATE/env (format: see NOTES.md)
 #   bash tests/conformance/services.sh status
@@ -18,6 +19,8 @@
 #   OPENAI_TRIGGER_CONFORMANCE_DIR state dir (default ${TMPDIR:-/tmp}/openai-trigger-conformance)
 #   OT_PG_PORT OT_REDIS_PORT OT_DAEMON_HTTP_PORT OT_DAEMON_DEBUG_PORT   ports (55432 56379 55002 55003)
 #   OT_DAEMON2_HTTP_PORT           the second node's HTTP port (55012)
+#   OT_INNER_API_PORT              the fake Dify inner API (fake_inner_api.py: the daemon's DIFY_INNER_API_URL, for
+#                                  plugins' backwards invocations; started with the daemon, stopped by `stop`) (55091)
 #   OT_PLUGIN_MAX_EXECUTION_TIMEOUT  daemon-side per-request timeout in s (default 120; daemon default 600)
 #   OT_DAEMON_LOG_LEVEL            the daemon's LOG_LEVEL (default DEBUG; the benchmark compares INFO)
 #   OT_DAEMON_PPROF                true: the daemon serves Go's /debug/pprof on its HTTP port (bench profiles)
@@ -43,6 +46,7 @@ REDIS_PORT="${OT_REDIS_PORT:-56379}"
 HTTP_PORT="${OT_DAEMON_HTTP_PORT:-55002}"
 DEBUG_PORT="${OT_DAEMON_DEBUG_PORT:-55003}"
 HTTP_PORT2="${OT_DAEMON2_HTTP_PORT:-55012}"
+INNER_API_PORT="${OT_INNER_API_PORT:-55091}"
 HOST=127.0.0.1
 
 # Fixed, test-only secrets (everything listens on loopback only).
@@ -139,7 +143,7 @@ SERVER_KEY=$SERVER_KEY
 SERVER_TZ=UTC
 GIN_MODE=release
 PLATFORM=local
-DIFY_INNER_API_URL=http://$HOST:9
+DIFY_INNER_API_URL=http://$HOST:$INNER_API_PORT
 DIFY_INNER_API_KEY=$INNER_API_KEY
 PLUGIN_REMOTE_INSTALLING_ENABLED=$remote
 PLUGIN_REMOTE_INSTALLING_HOST=$HOST
@@ -205,6 +209,38 @@ inherit_signature_mode() {
 }
 
 http_ok() { curl -fsS --noproxy '*' -o /dev/null --max-time 2 "http://$HOST:$HTTP_PORT/health/check"; }
+inner_api_ok() { curl -fsS --noproxy "*" -o /dev/null --max-time 2 "http://$HOST:$INNER_API_PORT/_fake/health" 2>/dev/null; }
+
+# The fake Dify inner API (fake_inner_api.py, stdlib Python) on loopback: what the daemon calls for a plugin's
+# backwards invocations (DIFY_INNER_API_URL, X-Inner-Api-Key = DIFY_INNER_API_KEY). Its own session, so stopping
+# the daemon's process group leaves it alone; the daemon and node 2 share it.
+start_inner_api() {
+  local dir="$STATE/inner-api"
+  mkdir -p "$dir"
+  if pid_alive "$dir/inner-api.pid" && inner_api_ok; then log "fake inner API already running (port $INNER_API_PORT)"; return; fi
+  port_open "$HOST" "$INNER_API_PORT" && die "port $INNER_API_PORT (fake inner API) is taken by another process"
+  (
+    exec setsid env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 \
+      "${OT_PYTHON:-python3}" "$HERE/fake_inner_api.py" --host "$HOST" --port "$INNER_API_PORT" --key "$INNER_API_KEY" \
+      >>"$dir/inner-api.log" 2>&1 </dev/null
+  ) &
+  echo $! > "$dir/inner-api.pid"
+  wait_for 20 "fake inner API" inner_api_ok \
+    || { tail -20 "$dir/inner-api.log" >&2; die "the fake inner API did not answer on $HOST:$INNER_API_PORT"; }
+  log "fake inner API up on $HOST:$INNER_API_PORT (pid $(cat "$dir/inner-api.pid"), log $dir/inner-api.log)"
+}
+
+stop_inner_api() {
+  local dir="$STATE/inner-api"
+  [ -f "$dir/inner-api.pid" ] || return 0
+  local pid; pid=$(cat "$dir/inner-api.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_for 10 "fake inner API exit" bash -c "! kill -0 $pid 2>/dev/null" || kill -KILL "$pid" 2>/dev/null || true
+    log "fake inner API stopped"
+  fi
+  rm -f "$dir/inner-api.pid"
+}
 
 start_daemon() {
   [ -x "$DAEMON_BIN" ] || die "daemon binary $DAEMON_BIN missing; run setup.sh"
@@ -306,6 +342,8 @@ DIFY_DAEMON_FORCE_VERIFYING_SIGNATURE=$([ "${OT_VERIFY_SIGNATURES:-0}" = 1 ] && 
 DIFY_DAEMON_THIRD_PARTY_PUBLIC_KEYS=${OT_THIRD_PARTY_PUBLIC_KEYS:-}
 DIFY_DAEMON_PIP_MIRROR_URL=${OT_PIP_MIRROR_URL:-}
 DIFY_DAEMON2_HTTP_PORT=$HTTP_PORT2
+DIFY_FAKE_INNER_API_URL=http://$HOST:$INNER_API_PORT
+DIFY_FAKE_INNER_API_LOG=$STATE/inner-api/inner-api.log
 DIFY_DAEMON2_LOG=$STATE/daemon2/daemon.log
 DIFY_DAEMON2_WORKING_PATH=$STATE/daemon2/cwd
 REDIS_HOST=$HOST
@@ -340,6 +378,7 @@ stop_daemon() {
 stop_all() {
   stop_node2
   stop_daemon
+  stop_inner_api
   if pid_alive "$STATE/redis/redis.pid"; then
     local rpid; rpid=$(cat "$STATE/redis/redis.pid")
     kill -TERM "$rpid" 2>/dev/null || true
@@ -360,6 +399,7 @@ status() {
   if [ -n "$bin" ] && runuser -u postgres -- "$bin/pg_ctl" -D "$STATE/pg/data" status >/dev/null 2>&1; then echo "postgres: up ($HOST:$PG_PORT)"; else echo "postgres: down"; rc=1; fi
   if pid_alive "$STATE/redis/redis.pid"; then echo "redis:    up ($HOST:$REDIS_PORT)"; else echo "redis:    down"; rc=1; fi
   if pid_alive "$STATE/daemon/daemon.pid" && http_ok; then echo "daemon:   up (http $HOST:$HTTP_PORT, debugging $HOST:$DEBUG_PORT)"; else echo "daemon:   down"; rc=1; fi
+  if pid_alive "$STATE/inner-api/inner-api.pid" && inner_api_ok; then echo "inner api: up (fake, $HOST:$INNER_API_PORT)"; else echo "inner api: down"; rc=1; fi
   [ -f "$ENV_FILE" ] && echo "env file: $ENV_FILE"
   return $rc
 }
@@ -372,6 +412,7 @@ case "${1:-}" in
     inherit_pip_mirror
     start_pg
     start_redis
+    start_inner_api
     start_daemon
     write_env
     ;;
@@ -389,6 +430,7 @@ case "${1:-}" in
     inherit_signature_mode
     inherit_pip_mirror
     stop_daemon
+    start_inner_api
     wait_for 15 "ports free" bash -c "! (exec 3<>/dev/tcp/$HOST/$HTTP_PORT) 2>/dev/null && ! (exec 3<>/dev/tcp/$HOST/$DEBUG_PORT) 2>/dev/null" \
       || die "daemon ports $HTTP_PORT/$DEBUG_PORT still taken after stopping the daemon"
     start_daemon

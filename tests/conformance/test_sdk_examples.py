@@ -5,10 +5,12 @@ installed as a package, and driven through the daemon's own dispatch routes for 
 [remote] (the binary registers itself) and [package] (the .difypkg dify-plugin-package wrote, uploaded and installed;
 the daemon builds its venv and runs main.py, which execs the bundled binary).
 
-Expects `bash tests/conformance/services.sh start` (reads its env file through dify_daemon.load_env) and the built
+Expects `bash tests/conformance/services.sh start` (reads its env file through dify_daemon.load_env; services.sh also
+runs the fake Dify inner API, fake_inner_api.py, that answers the daemon's backwards invocations) and the built
 examples (`cargo build --release -p dify-plugin --examples`: target/release/examples/{google_search,duck_tools,neko,
-echo_trigger}, or $OT_EXAMPLES_DIR) and their packages (run.sh's package-examples step: target/conformance-examples/
-<name>.difypkg, or $OT_EXAMPLE_PACKAGES). Python 3 stdlib only; talks to loopback only.
+echo_trigger,openai_compat,function_calling,site_crawl}, or $OT_EXAMPLES_DIR), the mock OpenAI API
+(target/release/openai-mock, or $OT_MOCK_BINARY) and the examples' packages (run.sh's package-examples step:
+target/conformance-examples/<name>.difypkg, or $OT_EXAMPLE_PACKAGES). Python 3 stdlib only; talks to loopback only.
 
 For each example: a debugging key from the daemon (POST /plugin/<tenant>/debugging/key); the example binary started
 with INSTALL_METHOD=remote, REMOTE_INSTALL_URL=<debug host:port>, REMOTE_INSTALL_KEY=<key>; the daemon must install it
@@ -22,13 +24,28 @@ for the tenant (management/list, runtime remote) and list what it declares throu
     constructor, a raw request that is not HTTP;
   - endpoints: POST /plugin/<tenant>/endpoint/setup (the daemon validates the settings), endpoint/list/plugin for the
     hook id, then real HTTP requests to the daemon's /e/<hook_id>/<path> (status, headers, body, a streamed body as
-    separate HTTP chunks, the request as the plugin saw it, 404/405, a handler error), disable/enable, remove.
+    separate HTTP chunks, the request as the plugin saw it, 404/405, a handler error), disable/enable, remove;
+  - models (openai_compat, against the openai-mock binary started here, passed as credentials.endpoint_url):
+    management/models, …/model/validate_provider_credentials and …/validate_model_credentials (good and bad key),
+    …/llm/invoke (streamed, not streamed, with tools), …/llm/num_tokens, …/text_embedding/{invoke,num_tokens},
+    …/rerank/invoke, …/tts/invoke, …/tts/model/voices, …/speech2text/invoke, …/moderation/invoke, …/model/schema
+    (customizable and predefined), and the Invoke*Error mapping (429, 503, 401, connection refused);
+  - agent strategies (function_calling): management/agent_strategies, …/agent_strategy/invoke with a model config and
+    one ToolEntity; its backwards llm and tool calls reach the fake Dify inner API (fake_inner_api.py, run by
+    services.sh), which scripts the model and the tool and records what the daemon forwarded (GET /_fake/requests);
+  - datasources (site_crawl): management/datasources, …/datasource/validate_credentials, …/datasource/
+    get_website_crawl against a 3-page site served here on 127.0.0.1 (plus an off-site link that must not be
+    followed), …/datasource/online_drive_browse_files with max_keys 0 (the daemon's request validation: HTTP 400).
 Each example is stopped after its section; the daemon must then uninstall it.
 
-Endpoint settings of type secret-input need the Dify inner API (`invoke/encrypt`), which this harness
-does not run; neither example declares one, so setup and every call work without it (calldify EncryptRequired).
+Endpoint settings of type secret-input need the Dify inner API (`invoke/encrypt`); the fake one answers it with the
+settings unchanged. Neither endpoint example declares one (calldify EncryptRequired skips the call then).
 
-Knobs: OT_EXAMPLES_DIR (directory of the example binaries), OT_KEEP_TMP=1 (keep the examples' stderr logs).
+Knobs: OT_EXAMPLES_DIR (directory of the example binaries), OT_MOCK_BINARY (the openai-mock binary),
+OT_KEEP_TMP=1 (keep the examples' stderr logs), OT_ONLY=<section,…> (run only these sections: google_search,
+duck_tools, neko, echo_trigger, hello-tool, openai_compat, function_calling, site_crawl; e.g.
+OT_ONLY=openai_compat,site_crawl), OT_MODES=<mode,…> (remote and/or package; default both, e.g. OT_MODES=remote).
+A partial run (OT_ONLY or OT_MODES) is for local work only; run.sh runs everything.
 Exit status 0 and a final "N passed, 0 failed" line when everything holds; a step that cannot run is a failure.
 """
 
@@ -55,7 +72,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 
 from dify_daemon import Daemon, load_env  # noqa: E402
 from test_openai_trigger import (  # noqa: E402
-    Checks, PluginProcess, clean_env, finish, package_checksum, plugin_error, sse_chunk, wait_until)
+    Checks, MockOpenAi, PluginProcess, clean_env, finish, package_checksum, plugin_error, sse_chunk, wait_until)
 
 AUTHOR = "langgenius"
 VERSION = "0.0.1"
@@ -703,6 +720,748 @@ def section_hello(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir:
         ex.stop()
 
 
+# ============================================================================================ helpers of the new kinds
+
+
+MOCK_KEY = "sk-test-mock-full-access-0123456789abcdef"  # crates/openai-mock: VALID_KEY
+USAGE_KEYS = {"prompt_tokens", "prompt_unit_price", "prompt_price_unit", "prompt_price", "completion_tokens",
+              "completion_unit_price", "completion_price_unit", "completion_price", "total_tokens", "total_price",
+              "currency", "latency"}
+EMBEDDING_USAGE_KEYS = {"tokens", "total_tokens", "unit_price", "price_unit", "total_price", "currency", "latency"}
+
+
+def inner_error(sse) -> dict:
+    """The plugin's own error object ({message, error_type, args}) inside a relayed -500 frame, or {}."""
+    try:
+        outer = json.loads((sse.events[0] if sse.events else {}).get("message") or "{}")
+        return json.loads(outer.get("message") or "{}")
+    except (ValueError, AttributeError):
+        return {}
+
+
+def ends_in_error(sse) -> tuple[str, str]:
+    """For a stream that may report progress before failing: success frames, then one -500 frame last. Returns the
+    plugin's (error_type, message) from that frame, or ("", "") when the stream has another shape."""
+    ev = sse.events
+    if sse.status != 200 or not ev or ev[-1].get("code") != -500 or any(e.get("code") != 0 for e in ev[:-1]):
+        return "", ""
+    try:
+        inner = json.loads(json.loads(ev[-1].get("message") or "{}").get("message") or "{}")
+    except (ValueError, AttributeError):
+        return "", ""
+    return inner.get("error_type", ""), inner.get("message", "")
+
+
+def close(a, b, tol: float = 1e-9) -> bool:
+    try:
+        return abs(float(a) - float(b)) <= tol
+    except (TypeError, ValueError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def management(api: Api, what: str) -> list:
+    st, body = api.d.json("GET", f"/plugin/{api.tenant}/management/{what}?page=1&page_size=256")
+    if st != 200 or body.get("code") != 0:
+        raise RuntimeError(f"management/{what}: HTTP {st} {body}")
+    return body.get("data") or []
+
+
+def mock_binary() -> str:
+    return os.environ.get("OT_MOCK_BINARY") or os.path.join(
+        os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "openai-mock")
+
+
+class FakeInnerApi:
+    """The fake Dify inner API services.sh runs (fake_inner_api.py): what the daemon forwarded of a plugin's
+    backwards invocations, and what the fake answered."""
+
+    def __init__(self, env: dict):
+        self.url = env.get("DIFY_FAKE_INNER_API_URL", "")
+
+    def _call(self, method: str, path: str):
+        import urllib.request
+        req = urllib.request.Request(self.url + path, method=method, data=b"" if method == "POST" else None)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+
+    def available(self) -> bool:
+        try:
+            return bool(self.url) and self._call("GET", "/_fake/health").get("ok") is True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def requests(self) -> list:
+        return self._call("GET", "/_fake/requests")
+
+    def reset(self) -> None:
+        self._call("POST", "/_fake/reset")
+
+
+# ============================================================================================ openai_compat
+
+
+def section_openai_compat(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir: str) -> None:
+    c.section(f"6. openai_compat (model provider) [{mode}]: credentials, llm (stream, tools), embeddings, rerank, "
+              "tts, speech2text, moderation, schemas, errors — against the mock OpenAI-compatible API")
+    ex = Example(c, api, tmp, os.path.join(bindir, "openai_compat"), "openai_compat", f"{AUTHOR}/openai_compat",
+                 mode, os.path.join(pkgdir, "openai_compat.difypkg"))
+    if not c.check(f"openai_compat: the mock OpenAI API binary exists: {mock_binary()}",
+                   os.access(mock_binary(), os.X_OK), "cargo build --release -p openai-mock (or set OT_MOCK_BINARY)"):
+        return
+    mock = MockOpenAi(mock_binary(), tmp)
+    base = mock.base_url
+    good = {"api_key": MOCK_KEY, "endpoint_url": base}
+    pid = ex.plugin_id
+
+    def call(route: str, data: dict):
+        return api.dispatch(route, pid, data)
+
+    def model_call(route: str, model: str, model_type: str, extra: dict, creds: dict | None = None,
+                   provider: str = "openai_compat"):
+        data = {"provider": provider, "model": model, "model_type": model_type,
+                "credentials": good if creds is None else creds}
+        data.update(extra)
+        return call(route, data)
+
+    def llm(model: str, messages: list, *, tools=None, stream=True, params=None, creds=None, provider="openai_compat"):
+        return model_call("llm/invoke", model, "llm", {
+            "model_parameters": params or {}, "prompt_messages": messages, "tools": tools or [], "stop": [],
+            "stream": stream}, creds, provider)
+
+    def last_mock(method: str, path: str):
+        hits = [r for r in mock.requests() if r.get("method") == method and r.get("path") == path]
+        if not hits:
+            return None, {}
+        try:
+            return hits[-1], json.loads(hits[-1].get("body") or "null") or {}
+        except ValueError:
+            return hits[-1], {}
+
+    def validate_provider(creds: dict):
+        return call("model/validate_provider_credentials", {"provider": "openai_compat", "credentials": creds})
+
+    try:
+        if not ex.start(lambda e: frames(validate_provider(good))):
+            c.fail("openai_compat: the model checks cannot run: the example is not installed")
+            return
+        # -- the daemon's management listing of model providers
+        entry = next((m for m in management(api, "models") if m.get("plugin_id") == pid), None)
+        decl = (entry or {}).get("declaration") or {}
+        c.check("openai_compat: management/models lists provider openai_compat with this uid",
+                entry and entry.get("provider") == "openai_compat" and entry.get("plugin_unique_identifier") == ex.uid,
+                json.dumps(entry)[:600])
+        c.check("openai_compat: its declaration: 6 model types, predefined + customizable, the 7 predefined models",
+                sorted(decl.get("supported_model_types") or []) == sorted(
+                    ["llm", "text-embedding", "rerank", "tts", "speech2text", "moderation"])
+                and decl.get("configurate_methods") == ["predefined-model", "customizable-model"]
+                and sorted(m.get("model") for m in decl.get("models") or []) == sorted(
+                    ["gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small", "rerank-lite", "tts-1", "whisper-1",
+                     "omni-moderation-latest"]), json.dumps(decl)[:1200])
+        c.check("openai_compat: provider and model credential schemas as declared",
+                [f.get("variable") for f in ((decl.get("provider_credential_schema") or {})
+                                             .get("credential_form_schemas") or [])] == ["api_key", "endpoint_url"]
+                and [f.get("variable") for f in ((decl.get("model_credential_schema") or {})
+                                                 .get("credential_form_schemas") or [])]
+                == ["api_key", "endpoint_url", "context_size", "function_calling"], json.dumps(decl)[:1500])
+        c.check("openai_compat: icon_small stored as an asset (the daemon remapped its name)",
+                icon_remapped(((decl.get("icon_small") or {}).get("en_US"))), decl.get("icon_small"))
+
+        # -- provider credentials
+        mock.clear()
+        sse = validate_provider({"api_key": MOCK_KEY, "endpoint_url": base + "/"})
+        got = frames(sse)
+        c.check("openai_compat: validate_provider_credentials with the good key → one chunk {result: true, "
+                "credentials with endpoint_url normalised (trailing / trimmed)}",
+                got and len(got) == 1 and got[0].get("result") is True
+                and (got[0].get("credentials") or {}).get("endpoint_url") == base
+                and (got[0].get("credentials") or {}).get("api_key") == MOCK_KEY, sse)
+        req, _ = last_mock("GET", "/v1/models")
+        c.check("openai_compat: … it asked GET {endpoint_url}/models with Authorization: Bearer <key>",
+                req and (req.get("headers") or {}).get("authorization") == f"Bearer {MOCK_KEY}", req)
+        bad_key = "sk-wrong-key-for-the-conformance-run-0000"
+        sse = validate_provider({"api_key": bad_key, "endpoint_url": base})
+        c.check("openai_compat: a bad key → CredentialsValidateFailedError relayed by the daemon, the key not in it",
+                is_error(sse, "CredentialsValidateFailedError") and bad_key not in json.dumps(sse.events), sse)
+
+        # -- llm, streamed
+        messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello dify plugins"}]
+        mock.clear()
+        sse = llm("gpt-4o-mini", messages, params={"temperature": 0.2, "max_tokens": 64})
+        got = frames(sse) or []
+        text = "".join(((f.get("delta") or {}).get("message") or {}).get("content") or "" for f in got
+                       if isinstance(((f.get("delta") or {}).get("message") or {}).get("content"), str))
+        c.check("openai_compat: llm/invoke stream:true → ≥2 frames whose text concatenates to the mock's "
+                "'Echo: hello dify plugins'", len(got) >= 2 and text == "Echo: hello dify plugins",
+                f"{len(got)} frames, text {text!r}: {sse}")
+        c.check("openai_compat: … every frame model gpt-4o-mini, role assistant, content a string (never null)",
+                got and all(f.get("model") == "gpt-4o-mini"
+                            and ((f.get("delta") or {}).get("message") or {}).get("role") == "assistant"
+                            and isinstance(((f.get("delta") or {}).get("message") or {}).get("content"), str)
+                            for f in got), got)
+        last = (got[-1].get("delta") or {}) if got else {}
+        u = last.get("usage") or {}
+        c.check("openai_compat: … the last frame has finish_reason stop and usage with every field",
+                last.get("finish_reason") == "stop" and set(u) >= USAGE_KEYS, last)
+        c.check("openai_compat: … usage: the mock's tokens (prompt 6, completion 4, total 10), gpt-4o-mini's pricing "
+                "(0.15 / 0.60 per unit 0.000001, USD), total_price = prompt + completion",
+                (u.get("prompt_tokens"), u.get("completion_tokens"), u.get("total_tokens")) == (6, 4, 10)
+                and close(u.get("prompt_unit_price"), 0.15) and close(u.get("completion_unit_price"), 0.6)
+                and close(u.get("prompt_price_unit"), 0.000001) and u.get("currency") == "USD"
+                and close(u.get("total_price"),
+                          float(u.get("prompt_price") or 0) + float(u.get("completion_price") or 0))
+                and close(u.get("total_price"), 6 * 0.15e-6 + 4 * 0.6e-6, 2e-7), u)
+        c.check("openai_compat: … only the last frame carries usage",
+                all((f.get("delta") or {}).get("usage") is None for f in got[:-1]), [f.get("delta") for f in got])
+        req, body = last_mock("POST", "/v1/chat/completions")
+        c.check("openai_compat: … the mock got POST chat/completions: model, the messages, stream with "
+                "stream_options.include_usage, temperature and max_tokens, no tools, Bearer key",
+                req and body.get("model") == "gpt-4o-mini" and body.get("stream") is True
+                and (body.get("stream_options") or {}).get("include_usage") is True
+                and [(m.get("role"), m.get("content")) for m in body.get("messages") or []]
+                == [("system", "You are terse."), ("user", "hello dify plugins")]
+                and body.get("temperature") == 0.2 and body.get("max_tokens") == 64 and not body.get("tools")
+                and (req.get("headers") or {}).get("authorization") == f"Bearer {MOCK_KEY}", body)
+
+        sse = llm("gpt-4o-mini", messages, stream=False)
+        got = frames(sse) or []
+        d = (got[0].get("delta") or {}) if len(got) == 1 else {}
+        c.check("openai_compat: llm/invoke stream:false → one frame with the whole message, usage and finish_reason",
+                len(got) == 1 and (d.get("message") or {}).get("content") == "Echo: hello dify plugins"
+                and set(d.get("usage") or {}) >= USAGE_KEYS and d.get("finish_reason") == "stop", sse)
+
+        # -- llm with tools
+        tools = [{"name": "get_weather", "description": "The weather of a city",
+                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+        mock.clear()
+        sse = llm("gpt-4o-mini", [{"role": "user", "content": "weather in Paris"}], tools=tools)
+        got = frames(sse) or []
+        calls = [tc for f in got for tc in (((f.get("delta") or {}).get("message") or {}).get("tool_calls") or [])]
+        args = None
+        try:
+            args = json.loads((calls[0].get("function") or {}).get("arguments") or "null") if len(calls) == 1 else None
+        except ValueError:
+            pass
+        c.check("openai_compat: llm/invoke with tools → a frame with the complete tool call (call_mock_1, "
+                "get_weather, arguments {query: 'weather in Paris'})",
+                len(calls) == 1 and calls[0].get("id") == "call_mock_1" and calls[0].get("type") == "function"
+                and (calls[0].get("function") or {}).get("name") == "get_weather"
+                and args == {"query": "weather in Paris"}, sse)
+        c.check("openai_compat: … the last frame: finish_reason tool_calls, full usage; contents all strings",
+                got and (got[-1].get("delta") or {}).get("finish_reason") == "tool_calls"
+                and set((got[-1].get("delta") or {}).get("usage") or {}) >= USAGE_KEYS
+                and all(isinstance(((f.get("delta") or {}).get("message") or {}).get("content"), str) for f in got),
+                got[-1:] if got else sse)
+        _, body = last_mock("POST", "/v1/chat/completions")
+        c.check("openai_compat: … the mock got tools as [{type: function, function: {name, description, parameters}}]",
+                body.get("tools") == [{"type": "function", "function": tools[0]}], body.get("tools"))
+
+        # -- num tokens
+        sse = model_call("llm/num_tokens", "gpt-4o-mini", "llm", {"prompt_messages": messages, "tools": []})
+        c.check("openai_compat: llm/num_tokens → the estimate 3+ceil(14/4) + 3+ceil(18/4) = 15",
+                frames(sse) == [{"num_tokens": 15}], sse)
+        sse_t = model_call("llm/num_tokens", "gpt-4o-mini", "llm", {"prompt_messages": messages, "tools": tools})
+        c.check("openai_compat: … with a tool the estimate grows by ceil(chars of the tools' JSON / 4)",
+                (frames(sse_t) or [{}])[0].get("num_tokens", 0) > 15, sse_t)
+
+        # -- text embedding
+        texts = ["alpha", "beta gamma", "delta"]
+        mock.clear()
+        sse = model_call("text_embedding/invoke", "text-embedding-3-small", "text-embedding",
+                         {"texts": texts, "input_type": "document"})
+        got = frames(sse) or []
+        emb = (got[0] if len(got) == 1 else {}).get("embeddings") or []
+        eu = (got[0] if len(got) == 1 else {}).get("usage") or {}
+        c.check("openai_compat: text_embedding/invoke with 3 texts → one frame with 3 vectors of 8 floats, unit length",
+                len(got) == 1 and len(emb) == 3 and all(len(v) == 8 for v in emb)
+                and all(close(sum(x * x for x in v), 1.0, 1e-6) for v in emb), sse)
+        c.check("openai_compat: … model and usage with every field (tokens 4 = the mock's words, USD)",
+                len(got) == 1 and got[0].get("model") == "text-embedding-3-small" and set(eu) >= EMBEDDING_USAGE_KEYS
+                and eu.get("tokens") == 4 and eu.get("currency") == "USD", got[0] if got else sse)
+        _, body = last_mock("POST", "/v1/embeddings")
+        c.check("openai_compat: … the mock got POST embeddings {model, input: texts, encoding_format: float}",
+                body.get("model") == "text-embedding-3-small" and body.get("input") == texts
+                and body.get("encoding_format") == "float", body)
+        sse = model_call("text_embedding/num_tokens", "text-embedding-3-small", "text-embedding",
+                         {"texts": ["abcd", "abcde", "x" * 9]})
+        c.check("openai_compat: text_embedding/num_tokens → [ceil(chars/4)] per text = [1, 2, 3]",
+                frames(sse) == [{"num_tokens": [1, 2, 3]}], sse)
+
+        # -- rerank
+        docs = ["A plugin for Dify", "Nothing relevant here", "Dify docs"]
+        mock.clear()
+        sse = model_call("rerank/invoke", "rerank-lite", "rerank",
+                         {"query": "dify plugin", "docs": docs, "score_threshold": 0, "top_n": 0})
+        got = frames(sse) or []
+        rd = (got[0] if len(got) == 1 else {}).get("docs") or []
+        c.check("openai_compat: rerank/invoke → one frame, docs sorted by score desc (index 0 → 1.0, 2 → 0.5, 1 → 0.0) "
+                "with their texts", len(got) == 1 and [d.get("index") for d in rd] == [0, 2, 1]
+                and [d.get("text") for d in rd] == [docs[0], docs[2], docs[1]]
+                and [round(float(d.get("score")), 3) for d in rd] == [1.0, 0.5, 0.0]
+                and got[0].get("model") == "rerank-lite", sse)
+        _, body = last_mock("POST", "/v1/rerank")
+        c.check("openai_compat: … the mock got POST rerank {model, query, documents}, top_n omitted when 0",
+                body.get("model") == "rerank-lite" and body.get("query") == "dify plugin"
+                and body.get("documents") == docs and "top_n" not in body, body)
+        sse = model_call("rerank/invoke", "rerank-lite", "rerank",
+                         {"query": "dify plugin", "docs": docs, "score_threshold": 0.4, "top_n": 2})
+        got = frames(sse) or []
+        c.check("openai_compat: rerank with score_threshold 0.4 and top_n 2 → docs 0 and 2 only",
+                len(got) == 1 and [d.get("index") for d in got[0].get("docs") or []] == [0, 2], sse)
+
+        # -- tts
+        words = " ".join(f"word{i}" for i in range(100))
+        mock.clear()
+        sse = model_call("tts/invoke", "tts-1", "tts", {"content_text": words, "voice": "alloy",
+                                                        "tenant_id": api.tenant})
+        got = frames(sse) or []
+        pieces = []
+        try:
+            pieces = [bytes.fromhex(f.get("result") or "") for f in got]
+        except ValueError:
+            pass
+        audio = b"".join(pieces)
+        c.check("openai_compat: tts/invoke (100 words) → ≥2 hex chunks (≤32 KiB each, mime_type audio/mpeg) that "
+                "concatenate to the mock's 100 MPEG frames of 417 bytes, each starting FF FB",
+                len(got) >= 2 and all(f.get("mime_type") == "audio/mpeg" for f in got)
+                and all(0 < len(p) <= 32768 for p in pieces) and len(audio) == 100 * 417
+                and all(audio[i:i + 2] == b"\xff\xfb" for i in range(0, len(audio), 417)),
+                f"{len(got)} frames, sizes {[len(p) for p in pieces]}, head {audio[:4].hex()}")
+        _, body = last_mock("POST", "/v1/audio/speech")
+        c.check("openai_compat: … the mock got POST audio/speech {model, input, voice, response_format: mp3}",
+                body.get("model") == "tts-1" and body.get("input") == words and body.get("voice") == "alloy"
+                and body.get("response_format") == "mp3", body)
+        sse = model_call("tts/model/voices", "tts-1", "tts", {})
+        c.check("openai_compat: tts/model/voices → Alloy/alloy and Echo/echo",
+                frames(sse) == [{"voices": [{"name": "Alloy", "value": "alloy"}, {"name": "Echo", "value": "echo"}]}],
+                sse)
+        sse = model_call("tts/model/voices", "tts-1", "tts", {"language": "fr-FR"})
+        c.check("openai_compat: tts/model/voices language fr-FR → Alloy only",
+                frames(sse) == [{"voices": [{"name": "Alloy", "value": "alloy"}]}], sse)
+
+        # -- speech2text, moderation
+        sse = model_call("speech2text/invoke", "whisper-1", "speech2text", {"file": (bytes(range(256)) * 4).hex()})
+        c.check("openai_compat: speech2text/invoke (1024 bytes of audio, hex) → {result: '1024 bytes of audio'} from "
+                "the mock's multipart transcription", frames(sse) == [{"result": "1024 bytes of audio"}], sse)
+        req, _ = last_mock("POST", "/v1/audio/transcriptions")
+        c.check("openai_compat: … sent as multipart/form-data",
+                req and (req.get("headers") or {}).get("content-type", "").startswith("multipart/form-data"), req)
+        sse = model_call("moderation/invoke", "omni-moderation-latest", "moderation",
+                         {"text": "I will kill this process"})
+        c.check("openai_compat: moderation/invoke of a text with 'kill' → {result: true} (flagged)",
+                frames(sse) == [{"result": True}], sse)
+        sse = model_call("moderation/invoke", "omni-moderation-latest", "moderation", {"text": "Have a lovely day"})
+        c.check("openai_compat: moderation/invoke of a harmless text → {result: false}",
+                frames(sse) == [{"result": False}], sse)
+
+        # -- model credentials
+        mock.clear()
+        sse = model_call("model/validate_model_credentials", "gpt-4o-mini", "llm", {})
+        got = frames(sse)
+        c.check("openai_compat: model/validate_model_credentials (llm) → {result: true, credentials}",
+                got and len(got) == 1 and got[0].get("result") is True
+                and (got[0].get("credentials") or {}).get("endpoint_url") == base, sse)
+        _, body = last_mock("POST", "/v1/chat/completions")
+        c.check("openai_compat: … by a chat completion: one user message 'ping', max_tokens 5, stream false",
+                [(m.get("role"), m.get("content")) for m in body.get("messages") or []] == [("user", "ping")]
+                and body.get("max_tokens") == 5 and body.get("stream") in (False, None)
+                and body.get("model") == "gpt-4o-mini", body)
+        sse = model_call("model/validate_model_credentials", "text-embedding-3-small", "text-embedding", {})
+        _, body = last_mock("POST", "/v1/embeddings")
+        c.check("openai_compat: … (text-embedding) {result: true}, by POST embeddings ['ping']",
+                (frames(sse) or [{}])[0].get("result") is True and body.get("input") == ["ping"], (sse, body))
+        sse = model_call("model/validate_model_credentials", "gpt-4o-mini", "llm", {},
+                         creds={"api_key": bad_key, "endpoint_url": base})
+        c.check("openai_compat: … a bad key → CredentialsValidateFailedError",
+                is_error(sse, "CredentialsValidateFailedError"), sse)
+
+        # -- model schemas
+        custom = {"api_key": MOCK_KEY, "endpoint_url": base, "context_size": "8192", "function_calling": "yes"}
+        sse = model_call("model/schema", "my-local-llm", "llm", {}, creds=custom)
+        got = frames(sse) or []
+        ms = (got[0] if len(got) == 1 else {}).get("model_schema") or {}
+        c.check("openai_compat: model/schema for a customizable llm → its schema built from the credentials "
+                "(accepted by the daemon's validation)",
+                ms.get("model") == "my-local-llm" and (ms.get("label") or {}).get("en_US") == "my-local-llm"
+                and ms.get("model_type") == "llm" and ms.get("fetch_from") == "customizable-model"
+                and (ms.get("model_properties") or {}).get("mode") == "chat"
+                and (ms.get("model_properties") or {}).get("context_size") == 8192
+                and sorted(ms.get("features") or []) == sorted(["tool-call", "multi-tool-call", "stream-tool-call"])
+                and [r.get("name") for r in ms.get("parameter_rules") or []] == ["temperature", "top_p", "max_tokens"],
+                sse)
+        sse = model_call("model/schema", "my-local-llm", "llm", {}, creds=dict(custom, function_calling="no"))
+        ms = ((frames(sse) or [{}])[0] or {}).get("model_schema") or {}
+        c.check("openai_compat: … function_calling 'no' → no features", ms.get("features") in ([], None), sse)
+        sse = model_call("model/schema", "gpt-4o-mini", "llm", {})
+        got = frames(sse) or []
+        ms = (got[0] if len(got) == 1 else {}).get("model_schema") or {}
+        c.check("openai_compat: model/schema for the predefined gpt-4o-mini → its declaration (context 128000, "
+                "4 parameter rules, USD pricing)",
+                ms.get("model") == "gpt-4o-mini" and (ms.get("model_properties") or {}).get("context_size") == 128000
+                and [r.get("name") for r in ms.get("parameter_rules") or []]
+                == ["temperature", "top_p", "max_tokens", "response_format"]
+                and (ms.get("pricing") or {}).get("currency") == "USD", sse)
+        sse = model_call("model/schema", "my-embedder", "text-embedding", {}, creds=custom)
+        c.check("openai_compat: model/schema for a customizable text-embedding model → {model_schema: null}",
+                frames(sse) == [{"model_schema": None}], sse)
+
+        # -- errors
+        sse = llm("mock-rate-limited", [{"role": "user", "content": "hi"}])
+        err = inner_error(sse)
+        c.check("openai_compat: a rate-limited model (429) → InvokeRateLimitError with args.description",
+                is_error(sse, "InvokeRateLimitError") and ((err.get("args") or {}).get("description") or ""), sse)
+        sse = llm("mock-unavailable", [{"role": "user", "content": "hi"}])
+        c.check("openai_compat: a 503 → InvokeServerUnavailableError", is_error(sse, "InvokeServerUnavailableError"),
+                sse)
+        sse = llm("gpt-4o-mini", [{"role": "user", "content": "hi"}], creds={"api_key": bad_key, "endpoint_url": base})
+        c.check("openai_compat: a bad key on llm/invoke → InvokeAuthorizationError, the key not in it",
+                is_error(sse, "InvokeAuthorizationError") and bad_key not in json.dumps(sse.events), sse)
+        sse = llm("gpt-4o-mini", [{"role": "user", "content": "hi"}],
+                  creds={"api_key": MOCK_KEY, "endpoint_url": f"http://127.0.0.1:{free_port()}/v1"})
+        c.check("openai_compat: an endpoint where nothing listens → InvokeConnectionError",
+                is_error(sse, "InvokeConnectionError"), sse)
+        sse = llm("gpt-4o-mini", [{"role": "user", "content": "hi"}], provider="not_a_provider")
+        c.check("openai_compat: an unknown provider → ValueError 'Provider `not_a_provider` not found'",
+                is_error(sse, "ValueError") and "not_a_provider" in plugin_error(sse)[2], sse)
+    finally:
+        ex.stop()
+        mock.stop()
+
+
+# ============================================================================================ function_calling
+
+
+def tool_entity() -> dict:
+    """One ToolEntity as the Dify API fills an array[tools] parameter (plugin-kinds.md §5.2)."""
+    return {
+        "identity": {"author": "langgenius", "name": "google_search", "label": {"en_US": "Google Search"},
+                     "provider": "langgenius/google/google"},
+        "parameters": [
+            {"name": "query", "label": {"en_US": "Query"}, "human_description": {"en_US": "The query"},
+             "type": "string", "form": "llm", "llm_description": "What to search the web for", "required": True},
+            {"name": "num", "label": {"en_US": "Results"}, "human_description": {"en_US": "How many results"},
+             "type": "number", "form": "form", "required": False, "default": 3},
+        ],
+        "description": {"human": {"en_US": "Search the web"}, "llm": "Searches the web for a query"},
+        "output_schema": None,
+        "has_runtime_parameters": False,
+        "provider_type": "builtin",
+        "credential_id": "cred-google-1",
+        "runtime_parameters": {"num": 2},
+    }
+
+
+def section_function_calling(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir: str) -> None:
+    c.section(f"7. function_calling (agent strategy) [{mode}]: rounds of backwards llm + tool calls through the "
+              "daemon and the fake Dify inner API")
+    ex = Example(c, api, tmp, os.path.join(bindir, "function_calling"), "function_calling",
+                 f"{AUTHOR}/function_calling_agent", mode, os.path.join(pkgdir, "function_calling.difypkg"))
+    inner = FakeInnerApi(api.env)
+    if not c.check("function_calling: the fake Dify inner API answers (services.sh starts it; "
+                   "DIFY_FAKE_INNER_API_URL in the env file)", inner.available(), inner.url or "not in the env file"):
+        return
+    model = {"provider": "langgenius/openai_compat/openai_compat", "model": "gpt-4o-mini", "model_type": "llm",
+             "mode": "chat", "completion_params": {"temperature": 0.1},
+             "history_prompt_messages": [{"role": "user", "content": "earlier question"},
+                                         {"role": "assistant", "content": "earlier answer"}]}
+    params = {"model": model, "tools": [tool_entity()], "instruction": "You are a research assistant.",
+              "query": "latest dify release", "maximum_iterations": 3}
+
+    def invoke(strategy: str = "function_calling", p: dict | None = None):
+        return api.dispatch("agent_strategy/invoke", ex.plugin_id, {
+            "agent_strategy_provider": "agent", "agent_strategy": strategy,
+            "agent_strategy_params": params if p is None else p})
+
+    try:
+        if not ex.start(lambda e: is_error(invoke("no_such_strategy"), "ValueError")):
+            c.fail("function_calling: the agent checks cannot run: the example is not installed")
+            return
+        entry = next((m for m in management(api, "agent_strategies") if m.get("plugin_id") == ex.plugin_id), None)
+        decl = (entry or {}).get("declaration") or {}
+        strategies = decl.get("strategies") or []
+        c.check("function_calling: management/agent_strategies lists provider agent with the strategy "
+                "function_calling and its 5 parameters",
+                entry and entry.get("provider") == "agent" and entry.get("plugin_unique_identifier") == ex.uid
+                and [s.get("identity", {}).get("name") for s in strategies] == ["function_calling"]
+                and [p.get("name") for p in strategies[0].get("parameters") or []]
+                == ["model", "tools", "instruction", "query", "maximum_iterations"], json.dumps(entry)[:800])
+        st, body = api.d.json("GET", f"/plugin/{api.tenant}/management/agent_strategy?plugin_id={ex.plugin_id}"
+                                     "&provider=agent")
+        c.check("function_calling: management/agent_strategy?plugin_id=&provider=agent returns it",
+                st == 200 and body.get("code") == 0 and (body.get("data") or {}).get("provider") == "agent",
+                json.dumps(body)[:300])
+
+        inner.reset()
+        sse = invoke()
+        got = frames(sse) or []
+        types = [f.get("type") for f in got]
+        c.check("function_calling: agent_strategy/invoke → a success stream of log, text and json messages",
+                got and {"log", "text", "json"} <= set(types), f"{types} {sse}"[:1500])
+        observation = 'google_search says: ' + json.dumps({"num": 2, "query": "latest dify release"}, sort_keys=True)
+        texts = [(f.get("message") or {}).get("text") or "" for f in got if f.get("type") == "text"]
+        c.check("function_calling: the text messages stream the model's answer ('Final answer: ' + the tool's "
+                "observation) in ≥2 pieces", len([t for t in texts if t]) >= 2
+                and "".join(texts) == "Final answer: " + observation, texts)
+        c.check("function_calling: the last message is json {execution_metadata: {total_tokens, total_price, "
+                "currency}}", got and got[-1].get("type") == "json"
+                and set(((got[-1].get("message") or {}).get("json_object") or {}).get("execution_metadata") or {})
+                >= {"total_tokens", "total_price", "currency"}, got[-1:] if got else sse)
+        logs = [f.get("message") or {} for f in got if f.get("type") == "log"]
+        by_label = {}
+        for m in logs:
+            by_label.setdefault(m.get("label"), []).append(m)
+        c.check("function_calling: log messages ROUND 1, ROUND 2, 'gpt-4o-mini Thought' and 'CALL google_search', "
+                "each started then finished (success) under the same id",
+                all(lbl in by_label for lbl in ("ROUND 1", "ROUND 2", "gpt-4o-mini Thought", "CALL google_search"))
+                and all({m.get("id") for m in by_label[lbl] if m.get("status") == "start"}
+                        == {m.get("id") for m in by_label[lbl] if m.get("status") == "success"} != {None}
+                        and [m.get("status") for m in by_label[lbl]][:1] == ["start"]
+                        for lbl in ("ROUND 1", "ROUND 2", "gpt-4o-mini Thought", "CALL google_search")),
+                [(m.get("label"), m.get("status"), m.get("id"), m.get("parent_id")) for m in logs])
+        rounds = {m.get("id") for lbl in ("ROUND 1", "ROUND 2") for m in by_label.get(lbl, [])}
+        c.check("function_calling: the model and tool logs are children of a round log (parent_id)",
+                logs and all(m.get("parent_id") in rounds
+                             for lbl in ("gpt-4o-mini Thought", "CALL google_search") for m in by_label.get(lbl, [])),
+                [(m.get("label"), m.get("id"), m.get("parent_id")) for m in logs])
+        thoughts = [m.get("data") or {} for m in by_label.get("gpt-4o-mini Thought", [])
+                    if m.get("status") == "success"]
+        c.check("function_calling: the model logs finish with {output, tool_calls}: round 1 the call to google_search, "
+                "round 2 the answer and no calls",
+                len(thoughts) == 2 and [((tc.get("function") or {}).get("name") or tc.get("name"))
+                                        for tc in thoughts[0].get("tool_calls") or []] == ["google_search"]
+                and thoughts[1].get("output") == "Final answer: " + observation and not thoughts[1].get("tool_calls"),
+                thoughts)
+        call_done = [m for m in by_label.get("CALL google_search", []) if m.get("status") == "success"]
+        c.check("function_calling: the tool call's log finishes with {output: <observation>}",
+                call_done and (call_done[-1].get("data") or {}).get("output") == observation, call_done)
+
+        recorded = inner.requests()
+        paths = [r.get("path") for r in recorded]
+        c.check("function_calling: the fake inner API got, with the inner API key: invoke/llm, invoke/tool, "
+                "invoke/llm (in that order)",
+                paths == ["/inner/api/invoke/llm", "/inner/api/invoke/tool", "/inner/api/invoke/llm"]
+                and all(r.get("authorized") for r in recorded),
+                [(r.get("path"), r.get("authorized")) for r in recorded])
+        if paths == ["/inner/api/invoke/llm", "/inner/api/invoke/tool", "/inner/api/invoke/llm"]:
+            llm1, tool, llm2 = (r.get("body") or {} for r in recorded)
+            c.check("function_calling: invoke/llm #1: tenant, user, type llm, the model config (provider, model, mode "
+                    "chat, completion_params), stream true",
+                    llm1.get("tenant_id") == api.tenant and llm1.get("user_id") == USER and llm1.get("type") == "llm"
+                    and llm1.get("provider") == model["provider"] and llm1.get("model") == "gpt-4o-mini"
+                    and llm1.get("mode") == "chat" and llm1.get("completion_params") == {"temperature": 0.1}
+                    and llm1.get("stream") is True, {k: v for k, v in llm1.items() if k != "prompt_messages"})
+            ltools = llm1.get("tools") or []
+            props = ((ltools[0].get("parameters") or {}).get("properties") or {}) if len(ltools) == 1 else {}
+            c.check("function_calling: … the tool definition: name google_search, description.llm, a JSON Schema with "
+                    "only the form=llm parameter (query, required)",
+                    len(ltools) == 1 and ltools[0].get("name") == "google_search"
+                    and ltools[0].get("description") == "Searches the web for a query" and list(props) == ["query"]
+                    and (props.get("query") or {}).get("type") == "string"
+                    and (ltools[0].get("parameters") or {}).get("required") == ["query"], ltools)
+            c.check("function_calling: … prompt messages: system(instruction), the history, user(query)",
+                    [(m.get("role"), m.get("content")) for m in llm1.get("prompt_messages") or []]
+                    == [("system", "You are a research assistant."), ("user", "earlier question"),
+                        ("assistant", "earlier answer"), ("user", "latest dify release")],
+                    llm1.get("prompt_messages"))
+            c.check("function_calling: invoke/tool: tool_type builtin, provider, tool, the call's arguments + the "
+                    "runtime parameters, credential_id",
+                    tool.get("tool_type") == "builtin" and tool.get("provider") == "langgenius/google/google"
+                    and tool.get("tool") == "google_search"
+                    and tool.get("tool_parameters") == {"query": "latest dify release", "num": 2}
+                    and tool.get("credential_id") == "cred-google-1" and tool.get("tenant_id") == api.tenant, tool)
+            pm = llm2.get("prompt_messages") or []
+            c.check("function_calling: invoke/llm #2: the history plus the assistant's tool call and the tool "
+                    "message (tool_call_id call_fake_1, the observation)",
+                    len(pm) == 6 and pm[:4] == (llm1.get("prompt_messages") or [])[:4]
+                    and pm[4].get("role") == "assistant"
+                    and [tc.get("id") for tc in pm[4].get("tool_calls") or []] == ["call_fake_1"]
+                    and pm[5].get("role") == "tool" and pm[5].get("tool_call_id") == "call_fake_1"
+                    and pm[5].get("content") == observation, pm)
+            total = sum(((a.get("delta") or {}).get("usage") or {}).get("total_tokens") or 0
+                        for r in recorded if r.get("path") == "/inner/api/invoke/llm" for a in r.get("answer") or [])
+            meta = (((got[-1].get("message") or {}).get("json_object") or {}).get("execution_metadata") or {}) \
+                if got else {}
+            c.check(f"function_calling: execution_metadata.total_tokens = the usage of both model calls ({total}), USD",
+                    meta.get("total_tokens") == total and meta.get("currency") == "USD", meta)
+
+        sse = invoke(p={k: v for k, v in params.items() if k != "query"})
+        c.check("function_calling: without `query` → ToolParameterValidationError naming the parameter (checked against the "
+                "declaration before the strategy runs)",
+                is_error(sse, "ToolParameterValidationError") and "query" in plugin_error(sse)[2], sse)
+        sse = invoke(p={k: v for k, v in params.items() if k != "model"})
+        c.check("function_calling: without `model` → ToolParameterValidationError naming the parameter (checked against the "
+                "declaration before the strategy runs)",
+                is_error(sse, "ToolParameterValidationError") and "model" in plugin_error(sse)[2], sse)
+        sse = invoke("no_such_strategy")
+        c.check("function_calling: an unknown strategy → ValueError 'Agent strategy `no_such_strategy` not found'",
+                is_error(sse, "ValueError") and "no_such_strategy" in plugin_error(sse)[2], sse)
+    finally:
+        ex.stop()
+
+
+# ============================================================================================ site_crawl
+
+
+class Site:
+    """A small website on 127.0.0.1 for the crawler: 3 linked HTML pages behind a bearer token, and links to a
+    second server (another port: off-site) that must never be fetched."""
+
+    TOKEN = "crawl-conformance-token"
+
+    def __init__(self, offsite_url: str = ""):
+        import http.server
+        import threading
+        site = self
+        self.hits: list = []  # (path, authorization)
+        self.pages = {
+            "/": ("<html><head><title>Site home</title><meta name=\"description\" content=\"The start page\"></head>"
+                  "<body><h1>Welcome</h1><p>Start\n   here.</p><a href=\"/about.html\">About</a> "
+                  "<a href=\"guide/intro.html\">Guide</a> <a href=\"/about.html#team\">Team</a> "
+                  f"<a href=\"{offsite_url}secret.html\">Elsewhere</a></body></html>"),
+            "/about.html": ("<html><head><title>About us</title><meta name=\"description\" content=\"Who we are\">"
+                            "</head><body><p>We build <b>plugins</b>.</p><a href=\"/\">Home</a></body></html>"),
+            "/guide/intro.html": ("<html><head><title>Guide intro</title><meta name=\"description\" "
+                                  "content=\"How to start\"></head><body><p>Step one.</p>"
+                                  "<a href=\"../about.html\">About</a></body></html>"),
+        }
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                site.hits.append((self.path, self.headers.get("Authorization")))
+                page = site.pages.get(self.path.split("?")[0])
+                if self.headers.get("Authorization") != f"Bearer {Site.TOKEN}":
+                    status, body, ctype = 401, b"unauthorized", "text/plain"
+                elif page is None:
+                    status, body, ctype = 404, b"not found", "text/plain"
+                else:
+                    status, body, ctype = 200, page.encode(), "text/html; charset=utf-8"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def section_site_crawl(c: Checks, api: Api, tmp: str, bindir: str, mode: str, pkgdir: str) -> None:
+    c.section(f"8. site_crawl (website-crawl datasource) [{mode}]: credentials, a crawl with progress, limits, "
+              "request validation")
+    ex = Example(c, api, tmp, os.path.join(bindir, "site_crawl"), "site_crawl", f"{AUTHOR}/site_crawl", mode,
+                 os.path.join(pkgdir, "site_crawl.difypkg"))
+    offsite = Site()
+    site = Site(offsite.url)
+    creds = {"access_token": Site.TOKEN}
+
+    def validate(credentials: dict):
+        return api.dispatch("datasource/validate_credentials", ex.plugin_id,
+                            {"provider": "site_crawl", "credentials": credentials})
+
+    def crawl(params: dict, credentials: dict | None = None):
+        return api.dispatch("datasource/get_website_crawl", ex.plugin_id, {
+            "provider": "site_crawl", "datasource": "crawl",
+            "credentials": creds if credentials is None else credentials, "datasource_parameters": params})
+
+    try:
+        if not ex.start(lambda e: frames(validate(creds))):
+            c.fail("site_crawl: the datasource checks cannot run: the example is not installed")
+            return
+        entry = next((m for m in management(api, "datasources") if m.get("plugin_id") == ex.plugin_id), None)
+        decl = (entry or {}).get("declaration") or {}
+        c.check("site_crawl: management/datasources lists provider site_crawl (website_crawl) with the datasource "
+                "crawl and the required secret access_token",
+                entry and entry.get("provider") == "site_crawl" and entry.get("plugin_unique_identifier") == ex.uid
+                and decl.get("provider_type") == "website_crawl"
+                and [d.get("identity", {}).get("name") for d in decl.get("datasources") or []] == ["crawl"]
+                and [(s.get("name"), s.get("type"), s.get("required")) for s in decl.get("credentials_schema") or []]
+                == [("access_token", "secret-input", True)], json.dumps(entry)[:900])
+        st, body = api.d.json("GET", f"/plugin/{api.tenant}/management/datasource?plugin_id={ex.plugin_id}"
+                                     "&provider=site_crawl")
+        c.check("site_crawl: management/datasource?plugin_id=&provider=site_crawl returns it",
+                st == 200 and body.get("code") == 0 and (body.get("data") or {}).get("provider") == "site_crawl",
+                json.dumps(body)[:300])
+
+        sse = validate(creds)
+        c.check("site_crawl: datasource/validate_credentials with a crawl-… token → {result: true}",
+                frames(sse) == [{"result": True}], sse)
+        sse = validate({"access_token": "nope"})
+        c.check("site_crawl: a token not starting with crawl- → ToolProviderCredentialValidationError",
+                is_error(sse, "ToolProviderCredentialValidationError"), sse)
+
+        site.hits.clear()
+        sse = crawl({"url": site.url, "limit": 10})
+        got = frames(sse) or []
+        results = [f.get("result") or {} for f in got]
+        c.check("site_crawl: get_website_crawl → ≥2 frames, the first {status: processing, web_info_list: [], "
+                "total: 1, completed: 0}",
+                len(got) >= 2 and results[0] == {"status": "processing", "web_info_list": [], "total": 1,
+                                                 "completed": 0}, sse)
+        c.check("site_crawl: … processing snapshots in between (empty web_info_list, completed growing)",
+                all(r.get("status") == "processing" and r.get("web_info_list") == [] for r in results[:-1])
+                and [r.get("completed") for r in results[:-1]] == sorted(r.get("completed") for r in results[:-1]),
+                [(r.get("status"), r.get("total"), r.get("completed")) for r in results])
+        last = results[-1] if results else {}
+        info = {w.get("source_url"): w for w in last.get("web_info_list") or []}
+        want = {site.url: ("Site home", "The start page"), site.url + "about.html": ("About us", "Who we are"),
+                site.url + "guide/intro.html": ("Guide intro", "How to start")}
+        c.check("site_crawl: … the last frame: completed, total 3, completed 3, the 3 pages (source_url, title, "
+                "description)",
+                last.get("status") == "completed" and last.get("total") == 3 and last.get("completed") == 3
+                and {u: (w.get("title"), w.get("description")) for u, w in info.items()} == want, last)
+        home, about = (info.get(site.url) or {}).get("content") or "", \
+            (info.get(site.url + "about.html") or {}).get("content") or ""
+        c.check("site_crawl: … content is the page text, tags stripped and whitespace collapsed",
+                "Welcome" in home and "Start here." in home and "We build plugins." in about
+                and "<" not in home + about, (home, about))
+        c.check("site_crawl: the off-site link (another port) was never fetched", offsite.hits == [], offsite.hits)
+        c.check("site_crawl: every page fetched once, with Authorization: Bearer <access_token>",
+                sorted(p for p, _ in site.hits) == ["/", "/about.html", "/guide/intro.html"]
+                and all(a == f"Bearer {Site.TOKEN}" for _, a in site.hits), site.hits)
+
+        sse = crawl({"url": site.url, "limit": 2})
+        got = frames(sse) or []
+        last = (got[-1].get("result") or {}) if got else {}
+        c.check("site_crawl: limit 2 → completed with 2 pages (the start page first), total capped at 2",
+                last.get("status") == "completed" and last.get("completed") == 2 and last.get("total") == 2
+                and len(last.get("web_info_list") or []) == 2
+                and (last.get("web_info_list") or [{}])[0].get("source_url") == site.url, sse)
+        sse = crawl({"url": "ftp://127.0.0.1/pub/"})
+        c.check("site_crawl: a start URL that is not http(s) → ValueError", is_error(sse, "ValueError"), sse)
+        sse = crawl({"url": site.url + "missing.html"})
+        _, msg = ends_in_error(sse)
+        c.check("site_crawl: a start page answering 404 → (after at most progress frames) an error naming the URL "
+                "and the status", site.url + "missing.html" in msg and "404" in msg, sse)
+        sse = crawl({"url": site.url}, {"access_token": "crawl-wrong-token"})
+        _, msg = ends_in_error(sse)
+        c.check("site_crawl: a token the site refuses → an error naming status 401", "401" in msg, sse)
+
+        sse = api.dispatch("datasource/online_drive_browse_files", ex.plugin_id, {
+            "provider": "site_crawl", "datasource": "crawl", "credentials": creds,
+            "request": {"bucket": None, "prefix": "", "max_keys": 0, "next_page_parameters": None}})
+        c.check("site_crawl: online_drive_browse_files with max_keys 0 → HTTP 400 from the daemon's request "
+                "validation (the plugin is not asked)", sse.status == 400 and b"-400" in sse.raw,
+                (sse.status, sse.raw[:300]))
+    finally:
+        ex.stop()
+        site.stop()
+        offsite.stop()
+
+
 # ============================================================================================ main
 
 
@@ -721,9 +1480,20 @@ def main() -> int:
     t_all = time.time()
     try:
         sections = (("google_search", section_google), ("duck_tools", section_duck), ("neko", section_neko),
-                    ("echo_trigger", section_echo), ("hello-tool", section_hello))
-        for mode in ("remote", "package"):
+                    ("echo_trigger", section_echo), ("hello-tool", section_hello),
+                    ("openai_compat", section_openai_compat), ("function_calling", section_function_calling),
+                    ("site_crawl", section_site_crawl))
+        only = [s.strip() for s in os.environ.get("OT_ONLY", "").split(",") if s.strip()]
+        unknown = [s for s in only if s not in dict(sections)]
+        if unknown:
+            c.fail(f"OT_ONLY names unknown sections {unknown}", f"known: {[t for t, _ in sections]}")
+        modes = [m.strip() for m in os.environ.get("OT_MODES", "remote,package").split(",") if m.strip()]
+        if not modes or set(modes) - {"remote", "package"}:
+            c.fail(f"OT_MODES must list remote and/or package, not {modes}")
+        for mode in modes:
             for title, fn in sections:
+                if only and title not in only:
+                    continue
                 t0 = time.time()
                 try:
                     fn(c, api, tmp, bindir, mode, pkgdir)

@@ -185,28 +185,31 @@ fn meta_description(html: &str) -> Option<String> {
     None
 }
 
-/// The page's visible text: tags removed, `<script>`, `<style>` and `<head>` skipped, whitespace
-/// collapsed.
+/// Elements that start a new line of text; the others (`<a>`, `<b>`, `<span>`, …) run on.
+const BLOCKS: [&str; 24] = [
+    "p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "td", "th", "table", "section",
+    "article", "header", "footer", "nav", "main", "blockquote", "pre",
+];
+
+/// The page's visible text: tags removed (block elements separate words, inline ones do not),
+/// `<script>`, `<style>` and `<head>` skipped, whitespace collapsed.
 fn text_of(html: &str) -> String {
-    let lower = html.to_ascii_lowercase();
+    let visible = without(html, &["script", "style", "head"]);
+    let lower = visible.to_ascii_lowercase();
     let mut text = String::new();
     let mut i = 0;
-    while i < html.len() {
-        if lower[i..].starts_with('<') {
-            let skipped = ["script", "style", "head"].iter().find(|tag| lower[i + 1..].starts_with(*tag));
-            let end = match skipped {
-                Some(tag) => {
-                    lower[i..].find(&format!("</{tag}")).and_then(|c| lower[i + c..].find('>').map(|e| i + c + e + 1))
-                }
-                None => lower[i..].find('>').map(|e| i + e + 1),
-            };
-            i = end.unwrap_or(html.len());
+    while let Some(at) = lower[i..].find('<') {
+        let start = i + at;
+        text.push_str(&visible[i..start]);
+        let name: String =
+            lower[start + 1..].trim_start_matches('/').chars().take_while(char::is_ascii_alphanumeric).collect();
+        if BLOCKS.contains(&name.as_str()) {
             text.push(' ');
-        } else {
-            let next = lower[i..].find('<').map_or(html.len(), |n| i + n);
-            text.push_str(&html[i..next]);
-            i = next;
         }
+        i = lower[start..].find('>').map_or(visible.len(), |e| start + e + 1);
+    }
+    if i < visible.len() {
+        text.push_str(&visible[i..]);
     }
     collapse(&decode(&text))
 }
