@@ -187,8 +187,30 @@ fn meta_description(html: &str) -> Option<String> {
 
 /// Elements that start a new line of text; the others (`<a>`, `<b>`, `<span>`, …) run on.
 const BLOCKS: [&str; 24] = [
-    "p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "td", "th", "table", "section",
-    "article", "header", "footer", "nav", "main", "blockquote", "pre",
+    "p",
+    "div",
+    "br",
+    "li",
+    "ul",
+    "ol",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "tr",
+    "td",
+    "th",
+    "table",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "nav",
+    "main",
+    "blockquote",
+    "pre",
 ];
 
 /// The page's visible text: tags removed (block elements separate words, inline ones do not),

@@ -423,6 +423,25 @@ impl<'a> Checker<'a> {
         self.tags(get("tags"), "identity.tags");
     }
 
+    /// A provider's `oauth_schema` (plugin-kinds.md §8): its client and credentials forms.
+    fn oauth_schema(&mut self, provider: &Value) {
+        if let Some(oauth) = provider.get("oauth_schema").filter(|v| !v.is_null()) {
+            let client = oauth.get("client_schema").unwrap_or(&Value::Null);
+            self.provider_configs(client, "oauth_schema.client_schema", false);
+            let credentials = oauth.get("credentials_schema").unwrap_or(&Value::Null);
+            self.provider_configs(credentials, "oauth_schema.credentials_schema", false);
+        }
+    }
+
+    /// A tool's, event's, strategy's or datasource's `identity`: author, name, label.
+    fn child_identity(&mut self, identity: &Value) {
+        if self.object(identity, "identity").is_some() {
+            self.string(identity.get("author").unwrap_or(&Value::Null), "identity.author", true);
+            self.name(identity.get("name").unwrap_or(&Value::Null), "identity.name");
+            self.i18n(identity.get("label").unwrap_or(&Value::Null), "identity.label", true);
+        }
+    }
+
     /// A tool provider YAML, before its `tools` are inlined (plugin-kinds.md §2.1).
     pub fn tool_provider(&mut self, provider: &Value) {
         if self.object(provider, "(root)").is_none() {
@@ -435,18 +454,7 @@ impl<'a> Checker<'a> {
             "credentials_for_provider",
             true,
         );
-        if let Some(oauth) = provider.get("oauth_schema").filter(|v| !v.is_null()) {
-            self.provider_configs(
-                oauth.get("client_schema").unwrap_or(&Value::Null),
-                "oauth_schema.client_schema",
-                false,
-            );
-            self.provider_configs(
-                oauth.get("credentials_schema").unwrap_or(&Value::Null),
-                "oauth_schema.credentials_schema",
-                false,
-            );
-        }
+        self.oauth_schema(provider);
         match provider.get("tools") {
             Some(Value::Array(tools)) if !tools.is_empty() => {}
             _ => self.fail("tools", "required: a non-empty list of tool files (§2.1)"),
@@ -459,11 +467,7 @@ impl<'a> Checker<'a> {
             return;
         }
         let identity = tool.get("identity").unwrap_or(&Value::Null);
-        if self.object(identity, "identity").is_some() {
-            self.string(identity.get("author").unwrap_or(&Value::Null), "identity.author", true);
-            self.name(identity.get("name").unwrap_or(&Value::Null), "identity.name");
-            self.i18n(identity.get("label").unwrap_or(&Value::Null), "identity.label", true);
-        }
+        self.child_identity(identity);
         let description = tool.get("description").unwrap_or(&Value::Null);
         if self.object(description, "description").is_some() {
             self.i18n(description.get("human").unwrap_or(&Value::Null), "description.human", true);
@@ -597,11 +601,7 @@ impl<'a> Checker<'a> {
             return;
         }
         let identity = event.get("identity").unwrap_or(&Value::Null);
-        if self.object(identity, "identity").is_some() {
-            self.string(identity.get("author").unwrap_or(&Value::Null), "identity.author", true);
-            self.name(identity.get("name").unwrap_or(&Value::Null), "identity.name");
-            self.i18n(identity.get("label").unwrap_or(&Value::Null), "identity.label", true);
-        }
+        self.child_identity(identity);
         self.i18n(event.get("description").unwrap_or(&Value::Null), "description", true);
     }
 }
@@ -884,11 +884,7 @@ impl Checker<'_> {
             return;
         }
         let identity = strategy.get("identity").unwrap_or(&Value::Null);
-        if self.object(identity, "identity").is_some() {
-            self.string(identity.get("author").unwrap_or(&Value::Null), "identity.author", true);
-            self.name(identity.get("name").unwrap_or(&Value::Null), "identity.name");
-            self.i18n(identity.get("label").unwrap_or(&Value::Null), "identity.label", true);
-        }
+        self.child_identity(identity);
         self.i18n(strategy.get("description").unwrap_or(&Value::Null), "description", true);
         let parameters =
             self.list(strategy.get("parameters").unwrap_or(&Value::Null), "parameters", usize::MAX).to_vec();
@@ -949,18 +945,7 @@ impl Checker<'_> {
             _ => self.fail("provider_type", format!("required: one of {} (§6.1)", DATASOURCE_PROVIDER_TYPES.join(" "))),
         }
         self.provider_configs(provider.get("credentials_schema").unwrap_or(&Value::Null), "credentials_schema", true);
-        if let Some(oauth) = provider.get("oauth_schema").filter(|v| !v.is_null()) {
-            self.provider_configs(
-                oauth.get("client_schema").unwrap_or(&Value::Null),
-                "oauth_schema.client_schema",
-                false,
-            );
-            self.provider_configs(
-                oauth.get("credentials_schema").unwrap_or(&Value::Null),
-                "oauth_schema.credentials_schema",
-                false,
-            );
-        }
+        self.oauth_schema(provider);
         match provider.get("datasources") {
             Some(Value::Array(datasources)) if !datasources.is_empty() => {}
             _ => self.fail("datasources", "required: a non-empty list of datasource files (§6.1)"),
@@ -973,11 +958,7 @@ impl Checker<'_> {
             return;
         }
         let identity = datasource.get("identity").unwrap_or(&Value::Null);
-        if self.object(identity, "identity").is_some() {
-            self.string(identity.get("author").unwrap_or(&Value::Null), "identity.author", true);
-            self.name(identity.get("name").unwrap_or(&Value::Null), "identity.name");
-            self.i18n(identity.get("label").unwrap_or(&Value::Null), "identity.label", true);
-        }
+        self.child_identity(identity);
         self.i18n(datasource.get("description").unwrap_or(&Value::Null), "description", true);
         match datasource.get("parameters") {
             Some(Value::Array(parameters)) => {
