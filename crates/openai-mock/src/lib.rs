@@ -34,7 +34,9 @@ until released.
 
 The model routes an OpenAI-compatible model provider calls (`/models`, `/chat/completions` with
 streaming and tool calls, `/embeddings`, `/rerank`, `/audio/speech`, `/audio/transcriptions`,
-`/moderations`) are in [`models`].
+`/moderations`) are in [`models`], with their shapes, units (tokens are whitespace-separated words)
+and the error models `mock-rate-limited` (429) and `mock-unavailable` (503). They are journaled and
+take [`Fault`]s like every other route.
 */
 
 #![allow(clippy::result_large_err, reason = "a refusal is the answer to send; a test tool, not a hot path")]
@@ -47,9 +49,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,7 +59,11 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+mod http;
 pub mod models;
+
+use http::{Answer, answer, error, invalid, raw};
+pub use http::{Recorded, error_body};
 
 /// A key with every permission the plugin needs.
 pub const VALID_KEY: &str = "sk-test-mock-full-access-0123456789abcdef";
@@ -136,35 +142,6 @@ pub mod ids {
     pub const HEALTH_ALERT_TRIGGERED: &str = "healthalert_mock_triggered";
     pub const HEALTH_ALERT_RESOLVED: &str = "healthalert_mock_resolved";
     pub const HEALTH_ALERT_RULE: &str = "alertrule_mock_0001";
-}
-
-/// One request as the mock received it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Recorded {
-    pub method: String,
-    /// Path without the query, e.g. `/v1/webhook_endpoints/whe_1`.
-    pub path: String,
-    /// The raw query string ("" when none).
-    pub query: String,
-    /// Header names lowercased; repeated headers joined with ", ".
-    pub headers: BTreeMap<String, String>,
-    pub body: String,
-}
-
-impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
-    }
-
-    /// The body as JSON (Null when it is not JSON).
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The value of query parameter `name`.
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.into())
-    }
 }
 
 /// Makes matching requests misbehave. The first fault whose method and path prefix match applies,
@@ -416,37 +393,6 @@ fn insert_object(state: &mut State, kind: &str, object: Value) {
         state.eval_order.insert(0, id.clone());
     }
     state.objects.entry(kind.to_owned()).or_default().insert(id, object);
-}
-
-type Answer = Response<Full<Bytes>>;
-
-fn answer(status: u16, body: &Value) -> Answer {
-    raw(status, "application/json", body.to_string().into_bytes())
-}
-
-fn raw(status: u16, content_type: &str, body: Vec<u8>) -> Answer {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(value) = content_type.parse() {
-        response.headers_mut().insert("content-type", value);
-    }
-    if let Ok(value) = format!("req_mock_{status}").parse() {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
-}
-
-/// OpenAI's error body.
-pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
-    json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
-}
-
-fn error(status: u16, message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Answer {
-    answer(status, &error_body(message, kind, param, code))
-}
-
-fn invalid(message: &str, param: &str) -> Answer {
-    error(400, message, "invalid_request_error", Some(param), None)
 }
 
 fn not_found(what: &str, id: &str) -> Answer {
