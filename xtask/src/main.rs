@@ -159,7 +159,17 @@ enum Command {
     /// (bench/python-sdk-examples), over stdio: start-up to the first heartbeat, RSS idle and after 10,000
     /// requests, CPU per request, and how many of ours fit in one Python plugin's memory;
     /// writes target/bench/examples-latest.json.
-    BenchExamples,
+    BenchExamples {
+        /// Only these examples (repeatable), e.g. --only openai_compat --only site_crawl.
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+        /// Requests per contestant.
+        #[arg(long, default_value_t = bench_examples::REQUESTS)]
+        requests: usize,
+        /// Use the binaries already in target/release (examples, openai-mock) instead of building them.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// End-to-end benchmark through the real Dify plugin daemon: ours and the Python SDK plugin installed
     /// as packages in one daemon (PostgreSQL, Redis, storage live), at 1, 8 and 64 concurrent, interleaved;
     /// runs `bash tests/conformance/bench.sh` (as root; setup, packages, services on ports of its own,
@@ -239,7 +249,10 @@ fn main() -> ExitCode {
         Command::Bench { runs, quick, million, only, binary } => {
             bench::bench(&paths::workspace_root(), &bench::Options { runs, quick, million, only, binary })
         }
-        Command::BenchExamples => bench_examples::bench_examples(&paths::workspace_root()),
+        Command::BenchExamples { only, requests, no_build } => bench_examples::bench_examples(
+            &paths::workspace_root(),
+            &bench_examples::Options { only, requests, no_build },
+        ),
         // clean_env: bench.sh runs `cargo xtask release`, which must not inherit this `cargo run`'s variables
         Command::BenchDaemon { args } => cmd::run(
             cmd::clean_env(&mut std::process::Command::new("bash"))
