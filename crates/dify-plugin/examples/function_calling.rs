@@ -33,11 +33,16 @@ struct Totals {
 impl Totals {
     fn add(&mut self, usage: Option<&Value>) {
         let Some(usage) = usage else { return };
-        self.tokens += usage["total_tokens"].as_u64().unwrap_or(0);
-        self.price += match &usage["total_price"] {
+        // The counts come from the model's provider: saturate, never wrap; a price that is not
+        // a finite number counts as 0.
+        self.tokens = self.tokens.saturating_add(usage["total_tokens"].as_u64().unwrap_or(0));
+        let price: f64 = match &usage["total_price"] {
             Value::String(text) => text.parse().unwrap_or(0.0),
             other => other.as_f64().unwrap_or(0.0),
         };
+        if price.is_finite() {
+            self.price += price;
+        }
         if let Some(currency) = usage["currency"].as_str() {
             self.currency = Some(currency.to_owned());
         }

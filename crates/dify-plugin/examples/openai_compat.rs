@@ -22,15 +22,18 @@ use dify_plugin::model::{
     EmbeddingResult, EmbeddingUsage, InvokeError, LargeLanguageModel, LlmChunk, LlmInput, LlmOutput, ModelPlugin,
     ModelProvider, ModelRequest, ModelType, ModerationInput, ModerationModel, NoInput, Object, Pricing, PromptMessage,
     RerankDocument, RerankInput, RerankModel, RerankResult, Speech2TextInput, Speech2TextModel, TextEmbeddingInput,
-    TextEmbeddingModel, ToolCall, TtsInput, TtsModel, TtsOutput, Usage, credentials_invalid, estimate_tokens,
+    TextEmbeddingModel, ToolCall, ToolCallFunction, TtsInput, TtsModel, TtsOutput, Usage, credentials_invalid,
+    estimate_tokens,
 };
 use dify_plugin::tool::Credentials;
 use dify_plugin::{ErrorData, ProviderKind, ServeOptions, Session};
 use serde_json::{Value, json};
 
 const DEFAULT_ENDPOINT: &str = "https://api.openai.com/v1";
-/// The longest line of a streamed answer we buffer (a line is one event).
+/// The longest line of a streamed answer we buffer (a line is one event), and the longest tool call.
 const MAX_EVENT: usize = 1 << 20;
+/// Tool calls in one answer, at most.
+const MAX_TOOL_CALLS: u64 = 128;
 
 /// The HTTP client (one per process) and each predefined model's prices.
 struct Api {
@@ -69,8 +72,12 @@ impl Api {
     }
 
     /// Sends `builder`; a non-2xx answer becomes the [`InvokeError`] its status stands for, with
-    /// the API's own message.
-    async fn send(&self, builder: reqwest::RequestBuilder) -> Result<reqwest::Response, InvokeError> {
+    /// the API's own message, `credentials` redacted from it (some APIs quote the key they refuse).
+    async fn send(
+        &self,
+        credentials: &Credentials,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, InvokeError> {
         let response = builder.send().await.map_err(|err| {
             let what = if err.is_timeout() { "timed out" } else { "could not connect" };
             InvokeError::Connection(format!("the model API {what}: {}", without_url(&err)))
@@ -83,7 +90,7 @@ impl Api {
         let message = body
             .pointer("/error/message")
             .and_then(Value::as_str)
-            .map(|m| m.chars().take(300).collect::<String>())
+            .map(|m| credentials.redact(&m.chars().take(300).collect::<String>()))
             .unwrap_or_else(|| format!("the model API answered HTTP {}", status.as_u16()));
         Err(InvokeError::from_status(status.as_u16(), message))
     }
@@ -91,6 +98,7 @@ impl Api {
     async fn post_json(&self, credentials: &Credentials, path: &str, body: &Value) -> Result<Value, InvokeError> {
         let response = self
             .send(
+                credentials,
                 self.request(reqwest::Method::POST, credentials, path)
                     .header("Content-Type", "application/json")
                     .body(serde_json::to_vec(body).unwrap_or_default()),
@@ -102,9 +110,19 @@ impl Api {
     }
 }
 
-/// A response body as JSON (`None` when it cannot be read or is not JSON).
-async fn read_json(response: reqwest::Response) -> Option<Value> {
-    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+/// The most of a whole (not streamed) answer we read.
+const MAX_BODY: usize = 32 << 20;
+
+/// A response body as JSON (`None` when it cannot be read, is over [`MAX_BODY`], or is not JSON).
+async fn read_json(mut response: reqwest::Response) -> Option<Value> {
+    let mut body = Vec::new();
+    while let Some(piece) = response.chunk().await.ok()? {
+        if body.len() + piece.len() > MAX_BODY {
+            return None;
+        }
+        body.extend_from_slice(&piece);
+    }
+    serde_json::from_slice(&body).ok()
 }
 
 /// A transport error's text without its URL (the query could carry a key).
@@ -131,7 +149,7 @@ impl ModelProvider for Provider {
         if credentials.get("api_key").is_none_or(str::is_empty) {
             return Err(credentials_invalid("an API key is required"));
         }
-        let checked = self.0.send(self.0.request(reqwest::Method::GET, &credentials, "models")).await;
+        let checked = self.0.send(&credentials, self.0.request(reqwest::Method::GET, &credentials, "models")).await;
         checked.map_err(|err| credentials_invalid(err.to_string()))?;
         credentials.values.insert("endpoint_url".into(), Value::String(endpoint(&credentials)));
         Ok(credentials.values)
@@ -154,7 +172,7 @@ impl ModelProvider for Provider {
                 let body = json!({"model": request.model, "input": ["ping"]});
                 api.post_json(credentials, "embeddings", &body).await.map(drop)
             }
-            _ => api.send(api.request(reqwest::Method::GET, credentials, "models")).await.map(drop),
+            _ => api.send(credentials, api.request(reqwest::Method::GET, credentials, "models")).await.map(drop),
         };
         checked.map_err(|err| credentials_invalid(err.to_string()))?;
         Ok(request.credentials.values)
@@ -268,6 +286,7 @@ impl LargeLanguageModel for Llm {
         let prompt_estimate = dify_plugin::model::estimate_prompt_tokens(&request.prompt_messages, &request.tools);
         let mut response = api
             .send(
+                &request.credentials,
                 api.request(reqwest::Method::POST, &request.credentials, "chat/completions")
                     .header("Content-Type", "application/json")
                     .body(serde_json::to_vec(&body).unwrap_or_default()),
@@ -287,11 +306,23 @@ impl LargeLanguageModel for Llm {
                 .await;
         }
         // Server-sent events: `data: {chunk}` lines, `data: [DONE]` last.
+        let event_stream = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !event_stream {
+            return Err(
+                InvokeError::BadRequest("the chat API did not answer a stream (text/event-stream)".into()).into()
+            );
+        }
+        let mut done = false;
         let mut pending: Vec<u8> = Vec::new();
         let mut calls: Vec<ToolCall> = Vec::new();
         let mut reason = String::from("stop");
         let mut api_usage = Value::Null;
-        let mut completion = String::new();
+        // Characters of the answer, for the token estimate when the API sends no usage.
+        let mut completion_chars = 0u64;
         'read: while let Some(bytes) = response
             .chunk()
             .await
@@ -303,6 +334,7 @@ impl LargeLanguageModel for Llm {
                 let line = String::from_utf8_lossy(&line);
                 let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
                 if data == "[DONE]" {
+                    done = true;
                     break 'read;
                 }
                 let Ok(event) = serde_json::from_str::<Value>(data) else { continue };
@@ -314,14 +346,31 @@ impl LargeLanguageModel for Llm {
                 }
                 let choice = &event["choices"][0];
                 if let Some(text) = choice["delta"]["content"].as_str().filter(|t| !t.is_empty()) {
-                    completion.push_str(text);
+                    completion_chars += text.chars().count() as u64;
                     out.text(text).await?;
                 }
                 for delta in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
-                    let index = delta["index"].as_u64().unwrap_or(0) as usize;
-                    if calls.len() <= index {
-                        calls.resize_with(index + 1, || ToolCall::function("", "", &Value::Null));
-                        calls[index].function.arguments.clear();
+                    // The API numbers its calls from 0; an index far past them is not a call we
+                    // could have been sent in order (and must not size our memory).
+                    let Some(index) = delta["index"].as_u64() else {
+                        return Err(InvokeError::BadRequest(
+                            "the chat stream sent a tool call without an index".into(),
+                        )
+                        .into());
+                    };
+                    if index > calls.len() as u64 || index >= MAX_TOOL_CALLS {
+                        return Err(InvokeError::BadRequest(format!(
+                            "the chat stream sent tool call index {index} out of order"
+                        ))
+                        .into());
+                    }
+                    let index = index as usize;
+                    if index == calls.len() {
+                        calls.push(ToolCall {
+                            id: String::new(),
+                            kind: "function".into(),
+                            function: ToolCallFunction::default(),
+                        });
                     }
                     let call = &mut calls[index];
                     if let Some(id) = delta["id"].as_str() {
@@ -333,6 +382,11 @@ impl LargeLanguageModel for Llm {
                     if let Some(arguments) = delta["function"]["arguments"].as_str() {
                         call.function.arguments.push_str(arguments);
                     }
+                    if call.function.name.len() + call.function.arguments.len() > MAX_EVENT {
+                        return Err(
+                            InvokeError::BadRequest("the chat stream sent a tool call over 1 MiB".into()).into()
+                        );
+                    }
                 }
                 if let Some(finish) = choice["finish_reason"].as_str() {
                     reason = finish.to_owned();
@@ -342,10 +396,13 @@ impl LargeLanguageModel for Llm {
                 return Err(InvokeError::BadRequest("the chat stream sent an event over 1 MiB".into()).into());
             }
         }
+        if !done {
+            return Err(InvokeError::Connection("the chat stream ended before its [DONE]".into()).into());
+        }
         if !calls.is_empty() {
             out.send(LlmChunk::tool_calls(calls)).await?;
         }
-        let usage = usage_of(&api_usage, prompt_estimate, estimate_tokens(&completion), pricing, started);
+        let usage = usage_of(&api_usage, prompt_estimate, completion_chars.div_ceil(4), pricing, started);
         out.send(LlmChunk::finish(reason, usage)).await
     }
 }
@@ -364,10 +421,23 @@ impl TextEmbeddingModel for Embedding {
         let started = Instant::now();
         let body = json!({"model": request.model, "input": request.texts, "encoding_format": "float"});
         let answer = self.0.post_json(&request.credentials, "embeddings", &body).await?;
-        let mut data: Vec<&Value> = answer["data"].as_array().map(|d| d.iter().collect()).unwrap_or_default();
-        data.sort_by_key(|d| d["index"].as_u64().unwrap_or(0));
-        let embeddings: Vec<Vec<f32>> =
-            data.iter().map(|d| serde_json::from_value(d["embedding"].clone()).unwrap_or_default()).collect();
+        // One vector per text, each index once, each a non-empty list of numbers.
+        let mut embeddings: Vec<Option<Vec<f32>>> = vec![None; request.texts.len()];
+        for item in answer["data"].as_array().into_iter().flatten() {
+            let vector: Option<Vec<f32>> = serde_json::from_value(item["embedding"].clone())
+                .ok()
+                .filter(|v: &Vec<f32>| !v.is_empty() && v.iter().all(|x| x.is_finite()));
+            let slot = item["index"].as_u64().and_then(|i| embeddings.get_mut(i as usize));
+            match (slot, vector) {
+                (Some(slot @ None), Some(vector)) => *slot = Some(vector),
+                _ => {
+                    return Err(
+                        InvokeError::BadRequest("the API answered a malformed or repeated embedding".into()).into()
+                    );
+                }
+            }
+        }
+        let embeddings: Vec<Vec<f32>> = embeddings.into_iter().flatten().collect();
         if embeddings.len() != request.texts.len() {
             return Err(InvokeError::BadRequest(format!(
                 "the API answered {} embeddings for {} texts",
@@ -396,19 +466,25 @@ impl RerankModel for Rerank {
             body["top_n"] = json!(request.top_n);
         }
         let answer = self.0.post_json(&request.credentials, "rerank", &body).await?;
-        let docs = answer["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| {
-                let index = r["index"].as_u64()? as usize;
-                Some(RerankDocument {
-                    index,
-                    text: request.docs.get(index)?.clone(),
-                    score: r["relevance_score"].as_f64()?,
-                })
-            })
-            .collect();
+        // Each result names one of the request's documents, once, with a finite score.
+        let mut docs = Vec::new();
+        let mut seen = vec![false; request.docs.len()];
+        for result in answer["results"].as_array().into_iter().flatten() {
+            let index = result["index"].as_u64().map(|i| i as usize).filter(|i| *i < request.docs.len());
+            let score = result["relevance_score"].as_f64().filter(|s| s.is_finite());
+            match (index, score) {
+                (Some(index), Some(score)) if !seen[index] => {
+                    seen[index] = true;
+                    docs.push(RerankDocument { index, text: request.docs[index].clone(), score });
+                }
+                _ => {
+                    return Err(InvokeError::BadRequest(
+                        "the API answered a malformed or repeated rerank result".into(),
+                    )
+                    .into());
+                }
+            }
+        }
         Ok(RerankResult::new(request.model.clone(), docs, &request.input))
     }
 }
@@ -423,7 +499,7 @@ impl TtsModel for Speech {
             .request(reqwest::Method::POST, &request.credentials, "audio/speech")
             .header("Content-Type", "application/json")
             .body(serde_json::to_vec(&body).unwrap_or_default());
-        let mut response = self.0.send(builder).await?;
+        let mut response = self.0.send(&request.credentials, builder).await?;
         while let Some(audio) = response
             .chunk()
             .await
@@ -459,7 +535,7 @@ impl Speech2TextModel for Transcription {
             .body(body);
         let answer: Value = self
             .0
-            .send(builder)
+            .send(&request.credentials, builder)
             .await
             .map(read_json)?
             .await

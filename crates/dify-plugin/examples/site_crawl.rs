@@ -25,8 +25,13 @@ use dify_plugin::datasource::{
 use dify_plugin::{ErrorData, ServeOptions, Session};
 use reqwest::Url;
 
-/// Text kept per page: 100 pages stay well under the daemon's 5 MiB line (plugin-kinds.md §6.2).
+/// Characters of text kept per page, and of a title or description.
 const MAX_CONTENT: usize = 32 * 1024;
+const MAX_LABEL: usize = 1024;
+/// Bytes of pages (as JSON) the `completed` snapshot may carry: it is one line, and the daemon
+/// kills a plugin over 5 MiB (plugin-kinds.md §6.2; the runtime refuses lines of 4 MiB). The crawl
+/// stops when the next page would pass it.
+const MAX_SNAPSHOT: usize = 3 << 20;
 /// Bytes read per page.
 const MAX_PAGE: usize = 2 << 20;
 
@@ -74,16 +79,27 @@ impl Crawler {
 
     /// Fetches `url`; `None` for a page that is not HTML. Errors name the URL and the status.
     async fn fetch(&self, url: &Url, token: &str) -> Result<Option<Page>, String> {
-        let mut response = self
-            .http
-            .get(url.clone())
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|_| format!("{url} could not be fetched"))?;
+        let shown = shown(url);
+        let mut response = self.http.get(url.clone()).bearer_auth(token).send().await.map_err(|err| {
+            let why = if err.is_redirect() {
+                "too many redirects"
+            } else if err.is_timeout() {
+                "timed out"
+            } else if err.is_builder() {
+                "is not a request we can send (a bad URL or access token)"
+            } else {
+                "could not be reached"
+            };
+            format!("{shown}: {why}")
+        })?;
         if !response.status().is_success() {
-            return Err(format!("{url} answered HTTP {}", response.status().as_u16()));
+            return Err(format!("{shown} answered HTTP {}", response.status().as_u16()));
         }
+        // A redirect off the site: not this site's page.
+        if response.url().origin() != url.origin() {
+            return Ok(None);
+        }
+        let url = response.url().clone();
         let html_type = response
             .headers()
             .get("content-type")
@@ -93,7 +109,7 @@ impl Crawler {
             return Ok(None);
         }
         let mut body = Vec::new();
-        while let Some(piece) = response.chunk().await.map_err(|_| format!("{url} broke off"))? {
+        while let Some(piece) = response.chunk().await.map_err(|_| format!("{shown} broke off while it was read"))? {
             body.extend_from_slice(&piece);
             if body.len() > MAX_PAGE {
                 break;
@@ -104,11 +120,19 @@ impl Crawler {
         let info = WebInfo {
             source_url: url.to_string(),
             content: truncate(&text_of(&html), MAX_CONTENT),
-            title: element_text(&html, "title").unwrap_or_default(),
-            description: meta_description(&html).unwrap_or_default(),
+            title: truncate(&element_text(&html, "title").unwrap_or_default(), MAX_LABEL),
+            description: truncate(&meta_description(&html).unwrap_or_default(), MAX_LABEL),
         };
         Ok(Some(Page { info, links }))
     }
+}
+
+/// A URL as errors show it: without user name and password.
+fn shown(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -260,6 +284,7 @@ impl WebsiteCrawl for Crawler {
         let mut queue = VecDeque::from([start.clone()]);
         let mut seen = HashSet::from([start.clone()]);
         let mut pages: Vec<WebInfo> = Vec::new();
+        let mut snapshot_bytes = 0usize;
         let progress = |pages: &[WebInfo], total: usize| CrawlProgress {
             status: CrawlStatus::Processing,
             web_info_list: Vec::new(),
@@ -284,6 +309,11 @@ impl WebsiteCrawl for Crawler {
                     queue.push_back(link);
                 }
             }
+            let size = serde_json::to_string(&page.info).map_or(usize::MAX, |json| json.len());
+            if snapshot_bytes + size > MAX_SNAPSHOT {
+                break;
+            }
+            snapshot_bytes += size;
             pages.push(page.info);
             let total = (pages.len() + queue.len()).min(limit as usize);
             out.send(&progress(&pages, total)).await?;

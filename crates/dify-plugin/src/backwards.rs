@@ -43,6 +43,10 @@ pub enum BackwardsError {
     /// The daemon sent more than this many events before the caller read them.
     #[error("the daemon sent more than {0} events of one call before they were read")]
     Overflow(usize),
+    /// The request's line would be `bytes` long, over [`wire::MAX_OUTBOUND_LINE`]: it was not
+    /// sent (the daemon kills a plugin that writes a line over 5 MiB, daemon-protocol.md §1.2).
+    #[error("a backwards request of {bytes} bytes is over the {} MiB line limit", wire::MAX_OUTBOUND_LINE >> 20)]
+    TooLarge { bytes: usize },
 }
 
 /// One storage request (daemon-protocol.md §4.2), serialised straight into its line.
@@ -142,6 +146,11 @@ impl Channel {
             Body::Raw(request) => wire::invoke_line(session_id, kind, &registration.id, request),
             Body::Trusted(request) => wire::invoke_line_trusted(session_id, kind, &registration.id, request),
         };
+        // Refused here, not dropped by the writer's last check: the caller would wait its whole
+        // timeout for an answer to a request that never left.
+        if line.len() >= wire::MAX_OUTBOUND_LINE {
+            return Err(BackwardsError::TooLarge { bytes: line.len() });
+        }
         out.send(line).await.map_err(|_| BackwardsError::Closed)?;
         Ok(BackwardsStream { events, registration, deadline, timeout_error: BackwardsError::Closed, done: false })
     }
@@ -393,5 +402,23 @@ mod tests {
         assert_eq!(stream.next().await.unwrap().unwrap(), serde_json::json!(1));
         assert_eq!(stream.next().await.unwrap().unwrap_err(), BackwardsError::Timeout(Duration::from_secs(5)));
         assert!(stream.next().await.is_none());
+    }
+
+    /// A request too long for one line is refused at once, not dropped by the writer while its
+    /// caller waits the whole timeout for an answer.
+    #[tokio::test]
+    async fn a_request_over_the_line_limit_is_refused_at_once() {
+        let pending = Arc::new(Pending::default());
+        let channel = Channel::Stream(pending.clone());
+        let (out, mut lines) = Outbox::new(1 << 20);
+        let big = serde_json::value::to_raw_value(&"x".repeat(wire::MAX_OUTBOUND_LINE)).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let refused = channel.open("s1", &out, "llm", Body::Raw(&big), deadline).await.unwrap_err();
+        assert!(
+            matches!(refused, BackwardsError::TooLarge { bytes } if bytes > wire::MAX_OUTBOUND_LINE),
+            "{refused:?}"
+        );
+        assert!(lines.try_recv().is_err(), "nothing was queued");
+        assert!(pending.waiters.lock().unwrap().is_empty(), "and nothing waits");
     }
 }

@@ -140,6 +140,12 @@ pub fn load(plugin_dir: impl AsRef<Path>) -> Result<Loaded, BuildError> {
     let mut problems = Vec::new();
     let mut files = Vec::new();
     let mut read = |path: &str| -> Result<Value, BuildError> {
+        // Paths in the YAML are package-relative (plugin-kinds.md §1.3): never read outside it.
+        let inside = Path::new(path).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "is outside the plugin directory");
+            return Err(BuildError::Io { file: path.to_owned(), source });
+        }
         let file = root.join(path);
         let bytes = fs::read(&file).map_err(|source| BuildError::Io { file: path.to_owned(), source })?;
         files.push(file);
@@ -316,10 +322,15 @@ fn load_models(
                     let matched: Vec<&String> =
                         files.iter().filter(|f| !f.ends_with("_position.yaml") && glob_match(glob, f)).collect();
                     if matched.is_empty() {
+                        let why = if glob.contains('[') {
+                            " (character classes [...] are not supported here: list the files)"
+                        } else {
+                            ""
+                        };
                         problems.push(Problem {
                             file: path.to_owned(),
                             field: format!("models.{key}.predefined"),
-                            rule: format!("{glob:?} matches no file of the package"),
+                            rule: format!("{glob:?} matches no file of the package{why}"),
                         });
                     }
                     for file in matched {
@@ -392,7 +403,9 @@ fn package_files(root: &Path) -> Vec<String> {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
+            // file_type() does not follow symbolic links: a link to a directory is not walked
+            // (a link loop would never end).
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(path);
             } else if let Ok(relative) = path.strip_prefix(root) {
                 files.push(relative.to_string_lossy().replace('\\', "/"));
@@ -403,28 +416,34 @@ fn package_files(root: &Path) -> Vec<String> {
     files
 }
 
-/// Go's `filepath.Match` for `*` and `?` (neither crosses `/`); other characters match themselves.
+/// Go's `filepath.Match` for `*` and `?` (neither crosses `/`); other characters match themselves
+/// (`[…]` classes are not supported: a pattern with one matches nothing, and `build` says so).
+/// Segment by segment, each with the linear wildcard walk (one backtrack point), so a pattern of
+/// many stars cannot take exponential time.
 fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some((b'*', rest)) => {
-                let mut i = 0;
-                loop {
-                    if go(rest, &n[i..]) {
-                        return true;
-                    }
-                    if i == n.len() || n[i] == b'/' {
-                        return false;
-                    }
-                    i += 1;
-                }
+    fn segment(p: &[u8], n: &[u8]) -> bool {
+        let (mut pi, mut ni) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ni < n.len() {
+            if pi < p.len() && (p[pi] == b'?' || p[pi] == n[ni]) && p[pi] != b'*' {
+                pi += 1;
+                ni += 1;
+            } else if pi < p.len() && p[pi] == b'*' {
+                star = Some((pi, ni));
+                pi += 1;
+            } else if let Some((star_p, star_n)) = star {
+                pi = star_p + 1;
+                ni = star_n + 1;
+                star = Some((star_p, star_n + 1));
+            } else {
+                return false;
             }
-            Some((b'?', rest)) => n.first().is_some_and(|c| *c != b'/') && go(rest, &n[1..]),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
         }
+        p[pi..].iter().all(|c| *c == b'*')
     }
-    go(pattern.as_bytes(), name.as_bytes())
+    let patterns: Vec<&str> = pattern.split('/').collect();
+    let names: Vec<&str> = name.split('/').collect();
+    patterns.len() == names.len() && patterns.iter().zip(&names).all(|(p, n)| segment(p.as_bytes(), n.as_bytes()))
 }
 
 fn read_assets(dir: &Path) -> Result<Vec<Asset>, BuildError> {
@@ -438,8 +457,10 @@ fn read_assets(dir: &Path) -> Result<Vec<Asset>, BuildError> {
             Err(err) => return Err(io(err)),
         };
         for entry in entries {
-            let path = entry.map_err(io)?.path();
-            if path.is_dir() {
+            let entry = entry.map_err(io)?;
+            let path = entry.path();
+            // Not following links to directories: a link loop would never end.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(path);
             } else {
                 let bytes =
@@ -661,5 +682,11 @@ mod tests {
         assert!(!glob_match("models/llm/*.yaml", "models/llm/sub/x.yaml"), "* does not cross /");
         assert!(glob_match("models/?/x.yaml", "models/a/x.yaml"));
         assert!(!glob_match("models/*.yaml", "models/llm.yml"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        // Many stars against a long name: linear, not exponential.
+        let pattern = format!("models/x/{}.yaml", "*a".repeat(25));
+        assert!(!glob_match(&pattern, &format!("models/x/{}.yaml", "a".repeat(120) + "b")));
     }
 }

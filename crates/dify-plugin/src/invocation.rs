@@ -210,7 +210,7 @@ fn function_type() -> String {
 }
 
 /// The function a [`ToolCall`] names, and its arguments as JSON text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToolCallFunction {
     #[serde(default)]
     pub name: String,

@@ -428,7 +428,8 @@ impl Usage {
             completion_unit_price: decimal(pricing.output),
             completion_price_unit: decimal(pricing.unit),
             completion_price: decimal(completion_price),
-            total_tokens: prompt_tokens + completion_tokens,
+            // Counts come from the provider's answer: a hostile one must not wrap them.
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
             total_price: decimal(prompt_price + completion_price),
             currency: pricing.currency.to_owned(),
             latency: started.elapsed().as_secs_f64(),

@@ -65,6 +65,17 @@ impl Credentials {
         })
     }
 
+    /// `text` with every credential value of 6 characters or more replaced by `***` (and a
+    /// `Bearer …` token after it): for a message from an upstream API before it is shown, as
+    /// some APIs quote the key they refused.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for value in self.values.values().filter_map(Value::as_str).filter(|v| v.chars().count() >= 6) {
+            out = out.replace(value, "***");
+        }
+        out
+    }
+
     pub(crate) fn from_data(data: &Value) -> Result<Self, ErrorData> {
         let values = match data.get("credentials") {
             None | Some(Value::Null) => Map::new(),
@@ -91,14 +102,51 @@ fn invalid_request(message: impl Into<String>) -> ErrorData {
 pub enum ParameterError {
     #[error("missing required parameter `{0}`")]
     Missing(String),
+    /// `expected` names the type (`String`, `Vec<ToolEntity>`); `detail` is serde's reason with
+    /// the values it quotes left out (a parameter may be a secret).
     #[error("parameter `{name}` is not {expected}: {detail}")]
-    Invalid { name: String, expected: &'static str, detail: String },
+    Invalid { name: String, expected: String, detail: String },
 }
 
 impl From<ParameterError> for ErrorData {
     fn from(err: ParameterError) -> Self {
         ErrorData::new("ToolParameterValidationError", err.to_string())
     }
+}
+
+/// `alloc::vec::Vec<dify_plugin::agent::ToolEntity>` as `Vec<ToolEntity>`.
+fn short_type_name(full: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            out.push_str(word.rsplit("::").next().unwrap_or_default());
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(word.rsplit("::").next().unwrap_or_default());
+    out
+}
+
+/// serde's message without the values it quotes (`"…"` strings, `` `…` `` numbers).
+fn without_values(message: &str) -> String {
+    let mut out = String::new();
+    let mut quote: Option<char> = None;
+    for c in message.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '`' => {
+                quote = Some(c);
+                out.push('…');
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// A tool's `tool_parameters`, as sent (numbers stay numbers, files are objects).
@@ -125,8 +173,8 @@ impl Parameters {
         let Some(value) = self.get(name) else { return Ok(None) };
         T::deserialize(value).map(Some).map_err(|err| ParameterError::Invalid {
             name: name.to_owned(),
-            expected: std::any::type_name::<T>(),
-            detail: err.to_string(),
+            expected: short_type_name(std::any::type_name::<T>()),
+            detail: without_values(&err.to_string()),
         })
     }
 
@@ -137,7 +185,7 @@ impl Parameters {
         let value = self.get(name).ok_or_else(|| ParameterError::Missing(name.to_owned()))?;
         ToolFile::from_value(value).map_err(|err| ParameterError::Invalid {
             name: name.to_owned(),
-            expected: "a file",
+            expected: "a file".to_owned(),
             detail: err.to_string(),
         })
     }
@@ -147,8 +195,11 @@ impl Parameters {
     /// Errors: not a list of Dify file objects.
     pub fn files(&self, name: &str) -> Result<Vec<ToolFile>, ParameterError> {
         let Some(value) = self.get(name) else { return Ok(Vec::new()) };
-        let invalid =
-            |detail: String| ParameterError::Invalid { name: name.to_owned(), expected: "a list of files", detail };
+        let invalid = |detail: String| ParameterError::Invalid {
+            name: name.to_owned(),
+            expected: "a list of files".to_owned(),
+            detail,
+        };
         let items = value.as_array().ok_or_else(|| invalid("not a list".to_owned()))?;
         items.iter().map(|item| ToolFile::from_value(item).map_err(|err| invalid(err.to_string()))).collect()
     }
@@ -524,6 +575,21 @@ mod tests {
         let chunks = message.chunks();
         assert_eq!(chunks.len(), 1);
         chunks.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn parameter_errors_and_redaction_do_not_show_secrets() {
+        let parameters = Parameters(serde_json::from_value(json!({"model": "sk-secret-model", "n": 5})).unwrap());
+        let err = parameters.parse::<Vec<String>>("model").unwrap_err().to_string();
+        assert!(!err.contains("sk-secret"), "{err}");
+        assert!(err.contains("Vec<String>") && !err.contains("alloc::"), "{err}");
+        let err = parameters.parse::<String>("n").unwrap_err().to_string();
+        assert!(!err.contains('5'), "{err}");
+        let credentials = Credentials {
+            values: serde_json::from_value(json!({"api_key": "sk-SECRET-123", "region": "eu"})).unwrap(),
+            kind: CredentialType::ApiKey,
+        };
+        assert_eq!(credentials.redact("Incorrect key: Bearer sk-SECRET-123 (eu)"), "Incorrect key: Bearer *** (eu)");
     }
 
     #[test]

@@ -708,3 +708,95 @@ async fn datasource_plugin_site_crawl() {
     assert_eq!(plugin.call("d8", other).await.error_type(), "ValueError");
     plugin.close().await;
 }
+
+/// A hostile OpenAI-compatible server: `/models` answers 401 quoting the key it got (some do),
+/// `/chat/completions` answers by the model's name: a stream cut before `[DONE]`, a body that is
+/// not a stream, a tool call numbered far past the others.
+async fn hostile_api() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Head and (small) body: read until the body's length is in.
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let length = text[..head_end]
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= head_end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).to_string();
+                let key = text.lines().find_map(|l| l.strip_prefix("authorization: ")).unwrap_or("none").to_owned();
+                let (status, kind, body) = if text.starts_with("GET /v1/models") {
+                    (
+                        "401 Unauthorized",
+                        "application/json",
+                        json!({"error": {"message": format!("Incorrect API key provided: {key}")}}).to_string(),
+                    )
+                } else if text.contains("\"cut\"") {
+                    (
+                        "200 OK",
+                        "text/event-stream",
+                        "data: {\"choices\":[{\"delta\":{\"content\":\"hel\"}}]}\n\ndata: {\"choi".to_owned(),
+                    )
+                } else if text.contains("\"plain\"") {
+                    ("200 OK", "text/plain", "not a stream".to_owned())
+                } else {
+                    let far = r#"{"choices":[{"delta":{"tool_calls":[{"index":18446744073709551615,"id":"c","function":{"name":"f","arguments":""}}]}}]}"#;
+                    ("200 OK", "text/event-stream", format!("data: {far}\n\ndata: [DONE]\n\n"))
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test]
+async fn model_plugin_refuses_what_a_hostile_api_answers() {
+    let base = hostile_api().await;
+    let key = "sk-hostile-SECRET-0123456789";
+    let credentials = json!({"api_key": key, "endpoint_url": base});
+    let mut plugin = Plugin::spawn("openai_compat");
+    let data = json!({"type": "model", "action": "validate_provider_credentials", "provider": "openai_compat",
+        "credentials": credentials, "user_id": "u-1"});
+    let refused = plugin.call("h1", data).await;
+    assert_eq!(refused.error_type(), "CredentialsValidateFailedError");
+    let message = refused.error.unwrap()["message"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("Incorrect API key provided") && !message.contains("SECRET"), "{message}");
+    let chat = |model: &str| {
+        model_data(
+            "invoke_llm",
+            "llm",
+            model,
+            &credentials,
+            json!({"prompt_messages": [{"role": "user", "content": "hi"}], "stream": true}),
+        )
+    };
+    let cut = plugin.call("h2", chat("cut")).await;
+    assert_eq!(cut.error_type(), "InvokeConnectionError", "a stream without its [DONE] is not a finished answer");
+    let plain = plugin.call("h3", chat("plain")).await;
+    assert_eq!(plain.error_type(), "InvokeBadRequestError");
+    let far = plugin.call("h4", chat("far")).await;
+    assert_eq!(far.error_type(), "InvokeBadRequestError", "a tool call index far out must not size our memory");
+    plugin.close().await;
+}
