@@ -381,10 +381,7 @@ fn request_of<I: DeserializeOwned>(data: &Value) -> Result<DatasourceRequest<I>,
     let input = I::deserialize(data).map_err(|err| {
         ErrorData::new(
             "InvalidRequestError",
-            format!(
-                "the datasource request has a field of the wrong type ({})",
-                err.to_string().split(", expected").nth(1).map_or("", str::trim)
-            ),
+            format!("the datasource request has a field of the wrong type ({})", crate::lenient::expected_of(&err)),
         )
     })?;
     Ok(DatasourceRequest {

@@ -22,3 +22,13 @@ pub(crate) fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Defaul
 /// The input of an action that has none of its own (credential checks, schemas): any object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct NoInput {}
+
+/// What serde expected of a field of the wrong type (`expected a string`), without the value it
+/// found, which may be a secret; its message cut to 120 characters when it names no expectation.
+pub(crate) fn expected_of(err: &serde_json::Error) -> String {
+    let message = err.to_string();
+    match message.split_once(", expected") {
+        Some((_, expected)) => format!("expected{expected}"),
+        None => message.chars().take(120).collect(),
+    }
+}

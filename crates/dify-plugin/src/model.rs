@@ -1236,7 +1236,7 @@ fn model_request<I: DeserializeOwned>(data: &Value) -> Result<ModelRequest<I>, E
     let input = I::deserialize(data).map_err(|err| {
         ErrorData::new(
             "InvalidRequestError",
-            format!("the model request has a field of the wrong type: {}", field_of(&err)),
+            format!("the model request has a field of the wrong type: {}", crate::lenient::expected_of(&err)),
         )
     })?;
     Ok(ModelRequest {
@@ -1246,16 +1246,6 @@ fn model_request<I: DeserializeOwned>(data: &Value) -> Result<ModelRequest<I>, E
         credentials: Credentials::from_data(data)?,
         input,
     })
-}
-
-/// serde's message for a `Value` source names the expected type and (for strings) the value: keep
-/// only the part before the value.
-fn field_of(err: &serde_json::Error) -> String {
-    let message = err.to_string();
-    match message.split_once(", expected") {
-        Some((_, expected)) => format!("expected{expected}"),
-        None => message.chars().take(120).collect(),
-    }
 }
 
 /// Checks a schema by the daemon's rules before it is sent (the daemon would refuse it with a

@@ -433,6 +433,13 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// A provider's list of children under `key` (their files, or inline): required, not empty.
+    fn children(&mut self, provider: &Value, key: &str, what: &str) {
+        if provider.get(key).and_then(Value::as_array).is_none_or(|children| children.is_empty()) {
+            self.fail(key, format!("required: a non-empty list of {what}"));
+        }
+    }
+
     /// A tool's, event's, strategy's or datasource's `identity`: author, name, label.
     fn child_identity(&mut self, identity: &Value) {
         if self.object(identity, "identity").is_some() {
@@ -455,10 +462,7 @@ impl<'a> Checker<'a> {
             true,
         );
         self.oauth_schema(provider);
-        match provider.get("tools") {
-            Some(Value::Array(tools)) if !tools.is_empty() => {}
-            _ => self.fail("tools", "required: a non-empty list of tool files (§2.1)"),
-        }
+        self.children(provider, "tools", "tool files (§2.1)");
     }
 
     /// A tool YAML (plugin-kinds.md §2.1).
@@ -545,10 +549,7 @@ impl<'a> Checker<'a> {
             return;
         }
         self.provider_configs(group.get("settings").unwrap_or(&Value::Null), "settings", false);
-        match group.get("endpoints") {
-            Some(Value::Array(endpoints)) if !endpoints.is_empty() => {}
-            _ => self.fail("endpoints", "required: a non-empty list of endpoint files (§3.1)"),
-        }
+        self.children(group, "endpoints", "endpoint files (§3.1)");
     }
 
     /// An endpoint YAML, or an inline `{path, method, hidden}` (plugin-kinds.md §3.1).
@@ -589,10 +590,7 @@ impl<'a> Checker<'a> {
             let credentials = constructor.get("credentials_schema").unwrap_or(&Value::Null);
             self.provider_configs(credentials, "subscription_constructor.credentials_schema", true);
         }
-        match provider.get("events") {
-            Some(Value::Array(events)) if !events.is_empty() => {}
-            _ => self.fail("events", "required: a non-empty list of event files (triggers.md §2.2)"),
-        }
+        self.children(provider, "events", "event files (triggers.md §2.2)");
     }
 
     /// A trigger event YAML (triggers.md §2.4).
@@ -872,10 +870,7 @@ impl Checker<'_> {
             return;
         }
         self.provider_identity(provider.get("identity").unwrap_or(&Value::Null));
-        match provider.get("strategies") {
-            Some(Value::Array(strategies)) if !strategies.is_empty() => {}
-            _ => self.fail("strategies", "required: a non-empty list of strategy files (§5.1)"),
-        }
+        self.children(provider, "strategies", "strategy files (§5.1)");
     }
 
     /// An agent strategy YAML (plugin-kinds.md §5.1).
@@ -946,10 +941,7 @@ impl Checker<'_> {
         }
         self.provider_configs(provider.get("credentials_schema").unwrap_or(&Value::Null), "credentials_schema", true);
         self.oauth_schema(provider);
-        match provider.get("datasources") {
-            Some(Value::Array(datasources)) if !datasources.is_empty() => {}
-            _ => self.fail("datasources", "required: a non-empty list of datasource files (§6.1)"),
-        }
+        self.children(provider, "datasources", "datasource files (§6.1)");
     }
 
     /// A datasource YAML (plugin-kinds.md §6.1).
