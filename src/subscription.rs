@@ -37,33 +37,167 @@ use serde_json::{Map, Value};
 
 use crate::openai::{Account, AccountError};
 
-/// A subscription's stored properties (see the module documentation).
-#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+/// A subscription's stored properties (see the module documentation). Read by hand (below), in one
+/// pass over the object: serde's `flatten` would first copy every key and value into a buffer of its
+/// own, and dispatch and invoke read these on every webhook.
+#[derive(Serialize, Debug, Default, Clone, PartialEq, Eq)]
 pub struct SubscriptionProperties {
-    #[serde(default, deserialize_with = "text", skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub(crate) webhook_secret: String,
-    #[serde(default, deserialize_with = "present_text", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) endpoint_id: Option<String>,
     /// Comma-separated, as Dify stores it; [`Self::subscribed_types`] reads it.
-    #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) subscribed_event_types: Option<String>,
-    #[serde(default, deserialize_with = "number", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) secret_created_at: Option<i64>,
-    #[serde(default, deserialize_with = "number", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) previous_secret_expires_at: Option<i64>,
-    #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) api_key: Option<String>,
-    #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) admin_api_key: Option<String>,
-    #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) organization: Option<String>,
-    #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) project: Option<String>,
-    #[serde(default, deserialize_with = "optional_text", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) base_url: Option<String>,
     /// Keys this plugin does not read, kept as they came.
     #[serde(flatten)]
     pub(crate) other: Map<String, Value>,
+}
+
+/// The lenient reading of the module documentation, key by key; a key given twice counts once, the
+/// last, as in a JSON object read as a map.
+impl<'de> Deserialize<'de> for SubscriptionProperties {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Properties;
+        impl<'de> serde::de::Visitor<'de> for Properties {
+            type Value = SubscriptionProperties;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of subscription properties")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut p = SubscriptionProperties::default();
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    let text = |map: &mut A| map.next_value::<Lenient<Text>>().map(|l| l.0);
+                    match key.as_str() {
+                        "webhook_secret" => p.webhook_secret = text(&mut map)?.unwrap_or_default(),
+                        // There, whatever it holds: a non-string reads as "".
+                        "endpoint_id" => p.endpoint_id = Some(text(&mut map)?.unwrap_or_default()),
+                        "subscribed_event_types" => p.subscribed_event_types = text(&mut map)?,
+                        "secret_created_at" => p.secret_created_at = map.next_value::<Lenient<Number>>()?.0,
+                        "previous_secret_expires_at" => {
+                            p.previous_secret_expires_at = map.next_value::<Lenient<Number>>()?.0;
+                        }
+                        "api_key" => p.api_key = text(&mut map)?,
+                        "admin_api_key" => p.admin_api_key = text(&mut map)?,
+                        "organization" => p.organization = text(&mut map)?,
+                        "project" => p.project = text(&mut map)?,
+                        "base_url" => p.base_url = text(&mut map)?,
+                        _ => {
+                            let value: Value = map.next_value()?;
+                            p.other.insert(key.into_owned(), value);
+                        }
+                    }
+                }
+                Ok(p)
+            }
+        }
+        deserializer.deserialize_map(Properties)
+    }
+}
+
+/// A key, borrowed from the input where it can be.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(key) => key,
+            Key::Owned(key) => key,
+        }
+    }
+
+    fn into_owned(self) -> String {
+        match self {
+            Key::Borrowed(key) => key.to_owned(),
+            Key::Owned(key) => key,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(key))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(key.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, key: String) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(key))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A property read leniently as `T` says (a value of another type reads as None).
+struct Lenient<T: Reading>(Option<T::Output>);
+
+trait Reading {
+    type Output;
+    fn read(value: Value) -> Option<Self::Output>;
+}
+
+/// A string; anything else is absent.
+struct Text;
+
+impl Reading for Text {
+    type Output = String;
+    fn read(value: Value) -> Option<String> {
+        match value {
+            Value::String(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON number (a fraction cut toward zero, saturating) or a string holding a whole number.
+struct Number;
+
+impl Reading for Number {
+    type Output = i64;
+    fn read(value: Value) -> Option<i64> {
+        match value {
+            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl<'de, T: Reading> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Lenient(T::read(Value::deserialize(deserializer)?)))
+    }
 }
 
 impl SubscriptionProperties {
@@ -128,31 +262,6 @@ impl SubscriptionProperties {
             self.base_url.as_deref(),
         )
     }
-}
-
-fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    Ok(optional_text(deserializer)?.unwrap_or_default())
-}
-
-fn optional_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::String(text) => Some(text),
-        _ => None,
-    })
-}
-
-/// Called only when the key is there: Some, whatever it holds (a non-string reads as "").
-fn present_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(Some(text(deserializer)?))
-}
-
-/// A JSON number (a fraction cut toward zero, saturating) or a string holding a whole number.
-fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    })
 }
 
 #[cfg(test)]

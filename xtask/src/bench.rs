@@ -56,6 +56,9 @@ pub(crate) struct Options {
     pub only: Vec<String>,
     /// Our binary, instead of a fresh release build (e.g. one built with symbols, to profile).
     pub binary: Option<PathBuf>,
+    /// Only the warm-up and the CPU phase (CPU per pair at 64 in flight, its user/system split,
+    /// peak RSS): a quick loop while working on the hot path.
+    pub cpu_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -217,9 +220,9 @@ impl Proc {
         }
     }
 
-    /// User + system CPU time of the process so far.
-    fn cpu(&self) -> Duration {
-        cpu_of(self.pid())
+    /// User and system CPU time of the process so far.
+    fn cpu(&self) -> (Duration, Duration) {
+        cpu_split_of(self.pid())
     }
 
     fn status_kib(&self, field: &str) -> u64 {
@@ -234,12 +237,19 @@ impl Proc {
 
 /// User + system CPU time of process `pid` so far (0 when it is gone).
 pub(crate) fn cpu_of(pid: u32) -> Duration {
+    let (user, system) = cpu_split_of(pid);
+    user + system
+}
+
+/// User and system CPU time of process `pid` so far, apart (0 when it is gone).
+pub(crate) fn cpu_split_of(pid: u32) -> (Duration, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name: state is field 3; utime 14 and stime 15.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / clock_ticks() as f64)
+    let seconds = |t: u64| Duration::from_secs_f64(t as f64 / clock_ticks() as f64);
+    (seconds(ticks(11)), seconds(ticks(12)))
 }
 
 /// A `… kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`, …), in KiB; 0 when absent.
@@ -628,6 +638,11 @@ struct Figures {
     /// in flight → (pairs per second, p50 µs, p99 µs)
     throughput: Vec<(usize, f64, f64, f64)>,
     cpu_per_pair_us: Option<f64>,
+    /// The same CPU, user and system apart (µs per pair).
+    cpu_user_system_us: Option<(f64, f64)>,
+    /// Times the process went to sleep waiting for input (voluntary context switches), per pair:
+    /// how many wake-ups the CPU above is spread over.
+    sleeps_per_pair: Option<f64>,
     peak_rss_kib: Option<u64>,
     /// body bytes → (µs per pair, MB/s)
     bodies: Vec<(usize, f64, f64)>,
@@ -666,7 +681,7 @@ fn sizes(kind: Kind, quick: bool) -> Sizes {
 }
 
 /// One run of every scenario against one contestant (a fresh process).
-fn run_one(launch: &Launch, quick: bool, session_base: &mut u64) -> Result<Figures> {
+fn run_one(launch: &Launch, quick: bool, cpu_only: bool, session_base: &mut u64) -> Result<Figures> {
     let mut figures = Figures::default();
     let size = sizes(launch.kind, quick);
     let mut proc = Proc::start(launch)?;
@@ -702,6 +717,15 @@ fn run_one(launch: &Launch, quick: bool, session_base: &mut u64) -> Result<Figur
     let first = next_session(size.warm_up);
     let pairs = build_pairs(first, size.warm_up, 1024, SECRET, &format!("u{first}-"));
     one_at_a_time(&mut proc, &pairs)?;
+    if cpu_only {
+        // Warmed at 64 in flight too, as the full run's in-flight phases warm it.
+        let first = next_session(size.pipelined);
+        let pairs = build_pairs(first, size.pipelined, 1024, SECRET, &format!("v{first}-"));
+        pipelined(&mut proc, &pairs, 64, first)?;
+        cpu_phase(&mut proc, launch, size.cpu, &mut next_session, &mut figures)?;
+        proc.stop();
+        return Ok(figures);
+    }
     // One at a time.
     let first = next_session(size.sequential);
     let pairs = build_pairs(first, size.sequential, 1024, SECRET, &format!("s{first}-"));
@@ -724,21 +748,7 @@ fn run_one(launch: &Launch, quick: bool, session_base: &mut u64) -> Result<Figur
             micros(percentile(&latencies, 99.0)),
         ));
     }
-    // CPU per pair at 64 in flight (plugins only: `cat` is not the one doing the work).
-    let first = next_session(size.cpu);
-    let pairs = build_pairs(first, size.cpu, 1024, SECRET, &format!("c{first}-"));
-    // OT_BENCH_PROFILE=1: announce the CPU phase and wait, so a profiler can attach to the pid.
-    if std::env::var_os("OT_BENCH_PROFILE").is_some() {
-        eprintln!("profile: cpu phase of {} pid {} in 2 s", launch.kind.name(), proc.pid());
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    let before = proc.cpu();
-    pipelined(&mut proc, &pairs, 64, first)?;
-    let used = proc.cpu().saturating_sub(before);
-    if launch.kind.is_plugin() {
-        figures.cpu_per_pair_us = Some(micros(used) / size.cpu as f64);
-        figures.peak_rss_kib = Some(proc.status_kib("VmHWM:"));
-    }
+    cpu_phase(&mut proc, launch, size.cpu, &mut next_session, &mut figures)?;
     // Body sizes, one at a time.
     for (size_bytes, count) in BODY_SIZES.iter().zip(size.body_pairs) {
         let first = next_session(count);
@@ -776,6 +786,38 @@ fn run_one(launch: &Launch, quick: bool, session_base: &mut u64) -> Result<Figur
         fresh.stop();
     }
     Ok(figures)
+}
+
+/// CPU per pair at 64 in flight (plugins only: `cat` is not the one doing the work), and the peak RSS.
+fn cpu_phase(
+    proc: &mut Proc,
+    launch: &Launch,
+    count: usize,
+    next_session: &mut impl FnMut(usize) -> u64,
+    figures: &mut Figures,
+) -> Result<()> {
+    let first = next_session(count);
+    let pairs = build_pairs(first, count, 1024, SECRET, &format!("c{first}-"));
+    // OT_BENCH_PROFILE=1: announce the CPU phase and wait, so a profiler can attach to the pid.
+    if std::env::var_os("OT_BENCH_PROFILE").is_some() {
+        eprintln!("profile: cpu phase of {} pid {} in 2 s", launch.kind.name(), proc.pid());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (user_before, system_before) = proc.cpu();
+    let sleeps_before = proc.status_kib("voluntary_ctxt_switches:");
+    pipelined(proc, &pairs, 64, first)?;
+    let (user_after, system_after) = proc.cpu();
+    let sleeps = proc.status_kib("voluntary_ctxt_switches:").saturating_sub(sleeps_before);
+    if launch.kind.is_plugin() {
+        let per_pair = |d: Duration| micros(d) / count as f64;
+        let (user, system) =
+            (per_pair(user_after.saturating_sub(user_before)), per_pair(system_after.saturating_sub(system_before)));
+        figures.cpu_per_pair_us = Some(user + system);
+        figures.cpu_user_system_us = Some((user, system));
+        figures.sleeps_per_pair = Some(sleeps as f64 / count as f64);
+        figures.peak_rss_kib = Some(proc.status_kib("VmHWM:"));
+    }
+    Ok(())
 }
 
 fn median(values: impl IntoIterator<Item = f64>) -> f64 {
@@ -882,7 +924,7 @@ pub(crate) fn bench(root: &Path, options: &Options) -> Result<ExitCode> {
     for run in 1..=runs {
         for launch in &launches {
             say(&format!("run {run}/{runs}: {}", launch.kind.name()));
-            let figures = run_one(launch, options.quick, &mut session_base)?;
+            let figures = run_one(launch, options.quick, options.cpu_only, &mut session_base)?;
             all.entry(launch.kind).or_default().push(figures);
         }
     }
@@ -1011,6 +1053,12 @@ fn report(launches: &[Launch], all: &HashMap<Kind, Vec<Figures>>, million: Optio
         out.push('\n');
     }
     out.push_str(&row("CPU per pair at 64 in flight", &|f| f.cpu_per_pair_us, "µs"));
+    out.push('\n');
+    out.push_str(&row("  of which user", &|f| f.cpu_user_system_us.map(|c| c.0), "µs"));
+    out.push('\n');
+    out.push_str(&row("  of which system", &|f| f.cpu_user_system_us.map(|c| c.1), "µs"));
+    out.push('\n');
+    out.push_str(&row("  sleeps (waits for input) per pair", &|f| f.sleeps_per_pair, ""));
     out.push('\n');
     out.push_str(&row("peak RSS (VmHWM)", &|f| f.peak_rss_kib.map(|k| k as f64 / 1024.0), "MiB"));
     out.push('\n');

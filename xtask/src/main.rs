@@ -154,6 +154,10 @@ enum Command {
         /// Our binary [default: a fresh `cargo build --release -p openai-trigger`].
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
+        /// Only the warm-up and the CPU phase: CPU per pair at 64 in flight (user and system
+        /// apart) and peak RSS, in seconds instead of minutes.
+        #[arg(long)]
+        cpu_only: bool,
     },
     /// Each SDK example (crates/dify-plugin/examples) beside the same plugin on the official Python SDK
     /// (bench/python-sdk-examples), over stdio: start-up to the first heartbeat, RSS idle and after 10,000
@@ -246,8 +250,8 @@ fn main() -> ExitCode {
             offline::package_command(binaries, out.as_deref(), !no_smoke)
         }
         Command::Soak { requests, in_flight, binary } => soak::soak(requests, in_flight.max(1), binary.as_deref()),
-        Command::Bench { runs, quick, million, only, binary } => {
-            bench::bench(&paths::workspace_root(), &bench::Options { runs, quick, million, only, binary })
+        Command::Bench { runs, quick, million, only, binary, cpu_only } => {
+            bench::bench(&paths::workspace_root(), &bench::Options { runs, quick, million, only, binary, cpu_only })
         }
         Command::BenchExamples { only, requests, no_build } => bench_examples::bench_examples(
             &paths::workspace_root(),

@@ -60,6 +60,9 @@ struct StorageRequest<'a> {
 
 /// Events of one pending call; a hostile or broken daemon cannot queue more than this.
 const MAX_EVENTS_PER_CALL: usize = 256;
+/// Calls left before their `end` that are remembered, so that the rest of their events is taken
+/// in silence (the oldest are forgotten first).
+const MAX_ABANDONED: usize = 1024;
 
 /// The pending backwards calls of one connection, by `backwards_request_id`.
 #[derive(Default)]
@@ -68,6 +71,10 @@ pub(crate) struct Pending {
     /// Calls whose events came faster than they were read, past [`MAX_EVENTS_PER_CALL`]: they
     /// fail with [`BackwardsError::Overflow`] instead of silently missing an event.
     overflowed: Mutex<std::collections::HashSet<String>>,
+    /// Calls whose caller stopped listening before their `end`: after an `error` (which the daemon
+    /// always follows with `end`, daemon-protocol.md §4.1), a timeout, or a dropped stream. Their
+    /// later events are expected, not a daemon's mistake to log.
+    abandoned: Mutex<Abandoned>,
     next: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -76,17 +83,22 @@ impl Pending {
     /// Routes one `backwards_response` to its waiter; false when nobody waits for that id.
     pub(crate) fn deliver(&self, response: BackwardsResponse) -> bool {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        let id = response.backwards_request_id.clone();
-        match waiters.get(&id).map(|waiter| waiter.try_send(response)) {
-            Some(Ok(())) => true,
-            Some(Err(mpsc::error::TrySendError::Full(_))) => {
+        let Some(waiter) = waiters.get(&response.backwards_request_id) else {
+            drop(waiters);
+            return self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).take(&response);
+        };
+        match waiter.try_send(response) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(response)) => {
                 // Dropping the sender ends the caller's stream once it has read what is queued;
                 // the mark makes that end an Overflow error, not a silent gap.
+                let id = response.backwards_request_id;
                 waiters.remove(&id);
                 self.overflowed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
                 false
             }
-            Some(Err(mpsc::error::TrySendError::Closed(_))) | None => false,
+            // The caller is leaving (its stream is dropped, its registration not yet): abandoned.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
         }
     }
 
@@ -104,15 +116,54 @@ impl Pending {
         if self.closed.load(Ordering::SeqCst) {
             return None;
         }
-        let id = format!("{:016x}{:016x}", std::process::id(), self.next.fetch_add(1, Ordering::Relaxed));
+        // `{pid:016x}{counter:016x}`, without the formatter's digit-by-digit padding.
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&u64::from(std::process::id()).to_be_bytes());
+        raw[8..].copy_from_slice(&self.next.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let id = crate::raw_http::encode_hex(&raw);
         let (sender, receiver) = mpsc::channel(MAX_EVENTS_PER_CALL);
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), sender);
         Some((id, receiver))
     }
 
-    fn forget(&self, id: &str) {
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    /// The call is over for its caller; `ended` when its `end` came.
+    fn forget(&self, id: &str, ended: bool) {
+        let waited = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id).is_some();
         self.overflowed.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if waited && !ended {
+            self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).add(id);
+        }
+    }
+}
+
+/// Ids of abandoned calls, at most [`MAX_ABANDONED`], oldest first out.
+#[derive(Default)]
+struct Abandoned {
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Abandoned {
+    fn add(&mut self, id: &str) {
+        if self.order.len() >= MAX_ABANDONED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        self.ids.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+    }
+
+    /// Whether `response` belongs to an abandoned call (its `end` closes the call for good).
+    fn take(&mut self, response: &BackwardsResponse) -> bool {
+        let id = &response.backwards_request_id;
+        if !self.ids.contains(id) {
+            return false;
+        }
+        if response.event == "end" {
+            self.ids.remove(id);
+        }
+        true
     }
 }
 
@@ -141,7 +192,7 @@ impl Channel {
         };
         let (id, events) = pending.register().ok_or(BackwardsError::Closed)?;
         // Registered before the invoke is written: an answer can never arrive before anyone listens.
-        let registration = Registration { pending: pending.clone(), id };
+        let registration = Registration { pending: pending.clone(), id, ended: false };
         let line = match request {
             Body::Raw(request) => wire::invoke_line(session_id, kind, &registration.id, request),
             Body::Trusted(request) => wire::invoke_line_trusted(session_id, kind, &registration.id, request),
@@ -167,11 +218,13 @@ pub(crate) enum Body<'a> {
 struct Registration {
     pending: Arc<Pending>,
     id: String,
+    /// The call's `end` came.
+    ended: bool,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.pending.forget(&self.id);
+        self.pending.forget(&self.id, self.ended);
     }
 }
 
@@ -213,6 +266,7 @@ impl BackwardsStream {
                 "response" => return Some(Ok(event.data.unwrap_or(Value::Null))),
                 "end" => {
                     self.done = true;
+                    self.registration.ended = true;
                     return None;
                 }
                 "error" => {
@@ -367,7 +421,7 @@ mod tests {
     async fn an_overflow_is_an_error_not_a_gap() {
         let pending = Arc::new(Pending::default());
         let (id, events) = pending.register().unwrap();
-        let registration = Registration { pending: pending.clone(), id: id.clone() };
+        let registration = Registration { pending: pending.clone(), id: id.clone(), ended: false };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut stream =
             BackwardsStream { events, registration, deadline, timeout_error: BackwardsError::Closed, done: false };
@@ -385,11 +439,42 @@ mod tests {
         assert!(pending.overflowed.lock().unwrap().is_empty(), "forgotten with its call");
     }
 
+    /// The daemon follows an `error` with `end` (daemon-protocol.md §4.1); the caller has its error
+    /// at the first, and the second is expected, not something to log as a stray answer.
+    #[tokio::test]
+    async fn the_end_after_an_error_is_taken_in_silence() {
+        let pending = Arc::new(Pending::default());
+        let (id, events) = pending.register().unwrap();
+        let registration = Registration { pending: pending.clone(), id: id.clone(), ended: false };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let stream =
+            BackwardsStream { events, registration, deadline, timeout_error: BackwardsError::Closed, done: false };
+        assert!(pending.deliver(event(&id, "error", 0)));
+        assert!(matches!(stream.collect().await, Err(BackwardsError::Daemon(_))));
+        assert!(pending.deliver(event(&id, "end", 0)), "expected: taken");
+        assert!(!pending.deliver(event(&id, "end", 0)), "a second end is a stray");
+        assert!(!pending.deliver(event("never-asked", "end", 0)), "and so is an id nobody asked for");
+        // A call that ended normally leaves nothing behind.
+        let (id, events) = pending.register().unwrap();
+        let registration = Registration { pending: pending.clone(), id: id.clone(), ended: false };
+        let stream =
+            BackwardsStream { events, registration, deadline, timeout_error: BackwardsError::Closed, done: false };
+        assert!(pending.deliver(event(&id, "end", 0)));
+        assert!(stream.collect().await.unwrap().is_empty());
+        assert!(!pending.deliver(event(&id, "end", 0)));
+        // At most MAX_ABANDONED are remembered.
+        for n in 0..MAX_ABANDONED + 10 {
+            pending.abandoned.lock().unwrap().add(&format!("a{n}"));
+        }
+        let abandoned = pending.abandoned.lock().unwrap();
+        assert!(abandoned.ids.len() <= MAX_ABANDONED && abandoned.order.len() <= MAX_ABANDONED);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_deadline_covers_the_whole_call() {
         let pending = Arc::new(Pending::default());
         let (id, events) = pending.register().unwrap();
-        let registration = Registration { pending: pending.clone(), id: id.clone() };
+        let registration = Registration { pending: pending.clone(), id: id.clone(), ended: false };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut stream = BackwardsStream {
             events,

@@ -205,6 +205,51 @@ fn scan(text: &str) -> Option<Envelope<'_>> {
     }
 }
 
+/// The contents of the string value of the first member `name` of the JSON object `text`, when it
+/// holds a string with no escape and no control character and no key before it has an escape;
+/// None otherwise. Members before it are delimited as [`scan`] delimits them, not validated, and
+/// nothing after it is looked at: the caller has serde read the whole object with this value
+/// emptied, which finds a second `name`, or anything else wrong, as it would in the whole text.
+pub(crate) fn plain_string_member(text: &str, name: &str) -> Option<Range<usize>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(b, i + 1)?;
+        let key = &b[i + 1..key_end - 1];
+        if memchr::memchr(b'\\', key).is_some() {
+            return None;
+        }
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(b, i + 1);
+        let end = value_end(b, start)?;
+        if key == name.as_bytes() {
+            if b[start] != b'"' {
+                return None;
+            }
+            let contents = start + 1..end - 1;
+            let value = &b[contents.clone()];
+            // Without an early exit, so that it runs in vector registers.
+            let control = value.iter().fold(false, |seen, &c| seen | (c < 0x20));
+            return (!control && memchr::memchr(b'\\', value).is_none()).then_some(contents);
+        }
+        i = skip_ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            _ => return None,
+        }
+    }
+}
+
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         i += 1;
@@ -320,6 +365,26 @@ mod tests {
         assert!(by_scan(lines[0]).is_some() && by_scan(lines[1]).is_some() && by_scan(lines[2]).is_some());
         for refused in &lines[8..] {
             assert!(by_scan(refused).is_none(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_plain_string_member_is_found_only_when_serde_would_read_it_as_is() {
+        let text = r#"{"a":1,"raw":"00ff","b":{"raw":"x"}}"#;
+        assert_eq!(plain_string_member(text, "raw").map(|r| &text[r]), Some("00ff"));
+        assert_eq!(plain_string_member(r#" { "raw" : "" } "#, "raw").map(|r| r.len()), Some(0));
+        // A second one, and what follows the first, are left to serde (the caller's test).
+        assert!(plain_string_member(r#"{"raw":"00","raw":"11"} x"#, "raw").is_some());
+        for refused in [
+            r#"{"a":1}"#,
+            r#"{"raw":"0\u0030"}"#,
+            "{\"raw\":\"0\u{1}0\"}",
+            r#"{"raw":7}"#,
+            r#"{"r\u0061w":"00"}"#,
+            r#"{"raw":"00"#,
+            r#"["raw","00"]"#,
+        ] {
+            assert_eq!(plain_string_member(refused, "raw"), None, "{refused}");
         }
     }
 

@@ -14,9 +14,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 #[error("the session's output is closed")]
 pub struct Closed;
 
-/// One line on its way out, holding its share of the byte budget until written.
+/// One line (or two: a session's result and its `end`) on its way out, holding its share of the
+/// byte budget until written.
 pub(crate) struct Outgoing {
     pub(crate) line: Vec<u8>,
+    /// A second line written right after `line`.
+    pub(crate) then: Option<Vec<u8>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -40,11 +43,18 @@ impl Outbox {
     pub(crate) async fn send(&self, line: Vec<u8>) -> Result<(), Closed> {
         let weight = u32::try_from(line.len()).unwrap_or(u32::MAX).clamp(1, self.capacity);
         let permit = self.budget.clone().acquire_many_owned(weight).await.map_err(|_| Closed)?;
-        self.lines.send(Outgoing { line, _permit: Some(permit) }).map_err(|_| Closed)
+        self.lines.send(Outgoing { line, then: None, _permit: Some(permit) }).map_err(|_| Closed)
+    }
+
+    /// Queues two lines to be written one after the other (one wait, one wake-up of the writer).
+    pub(crate) async fn send_two(&self, line: Vec<u8>, then: Vec<u8>) -> Result<(), Closed> {
+        let weight = u32::try_from(line.len() + then.len()).unwrap_or(u32::MAX).clamp(1, self.capacity);
+        let permit = self.budget.clone().acquire_many_owned(weight).await.map_err(|_| Closed)?;
+        self.lines.send(Outgoing { line, then: Some(then), _permit: Some(permit) }).map_err(|_| Closed)
     }
 
     /// Queues one line without waiting (heartbeats).
     pub(crate) fn send_now(&self, line: Vec<u8>) -> Result<(), Closed> {
-        self.lines.send(Outgoing { line, _permit: None }).map_err(|_| Closed)
+        self.lines.send(Outgoing { line, then: None, _permit: None }).map_err(|_| Closed)
     }
 }

@@ -144,11 +144,12 @@ impl HttpRequest {
 
     fn parse_with_head(bytes: Vec<u8>, head_len: usize) -> Result<Self, Error> {
         let head = unfold_and_check(&bytes[..head_len])?;
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut slots);
+        // Slots httparse writes before it reads them: not zeroed first (4 KiB per request).
+        let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
         let mut config = httparse::ParserConfig::default();
         config.allow_multiple_spaces_in_request_line_delimiters(true);
-        match config.parse_request(&mut request, &head) {
+        match config.parse_request_with_uninit_headers(&mut request, &head, &mut slots) {
             Ok(httparse::Status::Complete(_)) => {}
             Ok(httparse::Status::Partial) => return Err(Error::NoHead),
             Err(httparse::Error::TooManyHeaders) => return Err(Error::Head("more than 128 header lines")),
@@ -185,16 +186,24 @@ impl HttpRequest {
             .map(|h| (std::str::from_utf8(&self.head[h.name.clone()]).unwrap_or_default(), &self.head[h.value.clone()]))
     }
 
+    /// The values of the field lines named `name` (case-insensitively), in order. Names are compared
+    /// as bytes: they are tokens (checked when parsed), so no UTF-8 check is needed per lookup.
+    fn values_of<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
+        self.headers
+            .iter()
+            .filter(move |h| self.head[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| &self.head[h.value.clone()])
+    }
+
     /// The first value of a header, looked up case-insensitively.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.fields().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value)
+        self.values_of(name).next()
     }
 
     /// Every non-empty value of a header, as trimmed text, in order (non-UTF-8 values skipped).
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.fields()
-            .filter(move |(field, _)| field.eq_ignore_ascii_case(name))
-            .filter_map(|(_, value)| std::str::from_utf8(value).ok())
+        self.values_of(name)
+            .filter_map(|value| std::str::from_utf8(value).ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
     }
@@ -245,6 +254,21 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
 /// The head with obs-fold replaced by one space and CRLF line ends, after checking every field
 /// line's syntax. One buffer, written once (a fold rewrites the end of the line before it).
 fn unfold_and_check(head: &[u8]) -> Result<Vec<u8>, Error> {
+    // The common head (every line ends in CRLF, no line folded) already reads as it should: only
+    // its field lines are checked, each found with memchr.
+    if is_canonical(head) {
+        for (index, line) in crlf_lines(head).enumerate().skip(1) {
+            if !line.is_empty() {
+                check_field_line(index, line)?;
+            }
+        }
+        return Ok(head.to_vec());
+    }
+    unfold_and_check_any(head)
+}
+
+/// [`unfold_and_check`] for any head.
+fn unfold_and_check_any(head: &[u8]) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(head.len() + 16);
     // Start of the line last written (its CRLF included), and how many lines were written.
     let mut last_start = 0;
@@ -279,6 +303,29 @@ fn unfold_and_check(head: &[u8]) -> Result<Vec<u8>, Error> {
         }
     }
     Ok(out)
+}
+
+/// Every line of `head` ends in CRLF, none is folded (starts with a space or a tab after the
+/// request line), and it ends with exactly one blank line.
+fn is_canonical(head: &[u8]) -> bool {
+    let mut previous = 0;
+    for at in memchr::memchr_iter(b'\n', head) {
+        if at == 0 || head[at - 1] != b'\r' || (previous > 0 && matches!(head[previous], b' ' | b'\t')) {
+            return false;
+        }
+        previous = at + 1;
+    }
+    previous == head.len() && head.ends_with(b"\r\n\r\n") && !head[..head.len() - 2].ends_with(b"\r\n\r\n")
+}
+
+/// The lines of a canonical head, without their CRLF.
+fn crlf_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', head).map(move |at| {
+        let line = &head[start..at - 1];
+        start = at + 1;
+        line
+    })
 }
 
 fn check_field_line(line_number: usize, line: &[u8]) -> Result<(), Error> {
@@ -434,6 +481,26 @@ mod tests {
                 $body
             }
         };
+    }
+
+    #[test]
+    fn a_canonical_head_reads_as_the_general_path_reads_it() {
+        let heads: [&[u8]; 9] = [
+            b"POST /t HTTP/1.1\r\nHost: a\r\nWebhook-Id: wh_1\r\n\r\n",
+            b"POST /t HTTP/1.1\r\n\r\n",
+            b"POST /t HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"POST /t HTTP/1.1\r\nName : x\r\n\r\n",
+            b"POST /t HTTP/1.1\r\nNoColon\r\n\r\n",
+            b"POST /t HTTP/1.1\r\nA: x\x01y\r\n\r\n",
+            b"POST /t HTTP/1.1\r\nA: x\ry\r\nB: \x7f\r\n\r\n",
+            b"POST /t HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n",
+            b"POST /t HTTP/1.1\nA: 1\r\n\r\n",
+        ];
+        for head in heads {
+            assert_eq!(unfold_and_check(head), unfold_and_check_any(head), "{:?}", String::from_utf8_lossy(head));
+        }
+        assert!(is_canonical(heads[0]) && is_canonical(heads[2]) && is_canonical(heads[6]));
+        assert!(!is_canonical(heads[7]) && !is_canonical(heads[8]), "folds and bare LF take the general path");
     }
 
     req!(crlf_request, b"POST /triggers/plugin/x HTTP/1.1\r\nHost: a\r\nWebhook-Id: wh_1\r\n\r\n{\"a\":1}", |r| {

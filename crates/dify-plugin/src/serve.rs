@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::backwards::{Channel, Pending};
 use crate::framing;
@@ -108,6 +108,8 @@ where
         sessions: Arc::new(Semaphore::new(options.max_in_flight)),
         bytes: Arc::new(Semaphore::new(options.max_request_bytes)),
         options,
+        inline_first_poll: tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread,
     };
     let mut end = loop_.read_requests(input, plugin, broken.clone(), shutdown).await;
 
@@ -147,6 +149,9 @@ struct Loop {
     sessions: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     options: ServeOptions,
+    /// Poll each session once on the reader before giving it a task (current-thread runtimes only:
+    /// on several threads, a task of its own lets another thread run it).
+    inline_first_poll: bool,
 }
 
 impl Loop {
@@ -159,7 +164,11 @@ impl Loop {
     ) -> ServeEnd {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // The frame first: a line already buffered is taken without polling the other two
+            // (tokio's cooperative budget still makes the read yield now and then, so they are
+            // seen under any flood of input).
             let frame = tokio::select! {
+                biased;
                 frame = framing::read_frame(&mut input, framing::MAX_INBOUND_LINE) => frame,
                 _ = broken.wait_for(|b| *b) => return ServeEnd::OutputClosed,
                 _ = &mut shutdown => return ServeEnd::Shutdown,
@@ -192,13 +201,20 @@ impl Loop {
                 let bytes = self.bytes.clone().acquire_many_owned(weight).await;
                 (slot, bytes)
             };
-            let (slot, bytes) = tokio::select! {
-                permits = permits => permits,
-                _ = broken.wait_for(|b| *b) => return ServeEnd::OutputClosed,
+            // Room is the common case: taken without a future or a look at `broken`.
+            let (slot, bytes) = match self.try_permits(weight) {
+                Some(permits) => permits,
+                None => {
+                    let (slot, bytes) = tokio::select! {
+                        permits = permits => permits,
+                        _ = broken.wait_for(|b| *b) => return ServeEnd::OutputClosed,
+                    };
+                    let (Ok(slot), Ok(bytes)) = (slot, bytes) else { return ServeEnd::InputClosed };
+                    (slot, bytes)
+                }
             };
-            let (Ok(slot), Ok(bytes)) = (slot, bytes) else { return ServeEnd::InputClosed };
             let session = Session::new(
-                session_id,
+                session_id.clone(),
                 self.out.clone(),
                 Channel::Stream(self.pending.clone()),
                 self.options.backwards_timeout,
@@ -206,13 +222,30 @@ impl Loop {
             let plugin = plugin.clone();
             let deadline = self.options.session_deadline;
             let live = self.live.clone();
-            tokio::spawn(async move {
-                let id: Arc<str> = Arc::from(session.id());
+            let mut task = Box::pin(async move {
                 run_session(&*plugin, request, session, deadline).await;
-                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
                 drop((slot, bytes));
             });
+            // On one thread, a session that finishes without waiting (most of a trigger's: verify,
+            // route, answer) runs to its end right here, which spares it a task of its own: the
+            // spawn, a trip through the run queue and the task's teardown. Polled with a no-op
+            // waker: whatever it waits on is polled again, with the task's waker, once spawned.
+            if self.inline_first_poll {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                if task.as_mut().poll(&mut cx).is_ready() {
+                    continue;
+                }
+            }
+            tokio::spawn(task);
         }
+    }
+
+    /// A session slot and `weight` bytes of the budget, if both are free now.
+    fn try_permits(&self, weight: u32) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let slot = self.sessions.clone().try_acquire_owned().ok()?;
+        let bytes = self.bytes.clone().try_acquire_many_owned(weight).ok()?;
+        Some((slot, bytes))
     }
 
     fn bytes_capacity(&self) -> u32 {
@@ -317,8 +350,7 @@ pub(crate) async fn finish(out: &Outbox, session_id: &str, result: Reply) {
         Err(error) => wire::error_line(session_id, &error.bounded()),
     };
     // A closed outbox means the output is gone; there is nobody left to tell.
-    let _ = out.send(first).await;
-    let _ = out.send(wire::end_line(session_id)).await;
+    let _ = out.send_two(first, wire::end_line(session_id)).await;
 }
 
 /// Turns a panic while polling the handler's future into `Err(())`. The future is dropped right
@@ -360,10 +392,10 @@ pub(crate) async fn write_lines<W: AsyncWrite + Unpin>(
     let mut output = BufWriter::with_capacity(64 * 1024, output);
     let result = async {
         while let Some(first) = lines.recv().await {
-            write_one(&mut output, &first.line).await?;
+            write_outgoing(&mut output, &first).await?;
             drop(first);
             while let Ok(next) = lines.try_recv() {
-                write_one(&mut output, &next.line).await?;
+                write_outgoing(&mut output, &next).await?;
             }
             output.flush().await?;
         }
@@ -374,6 +406,14 @@ pub(crate) async fn write_lines<W: AsyncWrite + Unpin>(
         let _ = broken.send(true);
     }
     result
+}
+
+async fn write_outgoing<W: AsyncWrite + Unpin>(output: &mut W, outgoing: &Outgoing) -> io::Result<()> {
+    write_one(output, &outgoing.line).await?;
+    match &outgoing.then {
+        Some(then) => write_one(output, then).await,
+        None => Ok(()),
+    }
 }
 
 async fn write_one<W: AsyncWrite + Unpin>(output: &mut W, line: &[u8]) -> io::Result<()> {

@@ -225,6 +225,10 @@ impl Body for SessionBody {
             Poll::Ready(Some(outgoing)) => {
                 let mut line = outgoing.line;
                 line.push(b'\n');
+                if let Some(then) = &outgoing.then {
+                    line.extend_from_slice(then);
+                    line.push(b'\n');
+                }
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(line)))))
             }
             Poll::Ready(None) => Poll::Ready(None),

@@ -88,13 +88,15 @@ impl<'de, P: DeserializeOwned + Default> Deserialize<'de> for Subscription<P> {
             expires_at: Option<i64>,
             #[serde(default)]
             parameters: Option<Object>,
+            /// Kept as text: read as `P` straight from it, and only when that fails as an object
+            /// first (below).
             #[serde(default)]
-            properties: Option<Object>,
+            properties: Option<Box<serde_json::value::RawValue>>,
         }
         let wire = Wire::deserialize(deserializer)?;
         let properties = match wire.properties {
-            Some(map) if !map.is_empty() => P::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?,
-            _ => P::default(),
+            Some(raw) => properties_from_text(raw.get()).map_err(serde::de::Error::custom)?,
+            None => P::default(),
         };
         Ok(Subscription {
             endpoint: wire.endpoint.unwrap_or_default(),
@@ -103,6 +105,25 @@ impl<'de, P: DeserializeOwned + Default> Deserialize<'de> for Subscription<P> {
             properties,
         })
     }
+}
+
+/// `properties` from their JSON text: an object (`{}` and `null` are `P::default()`), read as `P`
+/// directly, which is one pass and no intermediate map for a `P` that reads any object (as
+/// [`Object`] does). A `P` that refuses the text (a derived struct refuses a key given twice) gets
+/// the object as a map first, where the last of a repeated key counts, so the answer is the same
+/// either way: the rule in the module's documentation.
+fn properties_from_text<P: DeserializeOwned + Default>(text: &str) -> Result<P, serde_json::Error> {
+    if text == "null" {
+        return Ok(P::default());
+    }
+    if !text.starts_with('{') {
+        return Err(serde::de::Error::custom("subscription properties are not a JSON object"));
+    }
+    if let Ok(properties) = serde_json::from_str::<P>(text) {
+        return Ok(properties);
+    }
+    let map: Object = serde_json::from_str(text)?;
+    if map.is_empty() { Ok(P::default()) } else { P::deserialize(Value::Object(map)) }
 }
 
 /// `dispatch_trigger_event` (triggers.md §4.1): one webhook to verify and route.
@@ -452,6 +473,12 @@ impl<'a, P: DeserializeOwned + Default> TriggerCall<'a, P> {
             column: err.column(),
         };
         Ok(match action {
+            Action::DispatchTriggerEvent if let Some(dispatch) = without_raw_request(request, dispatch_from) => {
+                TriggerCall::Dispatch(dispatch)
+            }
+            Action::InvokeTriggerEvent if let Some(invoke) = without_raw_request(request, invoke_from) => {
+                TriggerCall::Invoke(invoke)
+            }
             Action::DispatchTriggerEvent => {
                 #[derive(Deserialize)]
                 struct Probe<'b> {
@@ -499,6 +526,48 @@ impl<'a, P: DeserializeOwned + Default> TriggerCall<'a, P> {
             TriggerCall::RefreshCredentials(r) => &r.provider,
         }
     }
+}
+
+/// The webhook's hex is most of a dispatch or invoke line (twice the raw request), and serde would
+/// scan it byte by byte only to hand it back as it is. When `raw_http_request` is a plain string
+/// (no escape, no control character; [`crate::inbound::plain_string_member`]) of some length, the
+/// rest of `data` is read without it and the hex is borrowed from the line as it stands: the
+/// request read is the one serde would read from the whole `data`. Anything else, and any error
+/// (whose position must be the one in the whole `data`), takes the ordinary path.
+fn without_raw_request<'a, R>(request: &'a Request, typed: impl FnOnce(&str, &'a str) -> Option<R>) -> Option<R> {
+    const WORTH_IT: usize = 256;
+    let data = request.data();
+    let hex = crate::inbound::plain_string_member(data, "raw_http_request").filter(|r| r.len() >= WORTH_IT)?;
+    let mut rest = String::with_capacity(data.len() - hex.len());
+    rest.push_str(&data[..hex.start]);
+    rest.push_str(&data[hex.end..]);
+    typed(&rest, &data[hex])
+}
+
+fn dispatch_from<'a, P: DeserializeOwned + Default>(rest: &str, hex: &'a str) -> Option<DispatchRequest<'a, P>> {
+    let read: DispatchRequest<'_, P> = serde_json::from_str(rest).ok()?;
+    Some(DispatchRequest {
+        provider: Cow::Owned(read.provider.into_owned()),
+        subscription: read.subscription,
+        raw_http_request: Cow::Borrowed(hex),
+        credentials: read.credentials,
+        credential_type: read.credential_type,
+    })
+}
+
+fn invoke_from<'a, P: DeserializeOwned + Default>(rest: &str, hex: &'a str) -> Option<InvokeRequest<'a, P>> {
+    let read: InvokeRequest<'_, P> = serde_json::from_str(rest).ok()?;
+    Some(InvokeRequest {
+        provider: Cow::Owned(read.provider.into_owned()),
+        event: Cow::Owned(read.event.into_owned()),
+        user_id: read.user_id,
+        subscription: read.subscription,
+        parameters: read.parameters,
+        payload: read.payload,
+        raw_http_request: Some(Cow::Borrowed(hex)),
+        credentials: read.credentials,
+        credential_type: read.credential_type,
+    })
 }
 
 fn not_served(what: &str) -> ErrorData {
@@ -730,6 +799,44 @@ mod tests {
             serde_json::to_value(Subscription::<Object>::default()).unwrap(),
             json!({"endpoint": "", "expires_at": -1, "parameters": {}, "properties": {}})
         );
+    }
+
+    #[test]
+    fn a_long_raw_request_is_read_as_serde_reads_the_whole_request() {
+        let hex = "50".repeat(400);
+        let subscription = json!({"endpoint": "e", "properties": {"webhook_secret": "whsec_x", "k": [1, {"a": "}"}]}});
+        let dispatch = request(json!({"action": "dispatch_trigger_event", "provider": "p\u{e9}",
+            "raw_http_request": hex, "subscription": subscription, "credentials": {"c": 1}, "type": "trigger"}));
+        let invoke = request(json!({"action": "invoke_trigger_event", "provider": "p", "event": "e1",
+            "raw_http_request": hex, "subscription": subscription, "payload": {"event": {"x": "y"}},
+            "parameters": {"p": true}, "user_id": "u", "credential_type": "oauth2"}));
+        let fast = |r: &Request| format!("{:?}", TriggerCall::<Object>::parse(r).unwrap());
+        assert!(crate::inbound::plain_string_member(dispatch.data(), "raw_http_request").is_some());
+        assert_eq!(
+            fast(&dispatch),
+            format!("{:?}", TriggerCall::<Object>::Dispatch(dispatch.parse().unwrap())),
+            "the same request, whichever way it is read"
+        );
+        assert_eq!(fast(&invoke), format!("{:?}", TriggerCall::<Object>::Invoke(invoke.parse().unwrap())));
+        // What the whole request refuses is refused, with the position in the whole request: a
+        // field of the wrong type after the hex, a second raw_http_request.
+        let credentials =
+            format!(r#"{{"action":"dispatch_trigger_event","raw_http_request":"{hex}","credentials":5}}"#);
+        let twice =
+            format!(r#"{{"action":"dispatch_trigger_event","raw_http_request":"{hex}","raw_http_request":"00"}}"#);
+        for text in [credentials, twice] {
+            // The request as the line carries it (a Value would keep only one of two keys).
+            let line = format!(r#"{{"session_id":"s","event":"request","data":{text}}}"#);
+            let crate::inbound::Inbound::Request { request: wrong, .. } = crate::inbound::classify(line.into_bytes())
+            else {
+                panic!("not a request")
+            };
+            let whole = wrong.parse::<DispatchRequest<'_>>().unwrap_err();
+            match TriggerCall::<Object>::parse(&wrong) {
+                Err(RequestError::WrongShape { column, .. }) => assert_eq!(column, whole.column()),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

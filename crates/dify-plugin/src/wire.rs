@@ -94,15 +94,9 @@ struct Envelope<'a, D: Serialize> {
 #[derive(Serialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 enum SessionMessage<'a> {
-    Stream(&'a RawValue),
-    End(Empty),
     Error(&'a ErrorData),
     Invoke(Invoke<'a>),
 }
-
-/// Serialises as `{}`: the daemon requires `end` to carry an object, never `null` (§2.1).
-#[derive(Serialize)]
-struct Empty {}
 
 #[derive(Serialize)]
 struct Invoke<'a> {
@@ -139,16 +133,33 @@ const ENVELOPE_BYTES: usize = 160;
 
 /// `{"event":"session","session_id":S,"data":{"type":"stream","data":<chunk>}}`.
 pub fn stream_line(session_id: &str, chunk: &RawValue) -> Vec<u8> {
-    let capacity = chunk.get().len() + session_id.len() + ENVELOPE_BYTES;
-    to_line_sized(
-        &Envelope { event: "session", session_id: Some(session_id), data: SessionMessage::Stream(chunk) },
-        capacity,
-    )
+    // Two of every session's lines: written directly, byte for byte what serde writes for
+    // `Envelope` (a test holds them together), the chunk copied once.
+    let mut line = Vec::with_capacity(chunk.get().len() + session_id.len() + ENVELOPE_BYTES);
+    session_head(&mut line, session_id);
+    line.extend_from_slice(br#"{"type":"stream","data":"#);
+    line.extend_from_slice(chunk.get().as_bytes());
+    line.extend_from_slice(b"}}");
+    line
 }
 
 /// `{"event":"session","session_id":S,"data":{"type":"end","data":{}}}`.
 pub fn end_line(session_id: &str) -> Vec<u8> {
-    to_line(&Envelope { event: "session", session_id: Some(session_id), data: SessionMessage::End(Empty {}) })
+    let mut line = Vec::with_capacity(session_id.len() + ENVELOPE_BYTES);
+    session_head(&mut line, session_id);
+    // `data` an object, never `null`: the daemon requires it (§2.1).
+    line.extend_from_slice(br#"{"type":"end","data":{}}}"#);
+    line
+}
+
+/// `{"event":"session","session_id":S,"data":`
+fn session_head(line: &mut Vec<u8>, session_id: &str) {
+    line.extend_from_slice(br#"{"event":"session","session_id":"#);
+    // A string into a Vec: serde cannot fail here.
+    if serde_json::to_writer(&mut *line, session_id).is_err() {
+        line.extend_from_slice(b"\"\"");
+    }
+    line.extend_from_slice(br#","data":"#);
 }
 
 /// `{"event":"session","session_id":S,"data":{"type":"error","data":{…}}}`.
@@ -215,6 +226,19 @@ mod tests {
 
     fn text(line: Vec<u8>) -> String {
         String::from_utf8(line).unwrap()
+    }
+
+    #[test]
+    fn session_lines_are_the_envelope_whatever_the_id() {
+        for id in ["s-1", "", "quote\"and\\back", "tab\tnew\nline\u{1}", "é✓"] {
+            let envelope =
+                |data: serde_json::Value| serde_json::json!({"event": "session", "session_id": id, "data": data});
+            let stream: serde_json::Value = serde_json::from_slice(&stream_line(id, &raw(r#"{"a":[1,"x"]}"#))).unwrap();
+            assert_eq!(stream, envelope(serde_json::json!({"type": "stream", "data": {"a": [1, "x"]}})), "{id:?}");
+            let end: serde_json::Value = serde_json::from_slice(&end_line(id)).unwrap();
+            assert_eq!(end, envelope(serde_json::json!({"type": "end", "data": {}})), "{id:?}");
+            assert!(!stream_line(id, &raw("{}")).contains(&b'\n') && !end_line(id).contains(&b'\n'));
+        }
     }
 
     #[test]
