@@ -84,7 +84,7 @@ impl Pending {
     pub(crate) fn deliver(&self, response: BackwardsResponse) -> bool {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         let Some(waiter) = waiters.get(&response.backwards_request_id) else {
-            drop(waiters);
+            // Still under the waiters' lock, as `forget` is: a call is always in one or the other.
             return self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).take(&response);
         };
         match waiter.try_send(response) {
@@ -128,11 +128,14 @@ impl Pending {
 
     /// The call is over for its caller; `ended` when its `end` came.
     fn forget(&self, id: &str, ended: bool) {
-        let waited = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id).is_some();
-        self.overflowed.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        if waited && !ended {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        // Moved to `abandoned` under the waiters' lock: an answer delivered meanwhile finds it in
+        // one of the two (the lock order is always waiters, then abandoned).
+        if waiters.remove(id).is_some() && !ended {
             self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).add(id);
         }
+        drop(waiters);
+        self.overflowed.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 }
 
@@ -145,10 +148,10 @@ struct Abandoned {
 
 impl Abandoned {
     fn add(&mut self, id: &str) {
-        if self.order.len() >= MAX_ABANDONED
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.ids.remove(&oldest);
+        if self.order.len() >= MAX_ABANDONED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
         }
         self.ids.insert(id.to_owned());
         self.order.push_back(id.to_owned());

@@ -233,8 +233,15 @@ impl Loop {
             // waker: whatever it waits on is polled again, with the task's waker, once spawned.
             if self.inline_first_poll {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
-                if task.as_mut().poll(&mut cx).is_ready() {
-                    continue;
+                // The handler's own panics are caught inside (`run_session`); this guards the reader
+                // against anything else, as a task of its own would have been guarded.
+                match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
+                    Ok(Poll::Ready(())) => continue,
+                    Ok(Poll::Pending) => {}
+                    Err(_) => {
+                        tracing::error!("a session failed outside its handler; its id stays taken");
+                        continue;
+                    }
                 }
             }
             tokio::spawn(task);
