@@ -418,16 +418,21 @@ mod tests {
         serde_json::from_value(serde_json::json!({"backwards_request_id": id, "event": event, "data": n})).unwrap()
     }
 
+    /// A registered call, as `Channel::open` makes one (without writing its request): its id and
+    /// its stream, which times out with `timeout_error` 5 s from now.
+    fn call(pending: &Arc<Pending>, timeout_error: BackwardsError) -> (String, BackwardsStream) {
+        let (id, events) = pending.register().unwrap();
+        let registration = Registration { pending: pending.clone(), id: id.clone(), ended: false };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        (id, BackwardsStream { events, registration, deadline, timeout_error, done: false })
+    }
+
     /// Events that come faster than they are read past the bound end the call with an error: the
     /// caller never sees a stream with a silent gap.
     #[tokio::test]
     async fn an_overflow_is_an_error_not_a_gap() {
         let pending = Arc::new(Pending::default());
-        let (id, events) = pending.register().unwrap();
-        let registration = Registration { pending: pending.clone(), id: id.clone(), ended: false };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let mut stream =
-            BackwardsStream { events, registration, deadline, timeout_error: BackwardsError::Closed, done: false };
+        let (id, mut stream) = call(&pending, BackwardsError::Closed);
         for n in 0..MAX_EVENTS_PER_CALL as u64 {
             assert!(pending.deliver(event(&id, "response", n)));
         }
@@ -447,21 +452,14 @@ mod tests {
     #[tokio::test]
     async fn the_end_after_an_error_is_taken_in_silence() {
         let pending = Arc::new(Pending::default());
-        let (id, events) = pending.register().unwrap();
-        let registration = Registration { pending: pending.clone(), id: id.clone(), ended: false };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let stream =
-            BackwardsStream { events, registration, deadline, timeout_error: BackwardsError::Closed, done: false };
+        let (id, stream) = call(&pending, BackwardsError::Closed);
         assert!(pending.deliver(event(&id, "error", 0)));
         assert!(matches!(stream.collect().await, Err(BackwardsError::Daemon(_))));
         assert!(pending.deliver(event(&id, "end", 0)), "expected: taken");
         assert!(!pending.deliver(event(&id, "end", 0)), "a second end is a stray");
         assert!(!pending.deliver(event("never-asked", "end", 0)), "and so is an id nobody asked for");
         // A call that ended normally leaves nothing behind.
-        let (id, events) = pending.register().unwrap();
-        let registration = Registration { pending: pending.clone(), id: id.clone(), ended: false };
-        let stream =
-            BackwardsStream { events, registration, deadline, timeout_error: BackwardsError::Closed, done: false };
+        let (id, stream) = call(&pending, BackwardsError::Closed);
         assert!(pending.deliver(event(&id, "end", 0)));
         assert!(stream.collect().await.unwrap().is_empty());
         assert!(!pending.deliver(event(&id, "end", 0)));
@@ -476,16 +474,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_deadline_covers_the_whole_call() {
         let pending = Arc::new(Pending::default());
-        let (id, events) = pending.register().unwrap();
-        let registration = Registration { pending: pending.clone(), id: id.clone(), ended: false };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let mut stream = BackwardsStream {
-            events,
-            registration,
-            deadline,
-            timeout_error: BackwardsError::Timeout(Duration::from_secs(5)),
-            done: false,
-        };
+        let (id, mut stream) = call(&pending, BackwardsError::Timeout(Duration::from_secs(5)));
         assert!(pending.deliver(event(&id, "response", 1)));
         assert_eq!(stream.next().await.unwrap().unwrap(), serde_json::json!(1));
         assert_eq!(stream.next().await.unwrap().unwrap_err(), BackwardsError::Timeout(Duration::from_secs(5)));

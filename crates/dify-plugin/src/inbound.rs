@@ -162,20 +162,7 @@ fn scan(text: &str) -> Option<Envelope<'_>> {
         return (skip_ws(b, i + 1) == b.len()).then_some(envelope);
     }
     loop {
-        if b.get(i) != Some(&b'"') {
-            return None;
-        }
-        let key_end = string_end(b, i + 1)?;
-        let key = &b[i + 1..key_end - 1];
-        if memchr::memchr(b'\\', key).is_some() {
-            return None;
-        }
-        i = skip_ws(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        let start = skip_ws(b, i + 1);
-        let end = value_end(b, start)?;
+        let (key, Range { start, end }) = member_at(b, i)?;
         let value = &text[start..end];
         match key {
             b"session_id" if !seen_id => {
@@ -218,20 +205,7 @@ pub(crate) fn plain_string_member(text: &str, name: &str) -> Option<Range<usize>
     }
     i = skip_ws(b, i + 1);
     loop {
-        if b.get(i) != Some(&b'"') {
-            return None;
-        }
-        let key_end = string_end(b, i + 1)?;
-        let key = &b[i + 1..key_end - 1];
-        if memchr::memchr(b'\\', key).is_some() {
-            return None;
-        }
-        i = skip_ws(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        let start = skip_ws(b, i + 1);
-        let end = value_end(b, start)?;
+        let (key, Range { start, end }) = member_at(b, i)?;
         if key == name.as_bytes() {
             if b[start] != b'"' {
                 return None;
@@ -248,6 +222,27 @@ pub(crate) fn plain_string_member(text: &str, name: &str) -> Option<Range<usize>
             _ => return None,
         }
     }
+}
+
+/// The object member whose key starts at `i` (its opening quote): the key and its value's range.
+/// None when it is not delimited as expected or its key has an escape (which could spell any
+/// name): the caller then leaves the text to serde.
+fn member_at(b: &[u8], i: usize) -> Option<(&[u8], Range<usize>)> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let key_end = string_end(b, i + 1)?;
+    let key = &b[i + 1..key_end - 1];
+    if memchr::memchr(b'\\', key).is_some() {
+        return None;
+    }
+    let colon = skip_ws(b, key_end);
+    if b.get(colon) != Some(&b':') {
+        return None;
+    }
+    let start = skip_ws(b, colon + 1);
+    let end = value_end(b, start)?;
+    Some((key, start..end))
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {

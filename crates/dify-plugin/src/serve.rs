@@ -1,8 +1,10 @@
 /*!
 The session loop, transport-agnostic: reads newline-delimited JSON from any `AsyncBufRead`, runs
-each `request` as its own task through a [`Plugin`], routes `backwards_response` events to the
-session that asked, and writes through one writer task that owns the output. A heartbeat task
-feeds the same writer, so request work never delays it (daemon-protocol.md §2.4, §3, §12).
+each `request` through a [`Plugin`] as its own task (on a current-thread runtime, one that finishes
+without waiting runs to its end on the reader and never needs a task), routes `backwards_response`
+events to the session that asked, and writes through one writer task that owns the output. A
+heartbeat task feeds the same writer, so request work never delays it (daemon-protocol.md §2.4, §3,
+§12).
 
 Per session the output is exactly one `stream` chunk or one `error`, then exactly one `end` —
 also when the handler panics (`InternalError`) or overruns the deadline (`TimeoutError`).

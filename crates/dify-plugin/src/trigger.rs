@@ -92,6 +92,9 @@ impl<'de, P: DeserializeOwned + Default> Deserialize<'de> for Subscription<P> {
             properties: Option<Object>,
         }
         let wire = Wire::deserialize(deserializer)?;
+        // Through a map on purpose: it makes a repeated key count once (the last), keeps error
+        // positions in the request, and works under any deserializer (untagged enums, `flatten`,
+        // formats other than JSON), which reading `P` straight from the text would not.
         let properties = match wire.properties {
             Some(map) if !map.is_empty() => P::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?,
             _ => P::default(),
