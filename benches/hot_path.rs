@@ -11,10 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-/// The allocator the shipped binary uses (src/main.rs), so the figures are the binary's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use dify_plugin::host::trigger;
 use dify_plugin::raw_http::{HttpRequest, HttpResponse, encode_hex};
 use dify_plugin::{Request, ServeOptions};
@@ -23,6 +19,10 @@ use openai_trigger::provider::{OpenAiTrigger, PROVIDER};
 use openai_trigger::samples::{DEMO_SECRET, SignedDelivery};
 use openai_trigger::signature::{self, SecretSet, WebhookHeaders};
 use serde_json::{Value, json};
+
+/// The allocator the shipped binary uses (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const NOW: i64 = 1_765_432_100;
 const ENDPOINT: &str = "https://dify.bench/triggers/plugin/5b0e7a52";

@@ -82,25 +82,22 @@ impl<'de> Deserialize<'de> for SubscriptionProperties {
 
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut p = SubscriptionProperties::default();
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    let text = |map: &mut A| map.next_value::<Lenient<Text>>().map(|l| l.0);
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: Value = map.next_value()?;
                     match key.as_str() {
-                        "webhook_secret" => p.webhook_secret = text(&mut map)?.unwrap_or_default(),
+                        "webhook_secret" => p.webhook_secret = text(value).unwrap_or_default(),
                         // There, whatever it holds: a non-string reads as "".
-                        "endpoint_id" => p.endpoint_id = Some(text(&mut map)?.unwrap_or_default()),
-                        "subscribed_event_types" => p.subscribed_event_types = text(&mut map)?,
-                        "secret_created_at" => p.secret_created_at = map.next_value::<Lenient<Number>>()?.0,
-                        "previous_secret_expires_at" => {
-                            p.previous_secret_expires_at = map.next_value::<Lenient<Number>>()?.0;
-                        }
-                        "api_key" => p.api_key = text(&mut map)?,
-                        "admin_api_key" => p.admin_api_key = text(&mut map)?,
-                        "organization" => p.organization = text(&mut map)?,
-                        "project" => p.project = text(&mut map)?,
-                        "base_url" => p.base_url = text(&mut map)?,
+                        "endpoint_id" => p.endpoint_id = Some(text(value).unwrap_or_default()),
+                        "subscribed_event_types" => p.subscribed_event_types = text(value),
+                        "secret_created_at" => p.secret_created_at = number(value),
+                        "previous_secret_expires_at" => p.previous_secret_expires_at = number(value),
+                        "api_key" => p.api_key = text(value),
+                        "admin_api_key" => p.admin_api_key = text(value),
+                        "organization" => p.organization = text(value),
+                        "project" => p.project = text(value),
+                        "base_url" => p.base_url = text(value),
                         _ => {
-                            let value: Value = map.next_value()?;
-                            p.other.insert(key.into_owned(), value);
+                            p.other.insert(key, value);
                         }
                     }
                 }
@@ -111,92 +108,20 @@ impl<'de> Deserialize<'de> for SubscriptionProperties {
     }
 }
 
-/// A key, borrowed from the input where it can be.
-enum Key<'de> {
-    Borrowed(&'de str),
-    Owned(String),
-}
-
-impl Key<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            Key::Borrowed(key) => key,
-            Key::Owned(key) => key,
-        }
-    }
-
-    fn into_owned(self) -> String {
-        match self {
-            Key::Borrowed(key) => key.to_owned(),
-            Key::Owned(key) => key,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string key")
-            }
-
-            fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key::Borrowed(key))
-            }
-
-            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'de>, E> {
-                Ok(Key::Owned(key.to_owned()))
-            }
-
-            fn visit_string<E: serde::de::Error>(self, key: String) -> Result<Key<'de>, E> {
-                Ok(Key::Owned(key))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-/// A property read leniently as `T` says (a value of another type reads as None).
-struct Lenient<T: Reading>(Option<T::Output>);
-
-trait Reading {
-    type Output;
-    fn read(value: Value) -> Option<Self::Output>;
-}
-
 /// A string; anything else is absent.
-struct Text;
-
-impl Reading for Text {
-    type Output = String;
-    fn read(value: Value) -> Option<String> {
-        match value {
-            Value::String(text) => Some(text),
-            _ => None,
-        }
+fn text(value: Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text),
+        _ => None,
     }
 }
 
 /// A JSON number (a fraction cut toward zero, saturating) or a string holding a whole number.
-struct Number;
-
-impl Reading for Number {
-    type Output = i64;
-    fn read(value: Value) -> Option<i64> {
-        match value {
-            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-}
-
-impl<'de, T: Reading> Deserialize<'de> for Lenient<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Lenient(T::read(Value::deserialize(deserializer)?)))
+fn number(value: Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 

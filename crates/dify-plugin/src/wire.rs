@@ -133,8 +133,8 @@ const ENVELOPE_BYTES: usize = 160;
 
 /// `{"event":"session","session_id":S,"data":{"type":"stream","data":<chunk>}}`.
 pub fn stream_line(session_id: &str, chunk: &RawValue) -> Vec<u8> {
-    // Two of every session's lines: written directly, byte for byte what serde writes for
-    // `Envelope` (a test holds them together), the chunk copied once.
+    // Two of every session's lines: written directly, in the key order serde writes `Envelope` in
+    // (tests hold them to it), the chunk copied once.
     let mut line = Vec::with_capacity(chunk.get().len() + session_id.len() + ENVELOPE_BYTES);
     session_head(&mut line, session_id);
     line.extend_from_slice(br#"{"type":"stream","data":"#);
@@ -152,14 +152,19 @@ pub fn end_line(session_id: &str) -> Vec<u8> {
     line
 }
 
-/// `{"event":"session","session_id":S,"data":`
+/// `{"event":"session","session_id":S,"data":`, the start of every line a session writes by hand.
 fn session_head(line: &mut Vec<u8>, session_id: &str) {
     line.extend_from_slice(br#"{"event":"session","session_id":"#);
+    json_string(line, session_id);
+    line.extend_from_slice(br#","data":"#);
+}
+
+/// `value` as a JSON string (quoted and escaped).
+fn json_string(line: &mut Vec<u8>, value: &str) {
     // A string into a Vec: serde cannot fail here.
-    if serde_json::to_writer(&mut *line, session_id).is_err() {
+    if serde_json::to_writer(&mut *line, value).is_err() {
         line.extend_from_slice(b"\"\"");
     }
-    line.extend_from_slice(br#","data":"#);
 }
 
 /// `{"event":"session","session_id":S,"data":{"type":"error","data":{…}}}`.
@@ -181,17 +186,11 @@ pub fn invoke_line(session_id: &str, kind: &str, backwards_request_id: &str, req
 /// storage `set` of a hex value, which serde would scan byte by byte for characters to escape).
 pub(crate) fn invoke_line_trusted(session_id: &str, kind: &str, backwards_request_id: &str, request: &[u8]) -> Vec<u8> {
     let mut line = Vec::with_capacity(request.len() + session_id.len() + backwards_request_id.len() + ENVELOPE_BYTES);
-    let text = |value: &str, line: &mut Vec<u8>| {
-        if serde_json::to_writer(&mut *line, value).is_err() {
-            line.extend_from_slice(b"\"\"");
-        }
-    };
-    line.extend_from_slice(br#"{"event":"session","session_id":"#);
-    text(session_id, &mut line);
-    line.extend_from_slice(br#","data":{"type":"invoke","data":{"type":"#);
-    text(kind, &mut line);
+    session_head(&mut line, session_id);
+    line.extend_from_slice(br#"{"type":"invoke","data":{"type":"#);
+    json_string(&mut line, kind);
     line.extend_from_slice(br#","backwards_request_id":"#);
-    text(backwards_request_id, &mut line);
+    json_string(&mut line, backwards_request_id);
     line.extend_from_slice(br#","request":"#);
     line.extend_from_slice(request);
     line.extend_from_slice(b"}}}");
